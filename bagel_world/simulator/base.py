@@ -1,0 +1,124 @@
+"""The simulator API: what every backend (local model, HTTP client) implements.
+
+A *session* is one imagined world: a window of recent frames and actions held as model
+context. Envs, planners and the HTTP server talk only to this interface, so they run the
+same against a local model or a remote one.
+
+Randomness crosses this boundary as integer seeds (one per session per step), not as
+`torch.Generator` objects, so that a remote backend produces the same frames as a local
+one for the same seeds.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    """Flow sampler and guidance settings for one step (official names, section 8)."""
+
+    num_timesteps: int = 50
+    timestep_shift: float = 3.0
+    cfg_text_scale: float = 4.0
+    cfg_img_scale: float = 2.0
+    cfg_interval: tuple[float, float] = (0.0, 1.0)
+    cfg_renorm_type: str = "text_channel"
+    cfg_renorm_min: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.num_timesteps < 2:
+            raise ValueError(f"num_timesteps must be >= 2 (n-1 Euler steps), got {self.num_timesteps}")
+        if self.timestep_shift <= 0:
+            raise ValueError(f"timestep_shift must be > 0, got {self.timestep_shift}")
+        if self.cfg_renorm_type not in ("global", "channel", "text_channel"):
+            raise ValueError(
+                f"cfg_renorm_type {self.cfg_renorm_type!r} is not one of 'global', 'channel', 'text_channel'"
+            )
+        lo, hi = self.cfg_interval
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"cfg_interval must satisfy 0 <= lo <= hi <= 1, got {self.cfg_interval}")
+        if not 0.0 <= self.cfg_renorm_min <= 1.0:
+            raise ValueError(f"cfg_renorm_min must be in [0, 1], got {self.cfg_renorm_min}")
+
+
+@dataclass(frozen=True)
+class TaskTemplate:
+    """How a step of one task is phrased to the model.
+
+    The context of a session is: [system prompt] [task prompt] then, for each of the last
+    `window` steps, [frame] [action text], and the next frame is generated after the last
+    action. `action_format` turns the raw action into the text the model sees.
+    """
+
+    name: str
+    system_prompt: str
+    action_format: str = "{action}"
+    canonical_actions: tuple[str, ...] = ()
+    window: int = 4
+    resolution: tuple[int, int] = (64, 64)  # (H, W) of generated frames
+    sampling: SamplingSettings = field(default_factory=SamplingSettings)
+
+    def __post_init__(self) -> None:
+        if self.window < 1:
+            raise ValueError(f"window must be >= 1 frame, got {self.window}")
+        if "{action}" not in self.action_format:
+            raise ValueError(f"action_format must contain '{{action}}', got {self.action_format!r}")
+
+
+@dataclass
+class StepOutput:
+    """Result of stepping one session by one action."""
+
+    frame: np.ndarray  # (H, W, 3) uint8, the generated next frame
+    text: str | None  # text the model produced alongside (think mode), else None
+    latency_s: float  # wall time of the batched step this session was part of
+    frame_index: int  # index of `frame` in the session's history (start frame = 0)
+
+
+class Simulator(abc.ABC):
+    """A batched, forkable world simulator driven by text actions."""
+
+    @abc.abstractmethod
+    def tasks(self) -> dict[str, TaskTemplate]:
+        """Task templates this backend knows, by name."""
+
+    @abc.abstractmethod
+    def open(self, task: str, frames: Sequence[np.ndarray], prompt: str | None = None) -> str:
+        """Start a session from one or more (H, W, 3) uint8 frames; returns its id."""
+
+    @abc.abstractmethod
+    def step(
+        self, session_ids: Sequence[str], actions: Sequence[str], seeds: Sequence[int]
+    ) -> list[StepOutput]:
+        """Advance each session by one action, all in one model batch."""
+
+    @abc.abstractmethod
+    def fork(self, session_id: str) -> str:
+        """Copy a session; the copy evolves independently. Returns the new id."""
+
+    @abc.abstractmethod
+    def close(self, session_id: str) -> None:
+        """Forget a session. Unknown ids raise KeyError."""
+
+    @abc.abstractmethod
+    def frame(self, session_id: str) -> np.ndarray:
+        """The session's current frame, (H, W, 3) uint8."""
+
+    @abc.abstractmethod
+    def embed(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit-norm features of frames in the model's visual feature space, (B, D) float32."""
+
+    @abc.abstractmethod
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str]) -> np.ndarray:
+        """Log-probability of each answer to `question` about each session's current frame.
+
+        Returns (len(session_ids), len(answers)) float32: the model-judged reward path.
+        """
+
+    def close_all(self) -> None:  # pragma: no cover - optional convenience
+        pass

@@ -1,0 +1,34 @@
+"""Shared fixtures: the official conformance kit and tiny random checkpoints."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _conformance_dir() -> Path | None:
+    env = os.environ.get("BAGEL_CONFORMANCE_DIR")
+    for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "conformance", REPO / "shared" / "conformance"]:
+        if (cand / "model" / "ema.safetensors").is_file():
+            return cand
+    return None
+
+
+@pytest.fixture(scope="session")
+def conformance_dir() -> Path:
+    """The official-output kit (../shared/conformance); tests using it skip when it is absent."""
+    d = _conformance_dir()
+    if d is None:
+        pytest.skip("conformance kit not found (set BAGEL_CONFORMANCE_DIR or place it at ../shared/conformance)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    torch.set_num_threads(2)
+    yield

@@ -1,0 +1,72 @@
+"""A model-free Simulator for testing env, agent and server logic quickly.
+
+Frames are a deterministic function of (previous frame, action, seed), so seeding and
+batching properties can be checked without a network. Tests that need real model
+behaviour use the tiny random checkpoint instead.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+
+import numpy as np
+
+from bagel_world.simulator.base import Simulator, StepOutput, TaskTemplate
+
+
+class FakeSimulator(Simulator):
+    def __init__(self, templates: dict[str, TaskTemplate]):
+        self._templates = dict(templates)
+        self._sessions: dict[str, dict] = {}
+        self._ids = itertools.count()
+        self.step_calls = 0  # how many batched calls were made (to check batching)
+
+    def tasks(self):
+        return dict(self._templates)
+
+    def open(self, task, frames, prompt=None):
+        if task not in self._templates:
+            raise ValueError(f"unknown task {task!r}; known: {sorted(self._templates)}")
+        sid = f"s{next(self._ids)}"
+        self._sessions[sid] = {"task": task, "frames": [np.asarray(f).copy() for f in frames], "prompt": prompt}
+        return sid
+
+    def step(self, session_ids, actions, seeds):
+        self.step_calls += 1
+        out = []
+        for sid, action, seed in zip(session_ids, actions, seeds, strict=True):
+            s = self._sessions[sid]
+            prev = s["frames"][-1]
+            key = zlib.crc32(prev.tobytes() + action.encode() + int(seed).to_bytes(8, "little", signed=False))
+            rng = np.random.default_rng(key)
+            shift = rng.integers(-8, 9)
+            nxt = np.clip(prev.astype(np.int16) + shift + rng.integers(-3, 4, prev.shape), 0, 255).astype(np.uint8)
+            s["frames"].append(nxt)
+            out.append(StepOutput(frame=nxt.copy(), text=None, latency_s=0.0, frame_index=len(s["frames"]) - 1))
+        return out
+
+    def fork(self, session_id):
+        s = self._sessions[session_id]
+        sid = f"s{next(self._ids)}"
+        self._sessions[sid] = {**s, "frames": [f.copy() for f in s["frames"]]}
+        return sid
+
+    def close(self, session_id):
+        del self._sessions[session_id]
+
+    def frame(self, session_id):
+        return self._sessions[session_id]["frames"][-1].copy()
+
+    def embed(self, frames):
+        feats = np.stack([np.asarray(f, np.float32)[::8, ::8].reshape(-1) for f in frames])
+        feats -= feats.mean(axis=1, keepdims=True)
+        return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
+
+    def score(self, session_ids, question, answers):
+        out = np.zeros((len(session_ids), len(answers)), np.float32)
+        for i, sid in enumerate(session_ids):
+            m = float(self._sessions[sid]["frames"][-1].mean()) / 255.0
+            logits = np.array([m if j == 0 else 1 - m for j in range(len(answers))], np.float32)
+            out[i] = logits - np.log(np.exp(logits).sum())
+        return out
