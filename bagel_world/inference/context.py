@@ -1,0 +1,44 @@
+"""The inference context: a KV cache with its length and rope position."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from torch import Tensor
+
+
+@dataclass
+class Context:
+    """Everything the model has read so far, as keys/values per layer.
+
+    kv[l] = (keys, values), each (num_kv_heads, length, head_dim); keys are stored after
+    the k-norm and RoPE, values raw. Tensors are never modified in place (appends build new
+    tensors), so `fork()` shares them and costs O(layers), not O(cache size).
+    """
+
+    kv: list[tuple[Tensor, Tensor]]
+    length: int = 0
+    rope: int = 0
+    # (H, W) of the last image appended (VAE-resized); generation defaults to it.
+    image_shape: tuple[int, int] | None = None
+    # A readable log of what was appended, e.g. ["text(11)", "vae(24)", "vit(35)"].
+    segments: list[str] = field(default_factory=list)
+
+    def fork(self) -> "Context":
+        """An independent copy: appending to either never changes the other."""
+        return Context(
+            kv=list(self.kv),
+            length=self.length,
+            rope=self.rope,
+            image_shape=self.image_shape,
+            segments=list(self.segments),
+        )
+
+    @property
+    def nbytes(self) -> int:
+        return sum(k.numel() * k.element_size() + v.numel() * v.element_size() for k, v in self.kv)
+
+    def __repr__(self) -> str:
+        segs = " ".join(self.segments[-8:])
+        more = "… " if len(self.segments) > 8 else ""
+        return f"Context(length={self.length}, rope={self.rope}, segments=[{more}{segs}])"
