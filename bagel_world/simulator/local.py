@@ -1,0 +1,243 @@
+"""The model-backed simulator: sessions are BAGEL contexts stepped in batches.
+
+A session's context follows the official editing layout, with the world's history as
+the interleaved inputs:
+
+    [system prompt] [task prompt] (frame, action)* frame action  -> next frame
+
+and the three guidance contexts of `interleave_inference`: conditional (all of it),
+text-free (everything before the last action) and image-free (the texts only). Only the
+last `window` frames stay in context: when a step would exceed it, the context is rebuilt
+from the kept frames (their stored latents, so nothing is re-sampled), which bounds the
+cost of a step whatever the episode length.
+
+After a frame is generated it is appended back as a clean VAE block plus a ViT block at
+the same rope position rule the official code uses for inputs (fact sheet section 14).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from bagel_world.inference.context import Context
+from bagel_world.inference.engine import BagelInference
+from bagel_world.simulator.base import Simulator, StepOutput, TaskTemplate
+from bagel_world.simulator.tasks import templates_for_checkpoint
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Frame:
+    pixels: np.ndarray  # (H, W, 3) uint8
+    latents: torch.Tensor  # (N, 64) clean latent tokens as appended (posterior sample)
+
+
+@dataclass
+class _Session:
+    task: str
+    prompt: str | None
+    frames: list[_Frame]  # the kept window, oldest first
+    actions: list[str]  # actions between kept frames: len(frames) - 1
+    base: Context  # everything up to and including the last frame (= next text-free ctx)
+    text_only: Context  # system + prompt + kept actions (= next image-free ctx)
+    frame_index: int = 0
+    history_len: int = 0  # total frames ever, including those dropped from the window
+    meta: dict = field(default_factory=dict)
+
+
+class LocalSimulator(Simulator):
+    """Simulator on a loaded `BagelInference`; thread-safe (one model call at a time)."""
+
+    def __init__(self, engine: BagelInference, templates: dict[str, TaskTemplate] | None = None):
+        self.engine = engine
+        self.checkpoint_dir = getattr(engine, "checkpoint_dir", None)
+        large = engine.config.llm.hidden_size >= 2048
+        self._templates = templates if templates is not None else templates_for_checkpoint(self.checkpoint_dir, large)
+        self._sessions: dict[str, _Session] = {}
+        self._ids = itertools.count()
+        self._lock = threading.RLock()
+
+    # ---- Simulator API -----------------------------------------------------------------
+    def tasks(self) -> dict[str, TaskTemplate]:
+        return dict(self._templates)
+
+    def open(self, task: str, frames: Sequence[np.ndarray], prompt: str | None = None) -> str:
+        tpl = self._template(task)
+        frames = [self._check_frame(f, tpl) for f in frames]
+        if not frames:
+            raise ValueError("open() needs at least one start frame")
+        if len(frames) > tpl.window:
+            raise ValueError(f"got {len(frames)} start frames; task {task!r} keeps at most {tpl.window} (its window)")
+        # Start frames are encoded with a generator seeded from their bytes: the same
+        # start frames always give the same context.
+        seed = zlib.crc32(b"".join(f.tobytes() for f in frames))
+        gen = torch.Generator().manual_seed(seed)
+        with self._lock, torch.no_grad():
+            kept = [_Frame(f, self.engine.encode_image(self.engine.prepare_image(f), gen)) for f in frames]
+            s = _Session(task=task, prompt=prompt, frames=kept, actions=[], base=None, text_only=None)  # type: ignore[arg-type]
+            self._rebuild([s])
+            s.frame_index = len(frames) - 1
+            s.history_len = len(frames)
+            sid = f"sess-{next(self._ids)}"
+            self._sessions[sid] = s
+        return sid
+
+    def step(self, session_ids: Sequence[str], actions: Sequence[str], seeds: Sequence[int]) -> list[StepOutput]:
+        if not (len(session_ids) == len(actions) == len(seeds)):
+            raise ValueError(
+                f"step needs one action and one seed per session; got {len(session_ids)} sessions, "
+                f"{len(actions)} actions, {len(seeds)} seeds"
+            )
+        if len(set(session_ids)) != len(session_ids):
+            raise ValueError("a session may appear only once per step call")
+        sessions = [self._get(sid) for sid in session_ids]
+        texts = [self._action_text(s, a) for s, a in zip(sessions, actions)]
+        outputs: list[StepOutput | None] = [None] * len(sessions)
+        with self._lock:
+            t0 = time.perf_counter()
+            # Sessions of different tasks may differ in size and settings: one batch per group.
+            groups: dict[str, list[int]] = {}
+            for i, s in enumerate(sessions):
+                groups.setdefault(s.task, []).append(i)
+            for task, idx in groups.items():
+                self._step_group(task, [sessions[i] for i in idx], [texts[i] for i in idx], [int(seeds[i]) for i in idx])
+            latency = time.perf_counter() - t0
+        for i, s in enumerate(sessions):
+            outputs[i] = StepOutput(frame=s.frames[-1].pixels.copy(), text=None, latency_s=latency, frame_index=s.frame_index)
+        return outputs  # type: ignore[return-value]
+
+    def fork(self, session_id: str) -> str:
+        with self._lock:
+            s = self._get(session_id)
+            c = _Session(
+                task=s.task, prompt=s.prompt, frames=list(s.frames), actions=list(s.actions),
+                base=s.base.fork(), text_only=s.text_only.fork(), frame_index=s.frame_index,
+                history_len=s.history_len, meta=dict(s.meta),
+            )
+            sid = f"sess-{next(self._ids)}"
+            self._sessions[sid] = c
+        return sid
+
+    def close(self, session_id: str) -> None:
+        with self._lock:
+            if session_id not in self._sessions:
+                raise KeyError(f"unknown session {session_id!r}")
+            del self._sessions[session_id]
+
+    def close_all(self) -> None:
+        with self._lock:
+            self._sessions.clear()
+
+    def frame(self, session_id: str) -> np.ndarray:
+        return self._get(session_id).frames[-1].pixels.copy()
+
+    def embed(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        if len(frames) == 0:
+            return np.zeros((0, self.engine.config.vit.hidden_size), np.float32)
+        with self._lock:
+            return self.engine.image_features(list(frames)).cpu().numpy().astype(np.float32)
+
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str]) -> np.ndarray:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        sessions = [self._get(sid) for sid in session_ids]
+        with self._lock:
+            ctxs = [s.base.fork() for s in sessions]
+            self.engine.append_text(ctxs, [question] * len(ctxs))
+            return self.engine.score_answers(ctxs, list(answers)).numpy().astype(np.float32)
+
+    @property
+    def num_sessions(self) -> int:
+        return len(self._sessions)
+
+    # ---- internals ---------------------------------------------------------------------
+    def _template(self, task: str) -> TaskTemplate:
+        if task not in self._templates:
+            raise ValueError(f"unknown task {task!r}; this simulator knows {sorted(self._templates)}")
+        return self._templates[task]
+
+    def _get(self, sid: str) -> _Session:
+        try:
+            return self._sessions[sid]
+        except KeyError:
+            raise KeyError(f"unknown session {sid!r} (closed, expired or never opened)") from None
+
+    @staticmethod
+    def _check_frame(f, tpl: TaskTemplate) -> np.ndarray:
+        a = np.asarray(f)
+        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+            raise ValueError(f"a frame must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
+        if a.shape[:2] != tuple(tpl.resolution):
+            raise ValueError(
+                f"frame of {a.shape[1]}x{a.shape[0]} px (WxH) does not match task {tpl.name!r}, "
+                f"which runs at {tpl.resolution[1]}x{tpl.resolution[0]}"
+            )
+        return np.ascontiguousarray(a)
+
+    def _action_text(self, s: _Session, action: str) -> str:
+        if not isinstance(action, str) or not action.strip():
+            raise ValueError(f"action must be a non-empty string, got {action!r}")
+        return self._templates[s.task].action_format.format(action=action.strip())
+
+    def _rebuild(self, sessions: list[_Session]) -> None:
+        """Build base/text-only contexts from system prompt, prompt and the kept window."""
+        eng = self.engine
+        for s in sessions:
+            tpl = self._templates[s.task]
+            base, text_only = eng.new_context(), eng.new_context()
+            heads = [tpl.system_prompt] + ([s.prompt] if s.prompt else [])
+            for h in heads:
+                eng.append_text([base, text_only], [h, h])
+            shape = s.frames[0].pixels.shape[:2]
+            for i, fr in enumerate(s.frames):
+                if i > 0:
+                    eng.append_text([base, text_only], [s.actions[i - 1]] * 2)
+                eng.append_latents(base, fr.latents[None], shape)
+                eng.append_image(base, [fr.pixels], vae=False, vit=True)
+            s.base, s.text_only = base, text_only
+
+    def _step_group(self, task: str, sessions: list[_Session], texts: list[str], seeds: list[int]) -> None:
+        eng, tpl = self.engine, self._templates[task]
+        gens = [torch.Generator().manual_seed(sd) for sd in seeds]
+        # 1. Guidance contexts: text-free = base; conditional = base + action; image-free =
+        #    texts + action.
+        cond = [s.base.fork() for s in sessions]
+        img_free = [s.text_only.fork() for s in sessions]
+        eng.append_text(cond + img_free, texts + texts)
+        # 2. One batched sampling run for the whole group.
+        res = eng.generate_image(
+            cond, [s.base for s in sessions], img_free,
+            image_shape=tuple(tpl.resolution), settings=tpl.sampling, generators=gens,
+        )
+        # 3. Append the new frames (VAE re-encode with the same generators, then ViT).
+        new_frames = []
+        for s, img, g in zip(sessions, res.images, gens):
+            new_frames.append(_Frame(img, eng.encode_image(eng.prepare_image(img), g)))
+        overflow = [len(s.frames) + 1 > tpl.window for s in sessions]
+        for s, fr, t, c, tf, over in zip(sessions, new_frames, texts, cond, img_free, overflow):
+            s.frames.append(fr)
+            s.actions.append(t)
+            s.frame_index += 1
+            s.history_len += 1
+            if over:
+                s.frames, s.actions = s.frames[-tpl.window :], s.actions[-(tpl.window - 1) :] if tpl.window > 1 else []
+            else:
+                s.base, s.text_only = c, tf
+        keep = [s for s, over in zip(sessions, overflow) if not over]
+        if keep:
+            shape = tuple(tpl.resolution)
+            eng.append_latents([s.base for s in keep], torch.stack([s.frames[-1].latents for s in keep]), shape)
+            eng.append_image([s.base for s in keep], [s.frames[-1].pixels for s in keep], vae=False, vit=True)
+        rebuild = [s for s, over in zip(sessions, overflow) if over]
+        if rebuild:
+            self._rebuild(rebuild)
