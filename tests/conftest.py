@@ -32,3 +32,18 @@ def conformance_dir() -> Path:
 def _few_threads():
     torch.set_num_threads(2)
     yield
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory) -> Path:
+    """A tiny random checkpoint in the official layout (+ bagel/ae configs, byte tokenizer)."""
+    from bagel_world.model.checkpoint_io import write_random_checkpoint
+
+    return write_random_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", "tiny", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_ckpt):
+    from bagel_world.model.loader import load_bagel
+
+    return load_bagel(tiny_ckpt, device="cpu", dtype=torch.float32)

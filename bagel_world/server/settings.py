@@ -1,0 +1,45 @@
+"""Server limits and options, one dataclass (cleanrl's `Args` habit)."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+
+@dataclass
+class ServerSettings:
+    max_sessions: int = 256  # open sessions + env episodes, all clients together
+    session_ttl_s: float = 900.0  # idle sessions/episodes are closed after this long
+    max_body_bytes: int = 8 * 1024 * 1024  # whole request body, before any parsing
+    max_image_side: int = 2048  # width or height of an uploaded PNG, read from its header
+    max_image_pixels: int = 1024 * 1024  # width * height of an uploaded PNG
+    max_frames_per_request: int = 64  # start frames, frames to embed
+    max_action_length: int = 256  # characters in one action
+    max_text_length: int = 2048  # characters in a prompt, question, answer or instruction
+    max_batch_size: int = 32  # sessions per model step call
+    max_batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
+    max_episode_frames: int = 1000  # frames an episode keeps for its GIF
+    token: str | None = None  # when set, every /v1 request needs `Authorization: Bearer <token>`
+
+    def __post_init__(self) -> None:
+        for name in ("max_sessions", "max_body_bytes", "max_image_side", "max_image_pixels",
+                     "max_frames_per_request", "max_action_length", "max_text_length", "max_batch_size",
+                     "max_episode_frames"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.session_ttl_s <= 0:
+            raise ValueError(f"session_ttl_s must be > 0, got {self.session_ttl_s!r}")
+        if self.max_batch_wait_ms < 0:
+            raise ValueError(f"max_batch_wait_ms must be >= 0, got {self.max_batch_wait_ms!r}")
+        if self.token is not None and not self.token.strip():
+            raise ValueError("token must be a non-empty string or None")
+
+
+def is_loopback(host: str) -> bool:
+    """True when `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a hostname other than localhost may resolve to anything

@@ -1,0 +1,276 @@
+"""What the server holds between requests: the simulator, its worker thread, the batcher,
+and the client-visible sessions and env episodes with their idle clocks.
+
+Client ids are random and distinct from the simulator's own ids, so they cannot be
+guessed and a restarted simulator never aliases an old session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import secrets
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from bagel_world.server.batcher import Metrics, StepBatcher
+from bagel_world.server.errors import ApiError, from_simulator_error
+from bagel_world.server.settings import ServerSettings
+from bagel_world.simulator.base import Simulator, StepOutput
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SessionRecord:
+    sim_id: str
+    task: str
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0  # requests in flight; a busy session never expires
+
+
+@dataclass
+class EpisodeRecord:
+    env: Any  # gymnasium.Env over a BatchedSimulator
+    env_id: str
+    frames: list[np.ndarray]  # every observed frame, for the GIF
+    rewards: list[float]
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    done: bool = False
+    goal: np.ndarray | None = None
+    last_used: float = field(default_factory=time.monotonic)
+    busy: int = 0
+
+
+class ServerState:
+    def __init__(self, simulator: Simulator, settings: ServerSettings, owns_simulator: bool):
+        self.simulator, self.settings, self.owns_simulator = simulator, settings, owns_simulator
+        # One thread runs every simulator call: the model is not re-entrant, and a single
+        # worker keeps calls in the order the event loop issued them.
+        self.sim_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bagel-sim")
+        # Env code (reset/step) blocks on the batcher, so it runs on its own threads.
+        self.env_executor = ThreadPoolExecutor(max_workers=max(8, settings.max_batch_size * 2),
+                                               thread_name_prefix="bagel-env")
+        self.metrics = Metrics()
+        self.live_sim_ids: set[str] = set()  # every simulator session this server holds
+        self.sessions: dict[str, SessionRecord] = {}
+        self.episodes: dict[str, EpisodeRecord] = {}
+        self.expired: collections.OrderedDict[str, float] = collections.OrderedDict()  # id -> when
+        self._reserved = 0  # slots promised to creations still in flight
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.batcher: StepBatcher | None = None
+        self._sweeper: asyncio.Task | None = None
+        self._tasks_cache: dict | None = None
+
+    # ---- lifecycle -----------------------------------------------------------------------
+    async def start(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.batcher = StepBatcher(self.simulator, self.sim_executor, self.settings.max_batch_size,
+                                   self.settings.max_batch_wait_ms / 1000.0, self.live_sim_ids.__contains__,
+                                   self.metrics)
+        self.batcher.start()
+        self._sweeper = self.loop.create_task(self._sweep_forever(), name="session-sweeper")
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+        for eid in list(self.episodes):
+            await self._drop_episode(eid)
+        for sid in list(self.sessions):
+            await self._drop_session(sid)
+        self.env_executor.shutdown(wait=False, cancel_futures=True)
+        self.sim_executor.shutdown(wait=True, cancel_futures=False)
+
+    # ---- simulator calls -----------------------------------------------------------------
+    async def call(self, fn: Callable, *args) -> Any:
+        """Run `fn(*args)` on the simulator thread; simulator errors become ApiErrors."""
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self.sim_executor, fn, *args)
+        except Exception as exc:
+            raise from_simulator_error(exc) from exc
+
+    async def step(self, sim_ids: Sequence[str], actions: Sequence[str], seeds: Sequence[int]) -> list[StepOutput]:
+        assert self.batcher is not None
+        return await self.batcher.submit(sim_ids, actions, seeds)
+
+    def tasks(self) -> dict:
+        if self._tasks_cache is None:
+            self._tasks_cache = self.simulator.tasks()
+        return self._tasks_cache
+
+    # ---- capacity ------------------------------------------------------------------------
+    def reserve(self) -> None:
+        """Claim a slot for a new session/episode, or 429 when the server is full."""
+        used = len(self.sessions) + len(self.episodes) + self._reserved
+        if used >= self.settings.max_sessions:
+            raise ApiError(429, "too_many_sessions",
+                           f"the server already holds its maximum of {self.settings.max_sessions} sessions and "
+                           f"episodes; close some (DELETE) or wait for idle ones to expire after "
+                           f"{self.settings.session_ttl_s:g} s", headers={"Retry-After": "5"})
+        self._reserved += 1
+
+    def release(self) -> None:
+        self._reserved -= 1
+
+    @staticmethod
+    def new_id(prefix: str) -> str:
+        return f"{prefix}-{secrets.token_hex(12)}"
+
+    # ---- lookup with idle expiry ---------------------------------------------------------
+    def _missing(self, kind: str, cid: str) -> ApiError:
+        if cid in self.expired:
+            return ApiError(404, f"{kind}_expired", f"{kind} {cid!r} expired after {self.settings.session_ttl_s:g} s "
+                                                    f"idle and was closed; open a new one")
+        return ApiError(404, f"unknown_{kind}", f"unknown {kind} {cid!r} (never opened, or closed)")
+
+    def _is_stale(self, rec, now: float) -> bool:
+        return rec.busy == 0 and now - rec.last_used > self.settings.session_ttl_s
+
+    async def get_session(self, cid: str) -> SessionRecord:
+        rec = self.sessions.get(cid)
+        if rec is not None and self._is_stale(rec, time.monotonic()):
+            await self._expire_session(cid)
+            rec = None
+        if rec is None:
+            raise self._missing("session", cid)
+        rec.last_used = time.monotonic()
+        return rec
+
+    async def get_episode(self, cid: str) -> EpisodeRecord:
+        rec = self.episodes.get(cid)
+        if rec is not None and self._is_stale(rec, time.monotonic()):
+            await self._expire_episode(cid)
+            rec = None
+        if rec is None:
+            raise self._missing("episode", cid)
+        rec.last_used = time.monotonic()
+        return rec
+
+    def _remember_expired(self, cid: str) -> None:
+        self.expired[cid] = time.time()
+        while len(self.expired) > 10_000:
+            self.expired.popitem(last=False)
+
+    async def _expire_session(self, cid: str) -> None:
+        log.info("session %s expired after %.0f s idle", cid, self.settings.session_ttl_s)
+        self._remember_expired(cid)
+        await self._drop_session(cid)
+
+    async def _expire_episode(self, cid: str) -> None:
+        log.info("episode %s expired after %.0f s idle", cid, self.settings.session_ttl_s)
+        self._remember_expired(cid)
+        await self._drop_episode(cid)
+
+    # ---- registration --------------------------------------------------------------------
+    def add_session(self, sim_id: str, task: str) -> str:
+        cid = self.new_id("sess")
+        self.live_sim_ids.add(sim_id)
+        self.sessions[cid] = SessionRecord(sim_id, task)
+        return cid
+
+    async def _drop_session(self, cid: str) -> None:
+        rec = self.sessions.pop(cid, None)
+        if rec is None:
+            return
+        # Removed from live_sim_ids first, on the loop: a step still queued for it is
+        # dropped by the batcher, and one already running finishes before this close.
+        self.live_sim_ids.discard(rec.sim_id)
+        try:
+            await self.call(self.simulator.close, rec.sim_id)
+        except ApiError as exc:
+            log.warning("closing simulator session %s failed: %s", rec.sim_id, exc.message)
+
+    async def close_session(self, cid: str) -> None:
+        await self.get_session(cid)
+        await self._drop_session(cid)
+
+    async def _drop_episode(self, cid: str) -> None:
+        rec = self.episodes.pop(cid, None)
+        if rec is None:
+            return
+        try:
+            await asyncio.get_running_loop().run_in_executor(self.env_executor, rec.env.close)
+        except Exception as exc:  # closing must not fail the request or the sweep
+            log.warning("closing episode %s failed: %s", cid, exc)
+
+    async def close_episode(self, cid: str) -> None:
+        await self.get_episode(cid)
+        await self._drop_episode(cid)
+
+    async def _sweep_forever(self) -> None:
+        period = min(max(self.settings.session_ttl_s / 4, 0.05), 30.0)
+        while True:
+            await asyncio.sleep(period)
+            try:
+                now = time.monotonic()
+                for cid, rec in list(self.sessions.items()):
+                    if self._is_stale(rec, now):
+                        await self._expire_session(cid)
+                for cid, rec in list(self.episodes.items()):
+                    if self._is_stale(rec, now):
+                        await self._expire_episode(cid)
+            except Exception:  # a sweep must never kill the sweeper
+                log.exception("session sweep failed")
+
+    def snapshot(self) -> dict:
+        return {
+            "sessions": len(self.sessions),
+            "episodes": len(self.episodes),
+            "max_sessions": self.settings.max_sessions,
+            "queue_depth": self.batcher.depth if self.batcher is not None else 0,
+            **self.metrics.snapshot(),
+        }
+
+
+class BatchedSimulator(Simulator):
+    """The simulator as server-side envs see it: steps go through the batcher.
+
+    Env code runs on `env_executor` threads; `step` hands the request to the event loop's
+    batcher and blocks until its batch ran, so env episodes batch with each other and with
+    raw sessions. Every other call runs on the simulator thread, in order.
+    """
+
+    def __init__(self, state: ServerState):
+        self._state = state
+
+    def _sync(self, fn: Callable, *args):
+        return self._state.sim_executor.submit(fn, *args).result()
+
+    def tasks(self):
+        return self._state.tasks()
+
+    def open(self, task, frames, prompt=None):
+        sid = self._sync(self._state.simulator.open, task, frames, prompt)
+        self._state.live_sim_ids.add(sid)
+        return sid
+
+    def step(self, session_ids, actions, seeds):
+        assert self._state.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(self._state.step(list(session_ids), list(actions), list(seeds)),
+                                               self._state.loop)
+        return fut.result()
+
+    def fork(self, session_id):
+        sid = self._sync(self._state.simulator.fork, session_id)
+        self._state.live_sim_ids.add(sid)
+        return sid
+
+    def close(self, session_id):
+        self._state.live_sim_ids.discard(session_id)
+        return self._sync(self._state.simulator.close, session_id)
+
+    def frame(self, session_id):
+        return self._sync(self._state.simulator.frame, session_id)
+
+    def embed(self, frames):
+        return self._sync(self._state.simulator.embed, frames)
+
+    def score(self, session_ids, question, answers):
+        return self._sync(self._state.simulator.score, session_ids, question, answers)
