@@ -1,0 +1,115 @@
+"""Stage 1: train the small FLUX-architecture autoencoder on recorded frames.
+
+Loss: L1 + MSE reconstruction of the posterior sample's decode, plus a small KL term
+that keeps the posterior close to N(0, I). After training, the latent scale and shift
+are measured on the data (shift = mean, scale = 1/std of the unscaled latents), the way
+FLUX's 0.3611 / 0.1159 normalise its latents to unit variance for the flow model.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from bagel_world.model.autoencoder import AutoEncoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class AETrainArgs:
+    steps: int = 3000
+    batch_size: int = 32
+    lr: float = 1e-3
+    kl_weight: float = 1e-6
+    seed: int = 0
+    log_every: int = 50
+    bf16: bool = False  # bf16 autocast makes these small convolutions slower on CPU
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 -> (N, 3, H, W) in [-1, 1]."""
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def train_autoencoder(vae: AutoEncoder, frames: np.ndarray, args: AETrainArgs, out_dir: Path, progress=True) -> dict:
+    """Train in place on frames (N, H, W, 3); returns final metrics. Resumes from out_dir."""
+    from tqdm.auto import tqdm
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state_path = out_dir / "ae_state.pt"
+    rng = np.random.default_rng(args.seed)
+    gen = torch.Generator().manual_seed(args.seed)
+    opt = torch.optim.AdamW(vae.parameters(), lr=args.lr, betas=(0.9, 0.99))
+    step = 0
+    if state_path.is_file():
+        st = torch.load(state_path, weights_only=False)
+        vae.load_state_dict(st["vae"])
+        opt.load_state_dict(st["opt"])
+        step, rng.bit_generator.state = st["step"], st["rng"]
+        gen.set_state(st["gen"])
+    # Train on the unscaled latent: scale/shift are set after training.
+    vae.scale_factor, vae.shift_factor = 1.0, 0.0
+    bar = tqdm(total=args.steps, initial=step, desc="train autoencoder", disable=not progress)
+    t0 = time.perf_counter()
+    with open(out_dir / "ae_loss.jsonl", "a") as logf:
+        while step < args.steps:
+            lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / args.steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            x = frames_to_tensor(frames[rng.integers(0, len(frames), args.batch_size)])
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+                mean, logvar = vae.encode_moments(x).float().chunk(2, dim=1)
+                logvar = logvar.clamp(-30, 20)
+                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+                rec = vae.decoder(z).float()
+            l1, l2 = F.l1_loss(rec, x), F.mse_loss(rec, x)
+            kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
+            loss = l1 + l2 + args.kl_weight * kl
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % args.log_every == 0 or step == args.steps:
+                psnr = 10 * torch.log10(4.0 / l2.detach().clamp_min(1e-10))  # range [-1, 1] -> peak 2
+                row = {"step": step, "l1": l1.item(), "mse": l2.item(), "kl": kl.item(), "psnr": psnr.item(),
+                       "lr": lr, "elapsed_s": time.perf_counter() - t0}
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                bar.set_postfix(psnr=f"{float(psnr):.1f}")
+                torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                            "rng": rng.bit_generator.state, "gen": gen.get_state()}, state_path)
+    bar.close()
+    return calibrate_latents(vae, frames, args.seed)
+
+
+@torch.no_grad()
+def calibrate_latents(vae: AutoEncoder, frames: np.ndarray, seed: int = 0, n: int = 2048) -> dict:
+    """Set shift = mean and scale = 1/std of the posterior samples; return them with PSNR."""
+    vae.eval()
+    vae.scale_factor, vae.shift_factor = 1.0, 0.0
+    rng = np.random.default_rng(seed)
+    idx = rng.choice(len(frames), size=min(n, len(frames)), replace=False)
+    gen = torch.Generator().manual_seed(seed)
+    zs, errs = [], []
+    for i in range(0, len(idx), 128):
+        x = frames_to_tensor(frames[idx[i : i + 128]])
+        z = vae.encode(x, generator=gen)
+        zs.append(z)
+        errs.append(((vae.decode(z).clamp(-1, 1) - x) ** 2).mean(dim=(1, 2, 3)))
+    z = torch.cat(zs)
+    shift, std = float(z.mean()), float(z.std())
+    vae.shift_factor, vae.scale_factor = shift, 1.0 / std
+    vae.config.shift_factor, vae.config.scale_factor = shift, 1.0 / std
+    mse = torch.cat(errs)
+    psnr = float((10 * torch.log10(4.0 / mse.clamp_min(1e-10))).mean())
+    return {"shift_factor": shift, "scale_factor": 1.0 / std, "recon_psnr_db": psnr}

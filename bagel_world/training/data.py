@@ -1,0 +1,107 @@
+"""Trajectory shards: what `bagel-world record` writes and `bagel-world train` reads.
+
+A shard is one `.npz` file holding E episodes of T steps of one task:
+  frames   (E, T+1, H, W, 3) uint8   frame t is the observation before action t
+  actions  (E, T) str                the text action taken after frame t
+  qa_q     (E, T+1, Q) str           questions about frame t derived from simulator state
+  qa_a     (E, T+1, Q) str           their answers ("yes"/"no", ...)
+  seeds    (E,) int64                the simulator seed of each episode
+  task     () str
+Shards are written atomically (tmp file + rename), so an interrupted recording resumes
+by skipping finished shard files.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+
+@dataclass
+class Shard:
+    task: str
+    frames: np.ndarray
+    actions: np.ndarray
+    qa_q: np.ndarray
+    qa_a: np.ndarray
+    seeds: np.ndarray
+
+    def __post_init__(self) -> None:
+        E, T1 = self.frames.shape[:2]
+        if self.frames.dtype != np.uint8 or self.frames.ndim != 5 or self.frames.shape[-1] != 3:
+            raise ValueError(f"frames must be (E, T+1, H, W, 3) uint8, got {self.frames.shape} {self.frames.dtype}")
+        if self.actions.shape != (E, T1 - 1):
+            raise ValueError(f"actions must be (E, T) = {(E, T1 - 1)}, got {self.actions.shape}")
+        if self.qa_q.shape[:2] != (E, T1) or self.qa_q.shape != self.qa_a.shape:
+            raise ValueError(f"qa_q/qa_a must be (E, T+1, Q); got {self.qa_q.shape} and {self.qa_a.shape}")
+
+    @property
+    def num_episodes(self) -> int:
+        return self.frames.shape[0]
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        np.savez_compressed(
+            tmp, task=np.array(self.task), frames=self.frames, actions=self.actions.astype(str),
+            qa_q=self.qa_q.astype(str), qa_a=self.qa_a.astype(str), seeds=self.seeds.astype(np.int64),
+        )
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Shard":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(str(z["task"]), z["frames"], z["actions"], z["qa_q"], z["qa_a"], z["seeds"])
+
+
+def list_shards(folder: str | Path, task: str | None = None) -> list[Path]:
+    folder = Path(folder)
+    pattern = f"{task}/shard-*.npz" if task else "*/shard-*.npz"
+    return sorted(p for p in folder.glob(pattern) if ".tmp" not in p.name)
+
+
+@dataclass
+class Clip:
+    """A training example: `window` consecutive frames, the actions between, and QA at the end."""
+
+    task: str
+    frames: np.ndarray  # (K, H, W, 3)
+    actions: list[str]  # K-1
+    question: str | None
+    answer: str | None
+    # Where the frames come from, for latents cached per frame: (shard index, episode, t0).
+    key: tuple[int, int, int]
+
+
+class ClipSampler:
+    """Uniform random clips over all loaded shards."""
+
+    def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator):
+        if not shards:
+            raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
+        self.shards, self.window, self.rng = shards, window, rng
+        T1 = min(s.frames.shape[1] for s in shards)
+        if T1 < 2:
+            raise ValueError(f"episodes need at least 2 frames, got {T1}")
+        self._index = [(i, e) for i, s in enumerate(shards) for e in range(s.num_episodes)]
+
+    def sample(self) -> Clip:
+        i, e = self._index[int(self.rng.integers(len(self._index)))]
+        s = self.shards[i]
+        # 1..window context frames plus the frame to predict after them.
+        k = int(self.rng.integers(2, min(self.window + 1, s.frames.shape[1]) + 1))
+        t0 = int(self.rng.integers(0, s.frames.shape[1] - k + 1))
+        q_idx = int(self.rng.integers(s.qa_q.shape[2])) if s.qa_q.shape[2] else None
+        last = t0 + k - 1
+        return Clip(
+            task=s.task,
+            frames=s.frames[e, t0 : t0 + k],
+            actions=[str(a) for a in s.actions[e, t0 : last]],
+            question=None if q_idx is None else str(s.qa_q[e, last, q_idx]),
+            answer=None if q_idx is None else str(s.qa_a[e, last, q_idx]),
+            key=(i, e, t0),
+        )

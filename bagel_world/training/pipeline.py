@@ -1,0 +1,209 @@
+"""`bagel-world train`: tokenizer, autoencoder, then the MoT world model, then export.
+
+Every stage resumes from its state file in the work directory, and the exported
+checkpoint (official layout + our json files + scenarios + model card) is refreshed at
+every world-model checkpoint, so a usable model exists whenever the run is stopped.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bagel_world.config import AutoEncoderConfig, BagelConfig, Qwen2MoTConfig, SiglipConfig
+from bagel_world.model.autoencoder import AutoEncoder
+from bagel_world.model.bagel import Bagel
+from bagel_world.model.checkpoint_io import build_tokenizer, init_random, save_checkpoint
+from bagel_world.simulator.scenarios import ScenarioSet
+from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
+from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
+from bagel_world.training.data import ClipSampler, Shard, list_shards
+from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
+
+log = logging.getLogger(__name__)
+
+# The text heading every training sequence of a task, and the system prompt at inference.
+TASK_PROMPTS = {t: f"task: {t.replace('_', ' ')}" for t in TASK_NAMES}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    out: str
+    work: str
+    ae_steps: int = 3000
+    world_steps: int = 20000
+    batch_size: int = 8
+    window: int = 4
+    hidden: int = 256
+    layers: int = 6
+    heads: int = 4
+    kv_heads: int = 2
+    intermediate: int = 768
+    vocab_size: int = 512
+    lr: float = 3e-4
+    seed: int = 0
+    holdout_episodes: int = 8  # per task, kept out of training for scenarios and evaluation
+    bf16: bool = True
+    extra: dict = field(default_factory=dict)
+
+
+def small_config(c: TrainConfig, vocab: int, resolution: tuple[int, int]) -> BagelConfig:
+    side = max(resolution)
+    return BagelConfig(
+        llm=Qwen2MoTConfig(hidden_size=c.hidden, intermediate_size=c.intermediate, num_hidden_layers=c.layers,
+                           num_attention_heads=c.heads, num_key_value_heads=c.kv_heads, vocab_size=vocab,
+                           max_position_embeddings=8192),
+        vit=SiglipConfig(hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=2,
+                         patch_size=16, image_size=2 * side),
+        vae=AutoEncoderConfig(ch=32, ch_mult=[1, 2, 2, 2], num_res_blocks=1, z_channels=16),
+        max_latent_size=2 * side // 16,
+        vit_max_num_patch_per_side=2 * side // 16,
+        vae_transform=(2 * side, side, 16),
+        vit_transform=(2 * side, side, 16),
+    )
+
+
+def load_training_shards(data: Path, holdout: int) -> tuple[list[Shard], dict[str, Shard]]:
+    """All shards; the last `holdout` episodes of each task's last shard are held out."""
+    train, held = [], {}
+    for task in TASK_NAMES:
+        paths = list_shards(data, task)
+        if not paths:
+            continue
+        shards = [Shard.load(p) for p in paths]
+        last = shards[-1]
+        k = min(holdout, last.num_episodes - 1) if len(shards) == 1 else min(holdout, last.num_episodes)
+        if k > 0:
+            cut = last.num_episodes - k
+            held[task] = Shard(task, last.frames[cut:], last.actions[cut:], last.qa_q[cut:], last.qa_a[cut:], last.seeds[cut:])
+            shards[-1] = Shard(task, last.frames[:cut], last.actions[:cut], last.qa_q[:cut], last.qa_a[:cut], last.seeds[:cut])
+        train += [s for s in shards if s.num_episodes]
+    if not train:
+        raise FileNotFoundError(f"no trajectory shards under {data}; run `bagel-world record --out {data}` first")
+    return train, held
+
+
+def _texts(shards: list[Shard]) -> list[str]:
+    out = list(TASK_PROMPTS.values())
+    for s in shards:
+        out += list(np.unique(s.actions)) + list(np.unique(s.qa_q)) + list(np.unique(s.qa_a))
+    for t in TASK_NAMES:  # canonical actions even if a recording never used one
+        out += list(default_templates(False)[t].canonical_actions)
+    return out
+
+
+def run_training(c: TrainConfig, progress: bool = True) -> Path:
+    from transformers import AutoTokenizer
+
+    t_start = time.perf_counter()
+    data, out, work = Path(c.data), Path(c.out), Path(c.work)
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(c.seed)
+    shards, held = load_training_shards(data, c.holdout_episodes)
+    resolution = tuple(shards[0].frames.shape[2:4])
+    tasks = sorted({s.task for s in shards})
+    n_frames = sum(s.frames.shape[0] * s.frames.shape[1] for s in shards)
+    log.info("training on %d shards, %d frames, tasks %s, resolution %s", len(shards), n_frames, tasks, resolution)
+
+    # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary.
+    tok_dir = work / "tokenizer"
+    if not (tok_dir / "tokenizer.json").is_file():
+        build_tokenizer(tok_dir, texts=_texts(shards), vocab_size=c.vocab_size)
+    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+    vocab = int(np.ceil(len(tokenizer) / 64) * 64)
+    config = small_config(c, vocab, resolution)
+
+    # 2. Autoencoder.
+    vae = AutoEncoder(copy.deepcopy(config.vae))
+    init_ae = work / "ae_init.pt"
+    if init_ae.is_file():
+        vae.load_state_dict(torch.load(init_ae))
+    else:
+        torch.save(vae.state_dict(), init_ae)
+    all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
+    ae_metrics_path = work / "ae_metrics.json"
+    if ae_metrics_path.is_file():
+        ae_metrics = json.loads(ae_metrics_path.read_text())
+        vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False)["vae"])
+    else:
+        ae_metrics = train_autoencoder(vae, all_frames, AETrainArgs(steps=c.ae_steps, seed=c.seed), work, progress)
+        ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
+    vae.scale_factor, vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
+    config.vae.scale_factor, config.vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
+    vae.config = config.vae
+    del all_frames
+
+    # 3. The MoT world model. The gen expert starts as a copy of the und expert (official init).
+    model = Bagel(config)
+    init_random(model, c.seed)
+    copy_und_to_gen(model)
+    args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, window=c.window, seed=c.seed,
+                          bf16=c.bf16, task_prompts=TASK_PROMPTS)
+    trainer = WorldTrainer(config, model, vae, tokenizer, args)
+    sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed))
+
+    def export(tr: WorldTrainer) -> None:
+        export_checkpoint(out, config, tr, vae, tok_dir, held, c, ae_metrics, n_frames, time.perf_counter() - t_start)
+
+    train_world(trainer, sampler, work, on_checkpoint=export, progress=progress)
+    export(trainer)
+    return out
+
+
+@torch.no_grad()
+def copy_und_to_gen(model: Bagel) -> None:
+    sd = model.state_dict()
+    for k in sd:
+        if "_moe_gen" in k:
+            und = k.replace("mlp_moe_gen", "mlp").replace("_moe_gen", "")
+            sd[k].copy_(sd[und])
+
+
+def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae: AutoEncoder, tok_dir: Path,
+                      held: dict[str, Shard], c: TrainConfig, ae_metrics: dict, n_frames: int, elapsed_s: float) -> None:
+    """Write the EMA weights (bf16) in the official layout, plus world.json, scenarios, card."""
+    import shutil
+
+    ema_model = Bagel(config)
+    ema_model.load_state_dict(trainer.ema)
+    tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_checkpoint(tmp, config, ema_model, vae, dtype=torch.bfloat16)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, tmp / f.name)
+    templates = default_templates(False)
+    world = {"tasks": {}}
+    for t in TASK_NAMES:
+        tpl = template_to_json(templates[t])
+        world["tasks"][t] = {"system_prompt": TASK_PROMPTS[t], "resolution": list(config_resolution(held, t, tpl)),
+                             "window": c.window, "sampling": tpl["sampling"]}
+    (tmp / "world.json").write_text(json.dumps(world, indent=2) + "\n")
+    for task, sh in held.items():
+        ScenarioSet(frames=sh.frames[:, 0], goals=sh.frames[:, -1],
+                    instructions=[f"reach the view of the goal image ({task})"] * sh.num_episodes,
+                    questions=[str(q[0, 0]) for q in sh.qa_q]).save(tmp / "scenarios" / f"{task}.npz")
+    (tmp / "training.json").write_text(json.dumps({
+        "train_config": asdict(c), "world_args": asdict(trainer.args), "step": trainer.step,
+        "ae_metrics": ae_metrics, "frames": n_frames, "elapsed_s": elapsed_s,
+        "hardware": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "last_log": trainer.history[-1] if trainer.history else None,
+    }, indent=2) + "\n")
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.rename(out)
+
+
+def config_resolution(held, task, tpl) -> tuple[int, int]:
+    if task in held:
+        return tuple(held[task].frames.shape[2:4])
+    return tuple(tpl["resolution"])

@@ -1,0 +1,318 @@
+"""Train a small BAGEL MoT world model on recorded trajectories (the official objective).
+
+One training sequence per clip, laid out as the local simulator lays out its context:
+
+  [task text] [f0 VAE][f0 ViT] [a0] [f1 noised][f1 VAE][f1 ViT] [a1] ... [fk noised][fk VAE][fk ViT] [q] [answer]
+
+Noised latent blocks carry the flow-matching loss (v = eps - x0, one logit-normal t per
+block) and are invisible to every other split; they share the rope position of the clean
+copy that follows (fact sheet 4.13). The answer segment carries the cross-entropy loss.
+Total = mse_weight * MSE + ce_weight * CE, AdamW, EMA of the weights, bf16 autocast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from bagel_world.config import BagelConfig
+from bagel_world.inference.transforms import flattened_position_ids, patchify, to_tensor
+from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens
+from bagel_world.model.bagel import Bagel
+from bagel_world.model.packing import batch_masks
+from bagel_world.training.data import Clip, ClipSampler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorldTrainArgs:
+    steps: int = 20_000
+    batch_size: int = 8
+    lr: float = 3e-4
+    min_lr: float = 3e-5
+    warmup: int = 500
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    mse_weight: float = 1.0
+    ce_weight: float = 0.25
+    timestep_shift: float = 1.0
+    window: int = 4
+    seed: int = 0
+    bf16: bool = True
+    log_every: int = 50
+    ckpt_every: int = 500
+    task_prompts: dict[str, str] = field(default_factory=dict)  # task -> the text heading each sequence
+
+
+# ---- sequence layout ---------------------------------------------------------------------
+@dataclass
+class _Plan:
+    """Token layout of one training sequence; embeddings are filled in the batched forward."""
+
+    split_lens: list[int] = field(default_factory=list)
+    split_modes: list[str] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
+    kinds: list[int] = field(default_factory=list)  # 0 text, 1 vit, 2 clean latent, 3 noised latent
+    text_ids: list[int] = field(default_factory=list)  # for kind 0, in order
+    vit_frames: list[int] = field(default_factory=list)  # frame index per ViT block
+    latent_frames: list[tuple[int, bool]] = field(default_factory=list)  # (frame, noised) per latent block
+    ce_targets: list[tuple[int, int]] = field(default_factory=list)  # (position in sequence, target id)
+    rope: int = 0
+
+    def add_text(self, ids: list[int], bos: int, eos: int, loss: bool = False) -> None:
+        seq = [bos, *ids, eos]
+        start = len(self.kinds)
+        self._split(len(seq), "causal", list(range(self.rope, self.rope + len(seq))), [0] * len(seq))
+        self.text_ids += seq
+        if loss:  # [bos, t1..tn] predicts [t1..tn, eos]
+            self.ce_targets += [(start + i, seq[i + 1]) for i in range(len(seq) - 1)]
+        self.rope += len(seq)
+
+    def add_image(self, kind: int, n: int, soi: int, eoi: int, frame: int) -> None:
+        mode = "noise" if kind == 3 else "full"
+        self._split(n + 2, mode, [self.rope] * (n + 2), [0] + [kind] * n + [0])
+        self.text_ids += [soi, eoi]  # markers are text embeddings, in order of appearance
+        if kind == 1:
+            self.vit_frames.append(frame)
+        else:
+            self.latent_frames.append((frame, kind == 3))
+        if kind != 3:  # noised blocks do not advance the rope
+            self.rope += 1
+
+    def _split(self, n, mode, pos, kinds):
+        self.split_lens.append(n)
+        self.split_modes.append(mode)
+        self.positions += pos
+        self.kinds += kinds
+
+
+class WorldTrainer:
+    """Owns the model, its EMA, the optimiser and the frozen autoencoder."""
+
+    def __init__(self, config: BagelConfig, model: Bagel, vae: AutoEncoder, tokenizer, args: WorldTrainArgs):
+        self.config, self.model, self.vae, self.tok, self.args = config, model, vae.eval(), tokenizer, args
+        for p in self.vae.parameters():
+            p.requires_grad_(False)
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.AdamW(self.trainable, lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
+                                     weight_decay=args.weight_decay)
+        vocab = tokenizer.get_vocab()
+        self.ids = {k: vocab[t] for k, t in (("bos", "<|im_start|>"), ("eos", "<|im_end|>"),
+                                             ("soi", "<|vision_start|>"), ("eoi", "<|vision_end|>"))}
+        self.step = 0
+        self.history: list[dict] = []
+
+    # ---- batch construction ------------------------------------------------------------
+    def plan(self, clip: Clip) -> _Plan:
+        cfg, ids = self.config, self.ids
+        H, W = clip.frames.shape[1:3]
+        n_lat = (H // cfg.latent_downsample) * (W // cfg.latent_downsample)
+        p = cfg.vit.patch_size
+        n_vit = (H // p) * (W // p)
+        pl = _Plan()
+        head = self.args.task_prompts.get(clip.task, clip.task)
+        pl.add_text(self.tok.encode(head, add_special_tokens=False), ids["bos"], ids["eos"])
+        for f in range(len(clip.frames)):
+            if f > 0:
+                pl.add_text(self.tok.encode(clip.actions[f - 1], add_special_tokens=False), ids["bos"], ids["eos"])
+                pl.add_image(3, n_lat, ids["soi"], ids["eoi"], f)
+            pl.add_image(2, n_lat, ids["soi"], ids["eoi"], f)
+            pl.add_image(1, n_vit, ids["soi"], ids["eoi"], f)
+        if clip.question is not None:
+            pl.add_text(self.tok.encode(clip.question, add_special_tokens=False), ids["bos"], ids["eos"])
+            pl.add_text(self.tok.encode(clip.answer, add_special_tokens=False), ids["bos"], ids["eos"], loss=True)
+        return pl
+
+    def loss(self, clips: list[Clip], gen: torch.Generator) -> tuple[Tensor, dict]:
+        """Forward one padded batch of clips; returns total loss and its parts."""
+        cfg, model = self.config, self.model
+        device = model.vae2llm.weight.device
+        plans = [self.plan(c) for c in clips]
+        B, L = len(plans), max(len(p.kinds) for p in plans)
+        Hd = cfg.llm.hidden_size
+        kinds = torch.full((B, L), -1, dtype=torch.long)
+        pos = torch.zeros(B, L, dtype=torch.long)
+        for b, pl in enumerate(plans):
+            kinds[b, : len(pl.kinds)] = torch.tensor(pl.kinds)
+            pos[b, : len(pl.positions)] = torch.tensor(pl.positions)
+        x = torch.zeros(B, L, Hd, device=device)
+        # 1. Text and marker embeddings.
+        text_rows = (kinds == 0).nonzero()
+        text_ids = torch.tensor([i for pl in plans for i in pl.text_ids])
+        x[text_rows[:, 0], text_rows[:, 1]] = model.embed_text(text_ids.to(device)).float()
+        # 2. ViT tokens (trainable SigLIP), one packed call for all frames of the batch.
+        vit_rows = (kinds == 1).nonzero()
+        patches, vpos, lens = [], [], []
+        for pl, clip in zip(plans, clips):
+            for f in pl.vit_frames:
+                img = to_tensor_uint8(clip.frames[f])
+                pp = cfg.vit.patch_size
+                patches.append(patchify(img, pp))
+                vpos.append(flattened_position_ids(img.shape[1] // pp, img.shape[2] // pp, cfg.vit_max_num_patch_per_side))
+                lens.append(patches[-1].shape[0])
+        cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32, device=device)
+        vpos_t = torch.cat(vpos).to(device)
+        x[vit_rows[:, 0], vit_rows[:, 1]] = model.embed_vit(torch.cat(patches).to(device), vpos_t, cu).float()
+        # 3. Latent tokens: clean (t = 0) and noised (x_t, loss) from the frozen autoencoder.
+        clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
+        x0_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n = [], [], [], [], []
+        with torch.no_grad():
+            frames = [torch.stack([to_tensor_uint8(f) for f in clip.frames]) for clip in clips]
+            z = self.vae.encode(torch.cat(frames).to(device), generator=None)  # posterior sample
+        z_per_clip = torch.split(z, [len(c.frames) for c in clips])
+        for pl, zc in zip(plans, z_per_clip):
+            h, w = zc.shape[2] // cfg.latent_patch_size, zc.shape[3] // cfg.latent_patch_size
+            lp = flattened_position_ids(h, w, cfg.max_latent_size)
+            for f, noised in pl.latent_frames:
+                tok = latent_to_tokens(zc[f], cfg.latent_patch_size)
+                if noised:
+                    t = torch.sigmoid(torch.randn((), generator=gen))
+                    t = cfg_shift(t, self.args.timestep_shift)
+                    x0_noised.append(tok)
+                    t_noised.append(t.expand(tok.shape[0]))
+                    lat_pos_n.append(lp)
+                else:
+                    x0_clean.append(tok)
+                    lat_pos_c.append(lp)
+        xc = torch.cat(x0_clean)
+        x[clean_rows[:, 0], clean_rows[:, 1]] = model.embed_latents(
+            xc, torch.zeros(xc.shape[0]), torch.cat(lat_pos_c).to(device)
+        ).float() if xc.numel() else x[clean_rows[:, 0], clean_rows[:, 1]]
+        mse = torch.zeros((), device=device)
+        if x0_noised:
+            x0 = torch.cat(x0_noised).to(device)
+            t = torch.cat(t_noised).to(device)
+            eps = torch.randn(x0.shape, generator=gen).to(device)
+            xt = (1 - t[:, None]) * x0 + t[:, None] * eps
+            x[noised_rows[:, 0], noised_rows[:, 1]] = _embed_latents_per_token(model, xt, t, torch.cat(lat_pos_n).to(device))
+        # 4. The LLM over the packed batch.
+        mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
+        gen_mask = (kinds == 2) | (kinds == 3)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            out = model.language_model(x.to(model.dtype), pos.to(device), gen_mask.to(device), mask, None)
+            hidden = out.hidden
+            parts = {}
+            if x0_noised:
+                v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
+                mse = ((v - (eps - x0)) ** 2).mean()
+            ce = torch.zeros((), device=device)
+            tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
+            if tgt:
+                bi = torch.tensor([(b, i) for b, i, _ in tgt], device=device)
+                logits = model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
+                ce = F.cross_entropy(logits, torch.tensor([y for *_, y in tgt], device=device))
+        total = self.args.mse_weight * mse + self.args.ce_weight * ce
+        parts.update(mse=float(mse), ce=float(ce), tokens=int(sum(len(p.kinds) for p in plans)))
+        return total, parts
+
+    # ---- optimisation ------------------------------------------------------------------
+    def lr_at(self, step: int) -> float:
+        a = self.args
+        if step < a.warmup:
+            return a.lr * (step + 1) / a.warmup
+        frac = min(1.0, (step - a.warmup) / max(1, a.steps - a.warmup))
+        return a.min_lr + 0.5 * (a.lr - a.min_lr) * (1 + math.cos(math.pi * frac))
+
+    def train_step(self, clips: list[Clip], gen: torch.Generator) -> dict:
+        self.model.train()
+        for g in self.opt.param_groups:
+            g["lr"] = self.lr_at(self.step)
+        t0 = time.perf_counter()
+        loss, parts = self.loss(clips, gen)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(self.trainable, self.args.grad_clip)
+        self.opt.step()
+        with torch.no_grad():
+            d = self.args.ema_decay
+            for k, v in self.model.state_dict().items():
+                if v.is_floating_point():
+                    self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
+        self.step += 1
+        parts.update(step=self.step, loss=float(loss), grad_norm=float(gnorm), lr=self.lr_at(self.step - 1),
+                     sec=time.perf_counter() - t0)
+        return parts
+
+    # ---- checkpoints -------------------------------------------------------------------
+    def state(self, sampler_rng: np.random.Generator, gen: torch.Generator) -> dict:
+        return {"model": self.model.state_dict(), "ema": self.ema, "opt": self.opt.state_dict(), "step": self.step,
+                "args": asdict(self.args), "np_rng": sampler_rng.bit_generator.state, "torch_rng": gen.get_state(),
+                "history": self.history}
+
+    def load_state(self, st: dict, sampler_rng: np.random.Generator, gen: torch.Generator) -> None:
+        self.model.load_state_dict(st["model"])
+        self.ema = st["ema"]
+        self.opt.load_state_dict(st["opt"])
+        self.step = st["step"]
+        sampler_rng.bit_generator.state = st["np_rng"]
+        gen.set_state(st["torch_rng"])
+        self.history = st.get("history", [])
+
+
+def cfg_shift(t: Tensor, shift: float) -> Tensor:
+    return shift * t / (1 + (shift - 1) * t)
+
+
+def _embed_latents_per_token(model: Bagel, xt: Tensor, t: Tensor, pos: Tensor) -> Tensor:
+    """vae2llm(x_t) + time_embedder(t per token) + latent_pos_embed[pos]."""
+    return (model.vae2llm(xt.to(model.dtype)) + model.time_embedder(t) + model.latent_pos_embed(pos)).float()
+
+
+def to_tensor_uint8(frame: np.ndarray) -> Tensor:
+    from PIL import Image
+
+    return to_tensor(Image.fromarray(frame))
+
+
+def train_world(
+    trainer: WorldTrainer,
+    sampler: ClipSampler,
+    out_dir: Path,
+    on_checkpoint=None,
+    progress: bool = True,
+) -> None:
+    """Run until trainer.args.steps, logging to out_dir/loss.jsonl and checkpointing to
+    out_dir/train_state.pt (resumed automatically when present)."""
+    from tqdm.auto import tqdm
+
+    a = trainer.args
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(a.seed)
+    state_path = out_dir / "train_state.pt"
+    if state_path.is_file():
+        trainer.load_state(torch.load(state_path, weights_only=False), sampler.rng, gen)
+        log.info("resumed from %s at step %d", state_path, trainer.step)
+    bar = tqdm(total=a.steps, initial=trainer.step, desc="train world model", disable=not progress)
+    with open(out_dir / "loss.jsonl", "a") as logf:
+        acc: list[dict] = []
+        while trainer.step < a.steps:
+            parts = trainer.train_step([sampler.sample() for _ in range(a.batch_size)], gen)
+            acc.append(parts)
+            bar.update(1)
+            if trainer.step % a.log_every == 0 or trainer.step == a.steps:
+                row = {k: float(np.mean([p[k] for p in acc])) for k in ("loss", "mse", "ce", "grad_norm", "sec")}
+                row.update(step=trainer.step, lr=parts["lr"], tokens_per_s=sum(p["tokens"] for p in acc) / sum(p["sec"] for p in acc))
+                logf.write(json.dumps(row) + "\n")
+                logf.flush()
+                trainer.history.append(row)
+                bar.set_postfix(mse=f"{row['mse']:.3f}", ce=f"{row['ce']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+                acc = []
+            if trainer.step % a.ckpt_every == 0 or trainer.step == a.steps:
+                tmp = state_path.with_suffix(".tmp")
+                torch.save(trainer.state(sampler.rng, gen), tmp)
+                tmp.replace(state_path)
+                if on_checkpoint is not None:
+                    on_checkpoint(trainer)
+    bar.close()
