@@ -33,6 +33,7 @@ from bagel_world.inference.transforms import (
 )
 from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens, to_uint8, tokens_to_latent
 from bagel_world.model.bagel import Bagel
+from bagel_world.model.qwen2_mot import KeyLayout
 from bagel_world.simulator.base import SamplingSettings
 
 log = logging.getLogger(__name__)
@@ -605,26 +606,11 @@ def _special_token_ids(tokenizer) -> dict[str, int]:
     return ids
 
 
-def _attention_mask(kv_lens: Sequence[int], q_lens: Sequence[int], causal: bool, device) -> Tensor | None:
-    """(B, 1, Qmax, Tmax+Qmax) bool: each query sees its own cache and its own new keys.
-
-    Causal segments see new keys j <= i (bottom-right aligned with the cache). Padded
-    query rows see one real key so softmax stays finite; their outputs are discarded.
-    """
-    B, Tm, Qm = len(kv_lens), max(kv_lens), max(q_lens)
-    if B == 1 and not causal:
-        return None
-    i = torch.arange(Qm, device=device)
-    mask = torch.zeros(B, 1, Qm, Tm + Qm, dtype=torch.bool, device=device)
-    for b in range(B):
-        mask[b, 0, :, : kv_lens[b]] = True
-        new = torch.ones(Qm, Qm, dtype=torch.bool, device=device)
-        if causal:
-            new = torch.tril(new)
-        new[:, q_lens[b]:] = False
-        mask[b, 0, :, Tm:] = new
-        mask[b, 0, q_lens[b]:, Tm] = True
-    return mask
+def _attention_mask(kv_lens: Sequence[int], q_lens: Sequence[int], causal: bool, device) -> KeyLayout | None:
+    """Each row's queries see its own cache and its own new keys (causal: j <= i)."""
+    if len(kv_lens) == 1 and not causal:
+        return None  # one row, no padding, full attention: the fused kernel as is
+    return KeyLayout(tuple(int(t) for t in kv_lens), tuple(int(q) for q in q_lens), causal)
 
 
 def _ctx_list(ctxs: Contexts) -> list[Context]:

@@ -61,6 +61,42 @@ def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     return x * cos + _rotate_half(x) * sin
 
 
+@dataclass(frozen=True)
+class KeyLayout:
+    """Per-row attention layout for cached inference, instead of a dense mask.
+
+    Row b's queries (its first q_lens[b]) see its first kv_lens[b] past keys and its own new
+    keys (all of them, or j <= i when causal: bottom-right aligned with the cache). Rows
+    are attended separately, so padding costs nothing and unmasked rows use the fused
+    SDPA kernels; rows with the same lengths run together.
+    """
+
+    kv_lens: tuple[int, ...]
+    q_lens: tuple[int, ...]
+    causal: bool
+
+
+def _layout_attention(q: Tensor, k: Tensor, v: Tensor, lay: KeyLayout, rep: int) -> Tensor:
+    # q: (B, h, Q, d); k, v: (B, kvh, Tm + Q, d) = [padded past, new]. Returns (B, h, Q, d).
+    B, _, Q, _ = q.shape
+    Tm = k.shape[2] - Q
+    out = q.new_zeros(q.shape)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for b in range(B):
+        groups.setdefault((lay.kv_lens[b], lay.q_lens[b]), []).append(b)
+    for (T, n), rows in groups.items():
+        idx = torch.tensor(rows, device=q.device)
+        kb = torch.cat([k[idx, :, :T], k[idx, :, Tm : Tm + n]], dim=2)
+        vb = torch.cat([v[idx, :, :T], v[idx, :, Tm : Tm + n]], dim=2)
+        if rep > 1:
+            kb, vb = kb.repeat_interleave(rep, dim=1), vb.repeat_interleave(rep, dim=1)
+        mask = None
+        if lay.causal and n > 1:
+            mask = torch.ones(n, T + n, dtype=torch.bool, device=q.device).tril(diagonal=T)
+        out[idx, :, :n] = F.scaled_dot_product_attention(q[idx, :, :n], kb, vb, attn_mask=mask)
+    return out
+
+
 @dataclass
 class ExpertSplit:
     """Which flattened tokens go to which expert. `gen is None` means all und."""
@@ -128,7 +164,7 @@ class Qwen2MoTAttention(nn.Module):
         x: Tensor,  # (B, Q, H), already input-normed per expert
         split: ExpertSplit,
         cos_sin: tuple[Tensor, Tensor],
-        attn_mask: Tensor | None,  # (B, 1, Q, T+Q) bool
+        attn_mask: Tensor | KeyLayout | None,  # (B, 1, Q, T+Q) bool, or a per-row layout
         past: tuple[Tensor, Tensor] | None,  # (B, kvh, T, d) each
     ) -> tuple[Tensor, Tensor, Tensor]:
         B, Q, H = x.shape
@@ -153,10 +189,13 @@ class Qwen2MoTAttention(nn.Module):
         if past is not None:
             k = torch.cat([past[0].to(k.dtype), k], dim=2)
             v = torch.cat([past[1].to(v.dtype), v], dim=2)
-        rep = self.num_heads // self.num_kv_heads
-        if rep > 1:  # GQA: query head h uses kv head h // rep
-            k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+        rep = self.num_heads // self.num_kv_heads  # GQA: query head h uses kv head h // rep
+        if isinstance(attn_mask, KeyLayout):
+            a = _layout_attention(q, k, v, attn_mask, rep)
+        else:
+            if rep > 1:
+                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
         a = a.transpose(1, 2).reshape(B * Q, self.num_heads * d)
         o = split.apply(a, self.o_proj, self.o_proj_moe_gen)
         return o.view(B, Q, H), new_k, new_v
@@ -232,7 +271,7 @@ class Qwen2MoTForCausalLM(nn.Module):
         x: Tensor,  # (B, Q, H) input embeddings
         positions: Tensor,  # (B, Q) rope positions
         gen_mask: Tensor | None = None,  # (B, Q) True for tokens of the gen expert
-        attn_mask: Tensor | None = None,  # (B, 1, Q, T+Q) bool, True = may attend
+        attn_mask: Tensor | KeyLayout | None = None,  # (B, 1, Q, T+Q) bool (True = may attend) or KeyLayout
         past_kv: list[tuple[Tensor, Tensor]] | None = None,  # per layer (B, kvh, T, d)
         output_layers: bool = False,
     ) -> LMOutput:
