@@ -111,8 +111,49 @@ def _cmd_understand(args) -> int:
 
 def _cmd_demo(args) -> int:
     """The main job: roll out every env on the default model and write GIFs."""
-    from examples_runner import run_quickstart  # noqa: F401 - replaced below
+    from bagel_world.demo import run_demo
 
+    for row in run_demo(out=args.out, steps=args.steps, seed=args.seed, checkpoint=args.checkpoint, device=args.device):
+        print(f"{row['env']:24s} {row['steps']} steps  return {row['return']:+.3f}  "
+              f"{row['steps_per_s']:.2f} steps/s  -> {row['gif']}")
+    return 0
+
+
+def _cmd_record(args) -> int:
+    from bagel_world.training.recorder import record
+
+    tasks = args.task.split(",") if args.task != "all" else ["navigate", "multiview", "future_frame", "manipulate"]
+    for t in tasks:
+        paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
+                       seed=args.seed, resolution=(args.size, args.size), vary=args.vary)
+        print(f"{t}: {len(paths)} shards in {Path(args.out) / t}")
+    return 0
+
+
+def _cmd_train(args) -> int:
+    from bagel_world.training.pipeline import TrainConfig, run_training
+
+    cfg = TrainConfig(data=args.data, out=args.out, work=args.work or str(Path(args.out).with_name(Path(args.out).name + "-work")),
+                      ae_steps=args.ae_steps, world_steps=args.steps, batch_size=args.batch_size, window=args.window,
+                      hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
+                      intermediate=args.intermediate, vocab_size=args.vocab_size, lr=args.lr, seed=args.seed,
+                      bf16=not args.no_bf16)
+    out = run_training(cfg)
+    print(f"checkpoint written to {out}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from bagel_world.simulator import make_simulator
+    from bagel_world.training.evaluate import evaluate, markdown_table
+
+    sim = make_simulator(args.checkpoint, device=args.device)
+    seeds = range(args.seed, args.seed + args.episodes)
+    horizons = tuple(int(h) for h in args.horizons.split(","))
+    tasks = ("navigate", "multiview", "future_frame", "manipulate") if args.task == "all" else args.task.split(",")
+    res = evaluate(sim, tasks=tasks, seeds=seeds, horizons=horizons, out=args.out)
+    print(markdown_table(res))
+    print(f"written to {args.out}/eval.json, eval.md and strip_*.png")
     return 0
 
 
@@ -170,6 +211,45 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
+    r = sub.add_parser("record", help="record exploration rollouts of the real simulators into shards")
+    r.add_argument("--task", default="all", help="navigate, multiview, future_frame, manipulate, comma list or all")
+    r.add_argument("--out", default="data/rec")
+    r.add_argument("--episodes", type=int, default=256)
+    r.add_argument("--steps", type=int, default=20, help="actions per episode")
+    r.add_argument("--shard-size", type=int, default=32)
+    r.add_argument("--seed", type=int, default=1000, help="episode e uses seed+e (keep evaluation seeds apart)")
+    r.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    r.add_argument("--vary", type=float, default=0.1, help="share of actions with random amounts")
+    r.set_defaults(func=_cmd_record)
+
+    t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
+    t.add_argument("--data", default="data/rec")
+    t.add_argument("--out", default="checkpoints/bagel-world-small")
+    t.add_argument("--work", default=None, help="resumable state, logs (default: OUT-work)")
+    t.add_argument("--ae-steps", type=int, default=1500)
+    t.add_argument("--steps", type=int, default=6000, help="world-model optimiser steps")
+    t.add_argument("--batch-size", type=int, default=8)
+    t.add_argument("--window", type=int, default=4)
+    t.add_argument("--hidden", type=int, default=256)
+    t.add_argument("--layers", type=int, default=6)
+    t.add_argument("--heads", type=int, default=4)
+    t.add_argument("--kv-heads", type=int, default=2)
+    t.add_argument("--intermediate", type=int, default=768)
+    t.add_argument("--vocab-size", type=int, default=512)
+    t.add_argument("--lr", type=float, default=3e-4)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast)")
+    t.set_defaults(func=_cmd_train)
+
+    e = sub.add_parser("eval", help="fidelity: imagined rollouts vs the real simulators on held-out seeds")
+    add_model_args(e)
+    e.add_argument("--task", default="all")
+    e.add_argument("--episodes", type=int, default=8)
+    e.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
+    e.add_argument("--horizons", default="1,4,8,16")
+    e.add_argument("--out", default="out/eval")
+    e.set_defaults(func=_cmd_eval)
+
     s = sub.add_parser("serve", help="serve the simulator over HTTP")
     add_model_args(s)
     s.add_argument("--host", default="127.0.0.1")
@@ -184,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `bagel-world inspect --preset ... | head`
+        return 0
     except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as e:
         print(f"bagel-world {args.command}: error: {e}", file=sys.stderr)
         return 2

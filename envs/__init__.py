@@ -1,0 +1,58 @@
+"""Gymnasium environments over a BAGEL world model: every env id is registered here.
+
+``import bagel_world`` registers the ids; so does naming the module in the id, with no
+prior import::
+
+    import gymnasium as gym
+    env = gym.make("bagel_world:BagelNavigate-v0")          # imports bagel_world first
+    envs = gym.make_vec("bagel_world:BagelNavigate-v0", num_envs=8)  # one model batch per step
+
+Registering imports nothing heavy (entry points are strings): the model is loaded when
+the first env is made, and shared by every env of the process that names the same
+(checkpoint, backend, device).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import gymnasium as gym
+
+# id: (module, env class, vector env class, max_episode_steps)
+_ENVS = {
+    "BagelNavigate-v0": ("navigate", "BagelNavigateEnv", "BagelNavigateVectorEnv", 64),
+    "BagelMultiview-v0": ("multiview", "BagelMultiviewEnv", "BagelMultiviewVectorEnv", 24),
+    "BagelFutureFrame-v0": ("future_frame", "BagelFutureFrameEnv", "BagelFutureFrameVectorEnv", 32),
+    "BagelManipulate-v0": ("manipulate", "BagelManipulateEnv", "BagelManipulateVectorEnv", 64),
+}
+
+ENV_IDS = tuple(_ENVS)
+
+for _id, (_module, _cls, _vec_cls, _steps) in _ENVS.items():
+    if _id not in gym.registry:  # re-importing (e.g. importlib.reload) must not re-register
+        gym.register(
+            id=_id,
+            entry_point=f"bagel_world.envs.{_module}:{_cls}",
+            vector_entry_point=f"bagel_world.envs.vector:{_vec_cls}",
+            max_episode_steps=_steps,
+        )
+
+# The classes, imported on first use so that registering stays light.
+_EXPORTS = {
+    "BagelWorldEnv": "base",
+    "ActionText": "base",
+    "shared_simulator": "base",
+    "clear_simulator_cache": "base",
+    "BagelVectorEnv": "vector",
+    **{cls: module for module, cls, _, _ in _ENVS.values()},
+    **{vec: "vector" for _, _, vec, _ in _ENVS.values()},
+}
+
+__all__ = ["ENV_IDS", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"bagel_world.envs.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'bagel_world.envs' has no attribute {name!r}")

@@ -1,0 +1,83 @@
+"""Real simulators as ground truth for the imagined envs (extra `[sims]`).
+
+Each task has a real twin with the same observation and action spaces as its imagined
+env, speaking the same text-action grammar (`bagel_world.sims.grammar`), deterministic
+under a seed and rendering headless on the CPU:
+
+| imagined env          | real env                  | simulator                                   |
+|-----------------------|---------------------------|---------------------------------------------|
+| BagelNavigate-v0      | BagelNavigateReal-v0      | MiniWorld (rooms, mazes; exact turns/moves) |
+| BagelMultiview-v0     | BagelMultiviewReal-v0     | MuJoCo scene of primitives, orbit camera    |
+| BagelFutureFrame-v0   | BagelFutureFrameReal-v0   | MuJoCo objects falling, bouncing, pushed    |
+| BagelManipulate-v0    | BagelManipulateReal-v0    | Gymnasium-Robotics Fetch, Cartesian moves   |
+
+Importing this package registers the four ids with entry points given as strings: no
+simulator is imported until an env is made. Per task, `state_questions(task, info)` turns
+a step's `info` into question-answer pairs (labels for the model's understanding path)
+and `explore_action(task, rng, info)` is a biased random policy for data recording.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+# task -> (env id, module, class, max_episode_steps of the imagined twin)
+REAL_ENVS: dict[str, tuple[str, str, str, int]] = {
+    "navigate": ("BagelNavigateReal-v0", "bagel_world.sims.navigate", "BagelNavigateRealEnv", 64),
+    "multiview": ("BagelMultiviewReal-v0", "bagel_world.sims.multiview", "BagelMultiviewRealEnv", 24),
+    "future_frame": ("BagelFutureFrameReal-v0", "bagel_world.sims.future_frame", "BagelFutureFrameRealEnv", 32),
+    "manipulate": ("BagelManipulateReal-v0", "bagel_world.sims.manipulate", "BagelManipulateRealEnv", 64),
+}
+# task -> the Python packages its simulator needs
+REQUIREMENTS: dict[str, tuple[str, ...]] = {
+    "navigate": ("miniworld", "pyglet"),
+    "multiview": ("mujoco",),
+    "future_frame": ("mujoco",),
+    "manipulate": ("mujoco", "gymnasium_robotics"),
+}
+
+for _env_id, _module, _cls, _steps in REAL_ENVS.values():
+    if _env_id not in gym.registry:
+        gym.register(id=_env_id, entry_point=f"{_module}:{_cls}", max_episode_steps=_steps)
+
+
+def _module(task: str):
+    if task not in REAL_ENVS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(REAL_ENVS)}")
+    return importlib.import_module(REAL_ENVS[task][1])  # light: the simulator loads in the env class
+
+
+def missing_packages(task: str) -> list[str]:
+    """The packages `task`'s simulator needs that are not installed (empty when it can run)."""
+    if task not in REQUIREMENTS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(REQUIREMENTS)}")
+    return [p for p in REQUIREMENTS[task] if importlib.util.find_spec(p) is None]
+
+
+def state_questions(task: str, info: dict[str, Any]) -> list[tuple[str, str]]:
+    """Question-answer pairs about the scene of a real env's `info` (reset or step)."""
+    return _module(task).state_questions(info)
+
+
+def explore_action(task: str, rng: np.random.Generator, info: dict[str, Any], *, vary: float = 0.0) -> str:
+    """A text action from the task's exploration policy (biased random over canonical actions).
+
+    `vary` is the probability of a well-formed phrase with a random amount instead, so the
+    recorded data also covers the grammar beyond the canonical actions.
+    """
+    return _module(task).explore_action(rng, info, vary=vary)
+
+
+def make_real(task: str, **kwargs) -> gym.Env:
+    """`gym.make` of the task's real env, e.g. `make_real("navigate", layout="maze")`."""
+    if task not in REAL_ENVS:
+        raise ValueError(f"unknown task {task!r}; known: {sorted(REAL_ENVS)}")
+    return gym.make(REAL_ENVS[task][0], **kwargs)
+
+
+__all__ = ["REAL_ENVS", "REQUIREMENTS", "explore_action", "make_real", "missing_packages", "state_questions"]

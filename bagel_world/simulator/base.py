@@ -120,5 +120,10 @@ class Simulator(abc.ABC):
         Returns (len(session_ids), len(answers)) float32: the model-judged reward path.
         """
 
-    def close_all(self) -> None:  # pragma: no cover - optional convenience
-        pass
+    def close_all(self) -> None:
+        """Forget every session (backends that hold sessions override this)."""
+
+    def __deepcopy__(self, memo):
+        # A simulator owns a model (or a connection) and is shared, never copied: Gymnasium
+        # deep-copies `gym.make` kwargs into env.spec, and `simulator=` is one of them.
+        return self

@@ -83,7 +83,10 @@ def procedural_scenarios(task: str, resolution: tuple[int, int], n: int = 64, se
         frames.append(_draw(shapes, H, W, 0.0, rng.integers(0, 40, 3)))
         goals.append(_draw(shapes, H, W, dx, rng.integers(0, 40, 3)))
         target = shapes[0][0]
-        instr.append(f"find the {target} object" if task == "navigate" else f"make the {target} object move")
+        instr.append({"navigate": f"go to where the {target} object is seen as in the goal image",
+                      "multiview": f"show the {target} object from other sides",
+                      "future_frame": f"watch what happens to the {target} object",
+                      "manipulate": f"move the {target} object to match the goal image"}.get(task, f"the {target} object"))
         quest.append(f"Is the {target} object in the centre of the view?")
     return ScenarioSet(np.stack(frames), np.stack(goals), instr, quest)
 

@@ -40,6 +40,7 @@ class TrainConfig:
     out: str
     work: str
     ae_steps: int = 3000
+    ae_batch_size: int = 16
     world_steps: int = 20000
     batch_size: int = 8
     window: int = 4
@@ -135,7 +136,7 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         ae_metrics = json.loads(ae_metrics_path.read_text())
         vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False)["vae"])
     else:
-        ae_metrics = train_autoencoder(vae, all_frames, AETrainArgs(steps=c.ae_steps, seed=c.seed), work, progress)
+        ae_metrics = train_autoencoder(vae, all_frames, AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed), work, progress)
         ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
     vae.scale_factor, vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
     config.vae.scale_factor, config.vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
@@ -189,8 +190,9 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae
                              "window": c.window, "sampling": tpl["sampling"]}
     (tmp / "world.json").write_text(json.dumps(world, indent=2) + "\n")
     for task, sh in held.items():
-        ScenarioSet(frames=sh.frames[:, 0], goals=sh.frames[:, -1],
-                    instructions=[f"reach the view of the goal image ({task})"] * sh.num_episodes,
+        # No instructions: the small model is trained without a task prompt, so the envs
+        # must not add one (the goal is the image; the question is per-episode).
+        ScenarioSet(frames=sh.frames[:, 0], goals=sh.frames[:, -1], instructions=None,
                     questions=[str(q[0, 0]) for q in sh.qa_q]).save(tmp / "scenarios" / f"{task}.npz")
     (tmp / "training.json").write_text(json.dumps({
         "train_config": asdict(c), "world_args": asdict(trainer.args), "step": trainer.step,

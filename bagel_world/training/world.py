@@ -170,7 +170,7 @@ class WorldTrainer:
         x0_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n = [], [], [], [], []
         with torch.no_grad():
             frames = [torch.stack([to_tensor_uint8(f) for f in clip.frames]) for clip in clips]
-            z = self.vae.encode(torch.cat(frames).to(device), generator=None)  # posterior sample
+            z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
         z_per_clip = torch.split(z, [len(c.frames) for c in clips])
         for pl, zc in zip(plans, z_per_clip):
             h, w = zc.shape[2] // cfg.latent_patch_size, zc.shape[3] // cfg.latent_patch_size

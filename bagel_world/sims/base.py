@@ -1,0 +1,212 @@
+"""The shared core of the real-simulator envs: spaces, seeding, text actions, info.
+
+A `RealWorldEnv` has the same observation and action spaces as its imagined twin in
+`bagel_world.envs` (so one agent runs in both), but its frames come from a real
+simulator, its actions are parsed by `bagel_world.sims.grammar` into exact motions, and
+its reward, termination and `info` come from the simulator's true state.
+
+Subclasses implement four hooks: `_reset_sim(seed)`, `_apply(command) -> dict`,
+`_render_frame() -> (H, W, 3) uint8` and `_state() -> dict` (plain Python values, JSON-
+friendly, rebuilt on every call); goal tasks also `_render_goal()`, and each task has its
+own `_reward(state) -> (reward, terminated, extra info)`. Nothing here imports a simulator.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, ClassVar, Sequence
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from bagel_world.envs.base import ActionText, check_text_action
+from bagel_world.sims.grammar import Command, parse_action
+from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+
+log = logging.getLogger(__name__)
+
+
+def set_gl_defaults() -> None:
+    """Headless EGL rendering unless the user chose otherwise (call before importing a sim)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
+
+class GrammarText(ActionText):
+    """The twin's `ActionText` space whose samples are canonical actions of the task.
+
+    It equals the imagined env's action space (`Text.__eq__` compares lengths and
+    charset), and `sample()` returns text the real simulator can parse, so
+    `action_space.sample()` (and `check_env`) always gives a valid action.
+    """
+
+    def __init__(self, max_length: int, canonical_actions: Sequence[str], *, seed=None):
+        super().__init__(max_length, seed=seed)
+        fitting = [a for a in canonical_actions if len(a) <= max_length]
+        if not fitting:
+            raise ValueError(f"max_action_length={max_length} is shorter than every canonical action "
+                             f"{list(canonical_actions)}")
+        self.canonical_actions = tuple(fitting)
+
+    def sample(self, mask=None, probability=None) -> str:
+        if mask is not None or probability is not None:
+            return super().sample(mask=mask, probability=probability)
+        return self.canonical_actions[int(self.np_random.integers(len(self.canonical_actions)))]
+
+
+def check_resolution(resolution: Any) -> tuple[int, int]:
+    ok = (isinstance(resolution, (tuple, list)) and len(resolution) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 8 <= v <= 2048 for v in resolution))
+    if not ok:
+        raise ValueError(f"resolution must be (H, W) with ints in [8, 2048], got {resolution!r}")
+    return int(resolution[0]), int(resolution[1])
+
+
+class RealWorldEnv(gym.Env):
+    """Base class of the real-simulator envs; see the task subclasses for the docs."""
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    task: ClassVar[str] = ""
+    has_goal: ClassVar[bool] = False
+    option_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        action_mode: str = "text",
+        render_mode: str | None = None,
+        max_action_length: int = 128,
+        resolution: tuple[int, int] = (64, 64),
+        canonical_actions: Sequence[str] | None = None,
+    ):
+        if not self.task:
+            raise TypeError("RealWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateRealEnv)")
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None, 'rgb_array'")
+        if action_mode not in ("text", "discrete"):
+            raise ValueError(f"action_mode {action_mode!r} is not supported; accepted: 'text', 'discrete'")
+        if isinstance(max_action_length, bool) or not isinstance(max_action_length, int) or max_action_length < 1:
+            raise ValueError(f"max_action_length must be a positive int, got {max_action_length!r}")
+        self.resolution = check_resolution(resolution)
+        self.action_mode = action_mode
+        self.render_mode = render_mode
+        self.max_action_length = max_action_length
+        # Every canonical action must parse: a checkpoint's template may redefine them.
+        self.canonical_actions = tuple(CANONICAL_ACTIONS[self.task] if canonical_actions is None else canonical_actions)
+        for a in self.canonical_actions:
+            parse_action(self.task, a)
+
+        # Spaces: exactly those of the imagined twin.
+        H, W = self.resolution
+        self.frame_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
+        if self.has_goal:
+            self.observation_space = spaces.Dict({"frame": self.frame_space, "goal": self.frame_space})
+        else:
+            self.observation_space = self.frame_space
+        if action_mode == "text":
+            self.action_space = GrammarText(max_action_length, self.canonical_actions)
+        else:
+            self.action_space = spaces.Discrete(len(self.canonical_actions))
+
+        self._frame: np.ndarray | None = None
+        self._goal: np.ndarray | None = None
+        self._frame_index = 0
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def _reset_sim(self, seed: int, options: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _apply(self, command: Command) -> dict[str, Any]:
+        """Carry out a parsed command; returns extra step info (e.g. {"blocked": True})."""
+        raise NotImplementedError
+
+    def _render_frame(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _render_goal(self) -> np.ndarray:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _reward(self, state: dict[str, Any]) -> tuple[float, bool, dict[str, Any]]:
+        """(reward, terminated, extra info) for the state just reached; also called on reset."""
+        raise NotImplementedError
+
+    # ---- Gymnasium API -----------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        opts = self._check_options(options)
+        super().reset(seed=seed)
+        # 1. One draw from np_random seeds the simulator: reset(seed) fixes every frame.
+        self._reset_sim(int(self.np_random.integers(0, 2**31 - 1)), opts)
+        # 2. Goal first (it may move the agent or objects temporarily), then the start frame.
+        self._goal = self._render_goal() if self.has_goal else None
+        self._frame = self._render_frame()
+        self._frame_index = 0
+        state = self._state()
+        _, _, extra = self._reward(state)  # also sets the reward baseline (e.g. the start distance)
+        info = {"frame_index": 0, **state, **extra}
+        return self._observation(), info
+
+    def step(self, action):
+        if self._frame is None:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        text = self._action_to_text(action)
+        command = parse_action(self.task, text)
+        extra = self._apply(command)
+        self._frame = self._render_frame()
+        self._frame_index += 1
+        state = self._state()
+        reward, terminated, more = self._reward(state)
+        info = {"frame_index": self._frame_index, "action_text": text, **state, **extra, **more}
+        return self._observation(), float(reward), bool(terminated), False, info
+
+    def render(self) -> np.ndarray | None:
+        if self.render_mode is None:
+            return None
+        if self._frame is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        return self._frame.copy()
+
+    # ---- helpers -----------------------------------------------------------------------------
+    def _observation(self) -> Any:
+        if self.has_goal:
+            return {"frame": self._frame.copy(), "goal": self._goal.copy()}
+        return self._frame.copy()
+
+    def _action_to_text(self, action: Any) -> str:
+        if self.action_mode == "text":
+            return check_text_action(action, self.max_action_length)
+        n = len(self.canonical_actions)
+        a = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
+        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
+            listed = ", ".join(f"{i}={t!r}" for i, t in enumerate(self.canonical_actions))
+            raise ValueError(f"a discrete action must be an int in [0, {n}), got {action!r}; actions: {listed}")
+        return self.canonical_actions[int(a)]
+
+    def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
+        if options is None:
+            return {}
+        if not isinstance(options, dict):
+            raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
+        unknown = sorted(map(str, set(options) - set(self.option_keys)))
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {unknown} for {type(self).__name__}; "
+                             f"accepted keys: {list(self.option_keys)}")
+        return dict(options)
+
+
+# ---- small shared helpers for state and policies ---------------------------------------------
+def yes_no(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def wrap_degrees(a: float) -> float:
+    """An angle in degrees wrapped to [-180, 180)."""
+    return float((a + 180.0) % 360.0 - 180.0)
+
+
+def choose(rng: np.random.Generator, options: Sequence[str], weights: Sequence[float]) -> str:
+    p = np.asarray(weights, np.float64)
+    return options[int(rng.choice(len(options), p=p / p.sum()))]

@@ -1,0 +1,338 @@
+"""BagelNavigateReal-v0: first-person navigation in MiniWorld, the real twin of BagelNavigate-v0."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import io
+import math
+import sys
+from typing import Any, ClassVar
+
+import numpy as np
+
+from bagel_world.sims.base import RealWorldEnv, choose, set_gl_defaults, wrap_degrees, yes_no
+from bagel_world.sims.grammar import Command, varied_action
+
+# layout name -> (module, class, constructor kwargs) of a MiniWorld env with a red box `self.box`
+LAYOUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "one_room": ("miniworld.envs.oneroom", "OneRoom", {"size": 8}),
+    "four_rooms": ("miniworld.envs.fourrooms", "FourRooms", {}),
+    "maze": ("miniworld.envs.maze", "Maze", {"num_rows": 3, "num_cols": 3, "room_size": 3}),
+}
+MOVE_SUBSTEP = 0.1  # m; a move walks in substeps and stops at the first collision
+CLOSE_M = 1.5  # "is the red box close?" below this distance
+MAX_RAY = 20.0  # m; clearance rays stop here
+
+
+def import_miniworld():
+    """Import MiniWorld headless: pyglet must be told before `pyglet.gl` is first imported."""
+    set_gl_defaults()
+    import pyglet
+
+    if "pyglet.gl" in sys.modules and not pyglet.options["headless"]:
+        raise RuntimeError("pyglet.gl was imported with a window before MiniWorld; import bagel_world.sims "
+                           "adapters first, or set pyglet.options['headless'] = True yourself")
+    pyglet.options["headless"] = True
+    import miniworld
+
+    return miniworld
+
+
+def _xz(v: np.ndarray) -> list[float]:
+    """[x, z] of a MiniWorld position: its floor is the x-z plane (y is up)."""
+    return [float(v[0]), float(v[2])]
+
+
+def _segments_cross(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(N,) whether segment p-q (2,) properly crosses each wall segment a-b (N, 2)."""
+    def orient(u, v, w):
+        return (v[..., 0] - u[..., 0]) * (w[..., 1] - u[..., 1]) - (v[..., 1] - u[..., 1]) * (w[..., 0] - u[..., 0])
+
+    d1, d2 = orient(a, b, p), orient(a, b, q)
+    d3, d4 = orient(p, q, a), orient(p, q, b)
+    return (d1 * d2 < 0) & (d3 * d4 < 0)
+
+
+class BagelNavigateRealEnv(RealWorldEnv):
+    """
+    ## Description
+
+    First-person navigation in a MiniWorld layout (one room, four rooms or a 3x3 maze) with
+    a red box, rendered headless (EGL, llvmpipe). The episode's goal is a pose: by default
+    a spot 2-3 m from the red box, facing it (`goal="box"`), or any free pose
+    (`goal="pose"`). The goal image is the view from that pose, rendered by placing the
+    agent there for one frame. The camera is pitched by `cam_pitch` degrees (default -20,
+    looking down so the floor shows; with MiniWorld's level view a wall 2.6 m away fills
+    the whole frame).
+
+    ## Action Space
+
+    As in `BagelNavigate-v0`: `ActionText(max_action_length)` (text) or `Discrete(6)` over
+    the canonical actions. Text follows `bagel_world.sims.grammar`:
+    `move forward|backward [N m|cm]`, `strafe left|right [N m|cm]`,
+    `turn left|right [N degrees]`. Turns are exact (`turn_agent`); a move walks in 0.1 m
+    substeps and stops at the first collision (`info["blocked"]`). Anything else raises
+    `ValueError`.
+
+    ## Observation Space
+
+    `Dict({"frame": Box(0, 255, (H, W, 3), uint8), "goal": Box(0, 255, (H, W, 3), uint8)})`,
+    (H, W) = `resolution` (default 64x64, the small model's template resolution).
+
+    ## Rewards
+
+    Progress toward the goal position (previous minus new distance, metres), plus
+    `success_bonus` on success.
+
+    ## Starting State
+
+    `reset(seed=...)` seeds MiniWorld with one draw from `np_random`: the layout (a new
+    maze per seed), the red box, the agent's pose and the goal pose all follow from it.
+    `options` must be None or empty (start and goal images cannot be imposed on a real
+    simulator; unknown keys raise `ValueError`).
+
+    ## Episode End
+
+    Terminated when the agent is within `success_radius` metres of the goal position and
+    `success_angle` degrees of its heading (`info["is_success"]`). Truncated by `TimeLimit`
+    after `max_episode_steps` (64 as registered).
+
+    ## Info
+
+    `frame_index`, `action_text` (step), `blocked` (step), `layout`, `agent_pos` ([x, z] m),
+    `agent_yaw_deg` (left-positive, wrapped to [-180, 180)), `goal_pos`, `goal_yaw_deg`,
+    `goal_distance`, `goal_yaw_error_deg`, `goal_bearing_deg` (where the goal spot is
+    relative to the heading, left positive), `goal_in_view`, `box_pos`, `box_distance`,
+    `box_bearing_deg`, `box_visible` (in the view frustum and not behind a wall),
+    `box_reached` (MiniWorld's `near`), `clearance_ahead_m` / `clearance_left_m` /
+    `clearance_right_m` (distance to the nearest wall straight ahead and 45 degrees to
+    either side, at most 20 m), `is_success`.
+
+    ## Arguments
+
+    ```python
+    gym.make("BagelNavigateReal-v0", layout="four_rooms", goal="box", cam_pitch=-20.0, action_mode="text",
+             render_mode=None, max_action_length=128, resolution=(64, 64),
+             success_radius=0.5, success_angle=30.0, success_bonus=1.0, canonical_actions=None)
+    ```
+
+    ## Version History
+
+    * v0: Initial version (MiniWorld 2.1.0).
+    """
+
+    task: ClassVar[str] = "navigate"
+    has_goal: ClassVar[bool] = True
+
+    def __init__(self, layout: str = "four_rooms", goal: str = "box", cam_pitch: float = -20.0,
+                 success_radius: float = 0.5, success_angle: float = 30.0, success_bonus: float = 1.0, **kwargs):
+        if layout not in LAYOUTS:
+            raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")
+        if goal not in ("box", "pose"):
+            raise ValueError(f"goal must be 'box' or 'pose', got {goal!r}")
+        super().__init__(**kwargs)
+        if not -60.0 <= float(cam_pitch) <= 30.0:
+            raise ValueError(f"cam_pitch is in degrees within [-60, 30], got {cam_pitch!r}")
+        self.layout, self.goal_kind, self.cam_pitch = layout, goal, float(cam_pitch)
+        self.success_radius, self.success_angle = float(success_radius), float(success_angle)
+        self.success_bonus = float(success_bonus)
+
+        import_miniworld()
+        module, cls, ctor = LAYOUTS[layout]
+        H, W = self.resolution
+        # MiniWorld prints "Falling back to num_samples=4" per framebuffer: keep library code quiet.
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.world = getattr(importlib.import_module(module), cls)(
+                obs_width=W, obs_height=H, window_width=W, window_height=H, **ctor)
+        self._goal_pose: tuple[np.ndarray, float] | None = None
+        self._prev_distance = 0.0
+
+    # ---- hooks -------------------------------------------------------------------------------
+    def _reset_sim(self, seed: int, options: dict[str, Any]) -> None:
+        self.world.reset(seed=seed)
+        self.world.agent.cam_pitch = self.cam_pitch
+        self._goal_pose = self._sample_goal()
+
+    def _apply(self, c: Command) -> dict[str, Any]:
+        w = self.world
+        if c.verb == "turn":
+            w.turn_agent(c.amount if c.direction == "left" else -c.amount)
+            return {"blocked": False}
+        # move / strafe: walk in equal substeps of at most MOVE_SUBSTEP, stop at a collision
+        sign = -1.0 if c.direction in ("backward", "left") else 1.0
+        n = max(1, math.ceil(c.amount / MOVE_SUBSTEP - 1e-9))
+        step = sign * c.amount / n
+        for _ in range(n):
+            ok = w.move_agent(step, 0.0) if c.verb == "move" else w.move_agent(0.0, step)
+            if not ok:
+                return {"blocked": True}
+        return {"blocked": False}
+
+    def _render_frame(self) -> np.ndarray:
+        return np.array(self.world.render_obs(), np.uint8, copy=True)
+
+    def _render_goal(self) -> np.ndarray:
+        agent = self.world.agent
+        pos, yaw = agent.pos.copy(), agent.dir
+        agent.pos, agent.dir = self._goal_pose[0].copy(), self._goal_pose[1]
+        goal = self._render_frame()
+        agent.pos, agent.dir = pos, yaw
+        return goal
+
+    def _state(self) -> dict[str, Any]:
+        w, agent = self.world, self.world.agent
+        gpos, gdir = self._goal_pose
+        goal_distance = float(np.hypot(*(np.asarray(_xz(agent.pos)) - _xz(gpos))))
+        yaw_error = abs(wrap_degrees(math.degrees(agent.dir - gdir)))
+        box = w.box
+        return {
+            "layout": self.layout,
+            "agent_pos": _xz(agent.pos),
+            "agent_yaw_deg": wrap_degrees(math.degrees(agent.dir)),
+            "goal_pos": _xz(gpos),
+            "goal_yaw_deg": wrap_degrees(math.degrees(gdir)),
+            "goal_distance": goal_distance,
+            "goal_yaw_error_deg": yaw_error,
+            "goal_bearing_deg": self._bearing(gpos),
+            "goal_in_view": self._visible(gpos),
+            "box_pos": _xz(box.pos),
+            "box_distance": float(np.hypot(*(np.asarray(_xz(agent.pos)) - _xz(box.pos)))),
+            "box_bearing_deg": self._bearing(box.pos),
+            "box_visible": self._visible(box.pos, float(box.radius), float(box.height)),
+            "box_reached": bool(w.near(box)),
+            "clearance_ahead_m": self._clearance(0.0),
+            "clearance_left_m": self._clearance(45.0),
+            "clearance_right_m": self._clearance(-45.0),
+            "is_success": bool(goal_distance <= self.success_radius and yaw_error <= self.success_angle),
+        }
+
+    def _reward(self, state: dict[str, Any]) -> tuple[float, bool, dict[str, Any]]:
+        progress = self._prev_distance - state["goal_distance"]
+        self._prev_distance = state["goal_distance"]
+        return progress + (self.success_bonus if state["is_success"] else 0.0), state["is_success"], {}
+
+    def close(self) -> None:
+        self.world.close()
+
+    # ---- geometry ----------------------------------------------------------------------------
+    def _bearing(self, p: np.ndarray) -> float:
+        """Angle of point p from the agent's heading in degrees, left positive."""
+        a = self.world.agent
+        d = np.asarray(p, np.float64) - a.pos
+        # MiniWorld's dir_vec = (cos d, 0, -sin d): the yaw of a vector v is atan2(-v_z, v_x)
+        return wrap_degrees(math.degrees(math.atan2(-d[2], d[0]) - a.dir))
+
+    def _line_of_sight(self, p: np.ndarray, q: np.ndarray) -> bool:
+        segs = self.world.wall_segs  # (N, 2, 3) wall segments on the floor
+        a, b = segs[:, 0, [0, 2]], segs[:, 1, [0, 2]]
+        return not bool(_segments_cross(np.asarray(p)[[0, 2]], np.asarray(q)[[0, 2]], a, b).any())
+
+    def _clearance(self, offset_deg: float) -> float:
+        """Distance (m, at most MAX_RAY) from the agent to the nearest wall along yaw + offset."""
+        a = self.world.agent
+        yaw = a.dir + math.radians(offset_deg)
+        p, r = a.pos[[0, 2]], np.array([math.cos(yaw), -math.sin(yaw)])
+        segs = self.world.wall_segs
+        s0, e = segs[:, 0, [0, 2]], segs[:, 1, [0, 2]] - segs[:, 0, [0, 2]]
+        # solve p + t r = s0 + u e for every wall: t along the ray, u in [0, 1] along the wall
+        den = r[0] * e[:, 1] - r[1] * e[:, 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            w = s0 - p
+            t = (w[:, 0] * e[:, 1] - w[:, 1] * e[:, 0]) / den
+            u = (w[:, 0] * r[1] - w[:, 1] * r[0]) / den
+        hit = (np.abs(den) > 1e-12) & (t > 0) & (u >= 0) & (u <= 1)
+        return float(min(t[hit].min(), MAX_RAY)) if hit.any() else MAX_RAY
+
+    def _visible(self, p: np.ndarray, radius: float = 0.0, height: float = 0.0) -> bool:
+        """Whether a thing standing at floor point p is in the view frustum and not behind a wall.
+
+        Probes its centre and side edges at mid-height, and its top: visible if any probe is
+        inside the camera's frustum (pitch included) with a clear line of sight on the floor plan.
+        """
+        a = self.world.agent
+        H, W = self.resolution
+        tan_v = math.tan(math.radians(a.cam_fov_y) / 2)
+        tan_h = tan_v * W / H
+        eye, fwd, right = a.cam_pos, a.cam_dir, a.right_vec
+        up = np.cross(right, fwd)
+        d = np.asarray(p, np.float64) - a.pos
+        side = np.array([d[2], 0.0, -d[0]]) / max(float(np.hypot(d[0], d[2])), 1e-9)
+        mid = np.array([0.0, height / 2, 0.0])
+        probes = (p + mid, p + mid + radius * side, p + mid - radius * side, p + np.array([0.0, height, 0.0]))
+        for q in probes:
+            v = q - eye
+            z = float(v @ fwd)
+            if z > 1e-6 and abs(float(v @ right)) <= z * tan_h and abs(float(v @ up)) <= z * tan_v \
+                    and self._line_of_sight(a.pos, q):
+                return True
+        return False
+
+    def _sample_goal(self) -> tuple[np.ndarray, float]:
+        """A free goal pose: facing the red box from 2-3 m, or anywhere (goal="pose")."""
+        w, rng = self.world, self.world.np_random
+        start = w.agent.pos.copy()
+        for _ in range(500):
+            if self.goal_kind == "box":
+                # 2-3 m: close enough to fill the view, far enough to see the box whole
+                theta, dist = rng.uniform(-math.pi, math.pi), rng.uniform(2.0, 3.0)
+                pos = w.box.pos + dist * np.array([math.cos(theta), 0.0, -math.sin(theta)])
+                d = w.box.pos - pos
+                yaw = math.atan2(-d[2], d[0])
+            else:
+                room = w.rooms[int(rng.integers(len(w.rooms)))]
+                pos = np.array([rng.uniform(room.min_x, room.max_x), 0.0, rng.uniform(room.min_z, room.max_z)])
+                yaw = rng.uniform(-math.pi, math.pi)
+            if not any(r.point_inside(pos) for r in w.rooms) or w.intersect(w.agent, pos, w.agent.radius):
+                continue
+            if np.hypot(*(pos - start)[[0, 2]]) < 2 * self.success_radius:
+                continue  # not already at the goal
+            if self.goal_kind == "box" and not self._line_of_sight(pos, w.box.pos):
+                continue
+            return pos, float(yaw)
+        raise RuntimeError(f"no free goal pose found in layout {self.layout!r} (seeded reset); try another seed")
+
+
+# ---- labels and exploration --------------------------------------------------------------------
+def state_questions(info: dict[str, Any]) -> list[tuple[str, str]]:
+    """Question-answer pairs about the scene, answered from the simulator state in `info`.
+
+    The same questions in the same order for every `info` (a recorder can store (T, Q) arrays).
+    """
+    return [
+        ("Is the red box visible?", yes_no(info["box_visible"])),
+        ("Is the red box close?", yes_no(info["box_distance"] < CLOSE_M)),
+        ("Is the red box on the left or the right?",
+         _turn_word(info["box_bearing_deg"], 10.0, "ahead") if info["box_visible"] else "not visible"),
+        ("Is the goal close?", yes_no(info["goal_distance"] < 1.0)),
+        ("Is the goal location in view?", yes_no(info["goal_in_view"])),
+        ("Have you reached the goal?", yes_no(info["is_success"])),
+        ("Which way should you turn to face the goal?", _turn_word(info["goal_bearing_deg"], 15.0)),
+        ("Is there a wall right in front of you?", yes_no(info["clearance_ahead_m"] < 1.0)),
+        ("Did you bump into a wall?", yes_no(info.get("blocked", False))),  # reset info: no move yet
+    ]
+
+
+def _turn_word(bearing: float, dead_zone: float, ahead: str = "none") -> str:
+    if abs(bearing) < dead_zone:
+        return ahead
+    return "left" if bearing > 0 else "right"
+
+
+def explore_action(rng: np.random.Generator, info: dict[str, Any], *, vary: float = 0.0) -> str:
+    """A biased random canonical action: mostly forward, turn away from walls, sometimes home in.
+
+    `vary` is the probability of a random-amount phrasing instead (grammar coverage).
+    """
+    if vary > 0 and rng.random() < vary:
+        return varied_action("navigate", rng)
+    if info.get("blocked") or info["clearance_ahead_m"] < 1.5:  # turn away from the wall ahead
+        left = info["clearance_left_m"] >= info["clearance_right_m"]
+        return choose(rng, ["turn left 30 degrees", "turn right 30 degrees", "move backward 0.5 m"],
+                      [4 if left else 1, 1 if left else 4, 1])
+    if info.get("box_visible") and rng.random() < 0.3:  # head for the box now and then
+        side = _turn_word(info["box_bearing_deg"], 15.0)
+        return "move forward 0.5 m" if side == "none" else f"turn {side} 30 degrees"
+    return choose(rng, ["move forward 0.5 m", "move backward 0.5 m", "turn left 30 degrees",
+                        "turn right 30 degrees", "strafe left 0.5 m", "strafe right 0.5 m"],
+                  [0.45, 0.05, 0.17, 0.17, 0.08, 0.08])

@@ -1,0 +1,93 @@
+"""BagelNavigate-v0: first-person navigation to a goal view, imagined by a BAGEL world model."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from bagel_world.envs.goal_image import GoalImageEnv
+
+
+class BagelNavigateEnv(GoalImageEnv):
+    """
+    ## Description
+
+    A first-person walk through a world that a BAGEL world model imagines frame by frame.
+    Each step the model sees the recent frames and the action text, and generates the view
+    after the movement. The episode starts from a scene of the model's scenario set (or
+    your own start image) and the aim is to reach the view shown in the goal image.
+
+    ## Action Space
+
+    `action_mode="text"` (default): `ActionText(max_action_length)`, a `gymnasium.spaces.Text`
+    of 1 to `max_action_length` printable ASCII characters (space included) that is not all
+    blank, e.g. ``"turn left 45 degrees"``.
+    `action_mode="discrete"`: `Discrete(6)` over the task's canonical actions:
+
+    | index | action               |
+    |-------|----------------------|
+    | 0     | move forward 0.5 m   |
+    | 1     | move backward 0.5 m  |
+    | 2     | turn left 30 degrees |
+    | 3     | turn right 30 degrees|
+    | 4     | strafe left 0.5 m    |
+    | 5     | strafe right 0.5 m   |
+
+    (The table is the default template; a checkpoint's `world.json` may redefine it:
+    `env.unwrapped.template.canonical_actions` is authoritative.)
+
+    ## Observation Space
+
+    `Dict({"frame": Box(0, 255, (H, W, 3), uint8), "goal": Box(0, 255, (H, W, 3), uint8)})`:
+    the current generated frame and the goal image. (H, W) is the task template's
+    resolution (64x64 for the small model, 512x512 for BAGEL-7B-MoT).
+
+    ## Rewards
+
+    Every step: the cosine similarity, in the model's own visual feature space
+    (`Simulator.embed`, mean-pooled SigLIP features), between the new frame and the goal,
+    after subtracting the mean feature of the task's scenario set (so unrelated scenes
+    score about 0 and identical ones 1). When it reaches `success_threshold` the step
+    earns `success_bonus` on top. Range: [-1, 1 + success_bonus].
+
+    ## Starting State
+
+    `reset(seed=...)` draws a scene index uniformly from the scenario set with `np_random`.
+    `options` may instead give `{"scene_index": int}`, or `{"start_image": img,
+    "goal_image": img}` (RGB PIL image or (H, W, 3) uint8 array of exactly the task
+    resolution; nothing is resized), and optionally `{"instruction": str}` (the session's
+    task prompt, e.g. "find the red box"). Any other key raises `ValueError`.
+
+    ## Episode End
+
+    Terminated when the goal similarity reaches `success_threshold`
+    (`info["is_success"]`). Truncated by `TimeLimit` after `max_episode_steps`
+    (64 as registered).
+
+    ## Info
+
+    `reset`: `scene_index` (-1 for a user's image), `instruction`, `frame_index` (0),
+    `goal_similarity` (of the start frame). `step`: `step_latency_s` (wall time of the
+    batched simulator step; leave out with `report_latency=False`), `model_text` (text the
+    model produced, or None), `frame_index`, `action_text` (what the model was told),
+    `noise_seed`, `goal_similarity`, `is_success`.
+
+    ## Arguments
+
+    ```python
+    gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
+             action_mode="text", render_mode=None, max_action_length=128,
+             success_threshold=0.8, success_bonus=1.0, report_latency=True)
+    ```
+    `simulator`: a `Simulator` to use; otherwise one is made with
+    `make_simulator(checkpoint, backend, device)` and shared by every env of the process
+    with the same three values (`checkpoint=None` is the shipped default model,
+    `backend="http://..."` a bagel-world server). `render_mode="rgb_array"` makes `render()`
+    return the current frame. `report_latency=False` drops the wall-clock
+    `step_latency_s` from `info`, the one part of a step that a seed does not fix.
+
+    ## Version History
+
+    * v0: Initial version.
+    """
+
+    task: ClassVar[str] = "navigate"

@@ -1,0 +1,85 @@
+"""The envs on the real default model (the tiny checkpoint when none ships): small and few steps."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env, data_equivalence
+
+from bagel_world.envs import ENV_IDS, shared_simulator
+
+
+@pytest.fixture(scope="module")
+def sim():
+    return shared_simulator()  # = make_simulator(), the process-wide default simulator
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS)
+def test_check_env_on_the_model(sim, env_id):
+    # report_latency=False: the wall-clock step_latency_s is the one part of info that a
+    # seed cannot fix, and check_env compares infos of two seeded steps exactly.
+    env = gym.make(env_id, render_mode="rgb_array", report_latency=False)
+    assert env.unwrapped.simulator is sim
+    check_env(env.unwrapped)
+    env.close()
+
+
+def test_module_prefixed_make_loads_the_default_model():
+    code = (
+        "import gymnasium as gym\n"
+        "env = gym.make('bagel_world:BagelNavigate-v0', action_mode='discrete')\n"
+        "obs, info = env.reset(seed=0)\n"
+        "obs, r, term, trunc, info = env.step(0)\n"
+        "assert obs['frame'].dtype.name == 'uint8' and info['step_latency_s'] > 0\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
+
+
+def test_seeded_rollout_repeats_exactly(sim):
+    def run():
+        env = gym.make("BagelNavigate-v0", action_mode="discrete")
+        out = [env.reset(seed=11)[0]]
+        for a in (0, 2):
+            obs, r, term, trunc, info = env.step(a)
+            assert info["step_latency_s"] > 0 and info["frame_index"] == len(out)
+            info.pop("step_latency_s")
+            out.append((obs, r, term, trunc, info))
+        env.close()
+        return out
+
+    assert data_equivalence(run(), run(), exact=True)
+
+
+def test_vector_env_matches_separate_envs_in_one_batch(sim, monkeypatch):
+    calls = []
+    real_step = sim.step
+    monkeypatch.setattr(sim, "step", lambda sids, acts, seeds: calls.append(len(sids)) or real_step(sids, acts, seeds))
+    n = 2
+    vec = gym.make_vec("BagelFutureFrame-v0", num_envs=n, action_mode="discrete")
+    singles = [gym.make("BagelFutureFrame-v0", action_mode="discrete") for _ in range(n)]
+    obs, _ = vec.reset(seed=3)
+    ref = [e.reset(seed=3 + i)[0] for i, e in enumerate(singles)]
+    assert all(np.array_equal(obs[i], ref[i]) for i in range(n))
+    for actions in ([0, 3], [2, 5]):
+        calls.clear()
+        obs, rew, term, trunc, info = vec.step(np.array(actions))
+        assert calls == [n], "the vector env must make one batched simulator call"
+        ref = [e.step(a) for e, a in zip(singles, actions)]
+        for i in range(n):
+            # Same seeds and actions: the same frames, up to float rounding that depends on
+            # the batch composition (+-1 uint8 level on CPU).
+            diff = np.abs(obs[i].astype(int) - ref[i][0].astype(int))
+            assert diff.max() <= 2 and diff.mean() < 0.5, (i, diff.max(), diff.mean())
+            assert rew[i] == pytest.approx(ref[i][1], abs=1e-2) and 0.0 <= info["p_yes"][i] <= 1.0
+    vec.close()
+
+
+def test_injected_model_simulator_survives_spec_copies(sim):
+    env = gym.make("BagelMultiview-v0", simulator=sim, render_mode="rgb_array", report_latency=False)
+    assert env.spec is not None
+    check_env(env.unwrapped)
+    assert env.unwrapped.spec.make().unwrapped.simulator is sim
