@@ -149,7 +149,8 @@ class StepBatcher:
                 if it.future.done():
                     continue
                 if not self.is_alive(it.sim_id):
-                    it.future.set_exception(ApiError(404, "unknown_session", "the session was closed before its step ran"))
+                    it.future.set_exception(
+                        ApiError(404, "unknown_session", "the session was closed before its step ran"))
                     continue
                 live.append(it)
             if not live:

@@ -27,7 +27,7 @@ _OTHER_FORMATS = {  # magic prefix -> name, to say what was sent instead
 def encode_png(frame: np.ndarray) -> bytes:
     """(H, W, 3) uint8 -> PNG bytes (lossless; fast compression since frames are small)."""
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8), "RGB").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
 
 
@@ -101,7 +101,7 @@ def make_gif(frames: list[np.ndarray], fps: float = 4.0) -> bytes:
     """Animated GIF of (H, W, 3) uint8 frames, looping."""
     if not frames:
         raise ValueError("make_gif needs at least one frame")
-    imgs = [Image.fromarray(np.asarray(f, np.uint8), "RGB") for f in frames]
+    imgs = [Image.fromarray(np.asarray(f, np.uint8)) for f in frames]
     buf = io.BytesIO()
     imgs[0].save(buf, format="GIF", save_all=True, append_images=imgs[1:], duration=int(1000 / fps), loop=0)
     return buf.getvalue()

@@ -13,7 +13,7 @@ class ServerSettings:
     max_body_bytes: int = 8 * 1024 * 1024  # whole request body, before any parsing
     max_image_side: int = 2048  # width or height of an uploaded PNG, read from its header
     max_image_pixels: int = 1024 * 1024  # width * height of an uploaded PNG
-    max_frames_per_request: int = 64  # start frames, frames to embed
+    max_frames_per_request: int = 256  # start frames, frames to embed
     max_action_length: int = 256  # characters in one action
     max_text_length: int = 2048  # characters in a prompt, question, answer or instruction
     max_batch_size: int = 32  # sessions per model step call

@@ -66,6 +66,8 @@ class ServerState:
         self.batcher: StepBatcher | None = None
         self._sweeper: asyncio.Task | None = None
         self._tasks_cache: dict | None = None
+        self.closing = False
+        self.env_simulator = BatchedSimulator(self)  # one for all episodes: envs cache per simulator
 
     # ---- lifecycle -----------------------------------------------------------------------
     async def start(self) -> None:
@@ -77,6 +79,7 @@ class ServerState:
         self._sweeper = self.loop.create_task(self._sweep_forever(), name="session-sweeper")
 
     async def stop(self) -> None:
+        self.closing = True
         if self._sweeper is not None:
             self._sweeper.cancel()
         if self.batcher is not None:
@@ -240,6 +243,11 @@ class BatchedSimulator(Simulator):
     def __init__(self, state: ServerState):
         self._state = state
 
+    @property
+    def checkpoint_dir(self):
+        """The real simulator's checkpoint folder: envs load its scenario sets."""
+        return getattr(self._state.simulator, "checkpoint_dir", None)
+
     def _sync(self, fn: Callable, *args):
         return self._state.sim_executor.submit(fn, *args).result()
 
@@ -252,7 +260,8 @@ class BatchedSimulator(Simulator):
         return sid
 
     def step(self, session_ids, actions, seeds):
-        assert self._state.loop is not None
+        if self._state.closing or self._state.loop is None:
+            raise ApiError(503, "shutting_down", "the server is shutting down")
         fut = asyncio.run_coroutine_threadsafe(self._state.step(list(session_ids), list(actions), list(seeds)),
                                                self._state.loop)
         return fut.result()

@@ -1,0 +1,147 @@
+"""The FastAPI app: `create_app` wires routers, limits and the simulator; `serve` runs it.
+
+The simulator is built once in the lifespan (loading a model takes a while) and reached
+by the routers through `Depends(get_state)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Callable
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import RedirectResponse
+from fastapi.staticfiles import StaticFiles
+
+from bagel_world.server import routes_envs, routes_health, routes_sessions
+from bagel_world.server.errors import error_response, install_error_handlers
+from bagel_world.server.settings import ServerSettings, is_loopback
+from bagel_world.server.state import ServerState
+from bagel_world.simulator.base import Simulator
+
+log = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+API_VERSION = "v1"
+
+
+class BodyLimitMiddleware:
+    """413 for request bodies over `max_bytes`, by Content-Length or as they stream in.
+
+    Pure ASGI so it runs before any parsing; the body is buffered (it is small by then)
+    and replayed to the app.
+    """
+
+    def __init__(self, app, max_bytes: int):
+        self.app, self.max_bytes = app, max_bytes
+
+    async def _too_large(self, scope, receive, send) -> None:
+        resp = error_response(413, "body_too_large", f"request body exceeds the server's limit of "
+                                                     f"{self.max_bytes} bytes")
+        await resp(scope, receive, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
+            return await self._too_large(scope, receive, send)
+        chunks, total = [], 0
+        while True:
+            msg = await receive()
+            if msg["type"] != "http.request":  # client went away
+                return
+            chunk = msg.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                return await self._too_large(scope, receive, send)
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body, replayed = b"".join(chunks), False
+
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        return await self.app(scope, replay, send)
+
+
+def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerSettings | None = None) -> FastAPI:
+    """The server app over a simulator, or over a factory called once at startup."""
+    settings = settings or ServerSettings()
+    if not isinstance(simulator, Simulator) and not callable(simulator):
+        raise TypeError(f"create_app needs a Simulator or a zero-argument factory, got {type(simulator).__name__}")
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        # 1. The heavy object, once. A factory may load a model for minutes: off the loop.
+        if isinstance(simulator, Simulator):
+            sim, owns = simulator, False
+        else:
+            sim, owns = await run_in_threadpool(simulator), True
+            if not isinstance(sim, Simulator):
+                raise TypeError(f"the simulator factory returned {type(sim).__name__}, not a Simulator")
+        # 2. Worker thread, batcher and idle sweeper; then serve.
+        state = ServerState(sim, settings, owns_simulator=owns)
+        await state.start()
+        app.state.server = state
+        log.info("serving %s with tasks %s", type(sim).__name__, sorted(state.tasks()))
+        try:
+            yield
+        finally:
+            app.state.server = None
+            await state.stop()
+
+    app = FastAPI(
+        title="bagel-world simulator",
+        version="1",
+        description="BAGEL world-model sessions and Gymnasium env episodes over HTTP. Frames are PNG.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.server = None
+    install_error_handlers(app)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.include_router(routes_health.router)
+    app.include_router(routes_health.v1)
+    app.include_router(routes_sessions.router)
+    app.include_router(routes_envs.router)
+    app.mount("/playground", StaticFiles(directory=STATIC_DIR, html=True), name="playground")
+
+    @app.get("/", include_in_schema=False)
+    def index():
+        return RedirectResponse("/playground/")
+
+    return app
+
+
+def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
+          device=None, log_level: str = "info", **limits) -> None:
+    """Load the simulator from `checkpoint` and serve it until interrupted (blocking).
+
+    `limits` are `ServerSettings` fields (max_sessions=..., session_ttl_s=...). A token is
+    required to bind anything but loopback; it may also come from BAGEL_WORLD_TOKEN.
+    """
+    import uvicorn
+
+    token = token or os.environ.get("BAGEL_WORLD_TOKEN") or None
+    if not is_loopback(host) and not token:
+        raise ValueError(f"refusing to serve on non-loopback address {host!r} without a token: pass --token "
+                         f"(or set BAGEL_WORLD_TOKEN), or bind 127.0.0.1")
+    settings = ServerSettings(token=token, **limits)
+
+    def factory() -> Simulator:
+        from bagel_world.simulator import make_simulator
+
+        return make_simulator(checkpoint=checkpoint, device=device)
+
+    app = create_app(factory, settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

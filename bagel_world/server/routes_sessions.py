@@ -1,0 +1,110 @@
+"""Simulator-level sessions: the API `RemoteSimulator` speaks. Steps are batched."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.concurrency import run_in_threadpool
+
+from bagel_world.server.deps import get_state, require_token
+from bagel_world.server.errors import ApiError
+from bagel_world.server.images import png_b64
+from bagel_world.server.schemas import (
+    Closed, EmbedRequest, EmbedResult, Frame, OpenSession, ScoreRequest, ScoreResult, SessionCreated,
+    StepResult, StepSessions, StepSessionsResult,
+)
+from bagel_world.server.state import ServerState
+from bagel_world.server.validate import check_action, check_count, check_text, decode_frames, frame_response
+
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["sessions"])
+
+_FRAME_RESPONSES = {200: {"content": {"image/png": {}}, "description": "the frame, as JSON or raw PNG (Accept)"}}
+
+
+@router.post("/sessions", status_code=201)
+async def open_session(body: OpenSession, state: ServerState = Depends(get_state)) -> SessionCreated:
+    s = state.settings
+    if body.task not in state.tasks():
+        raise ApiError(422, "unknown_task", f"unknown task {body.task!r}; this server has {sorted(state.tasks())}")
+    check_text(body.prompt, "prompt", s)
+    frames = await run_in_threadpool(decode_frames, body.frames, s)
+    state.reserve()
+    try:
+        sim_id = await state.call(state.simulator.open, body.task, frames, body.prompt)
+    finally:
+        state.release()
+    return SessionCreated(session_id=state.add_session(sim_id, body.task))
+
+
+@router.post("/sessions/step")
+async def step_sessions(body: StepSessions, state: ServerState = Depends(get_state)) -> StepSessionsResult:
+    """Step several sessions at once; concurrent requests are batched together too."""
+    n = len(body.session_ids)
+    if not n == len(body.actions) == len(body.seeds):
+        raise ApiError(422, "length_mismatch", f"need one action and one seed per session; got {n} session_ids, "
+                                               f"{len(body.actions)} actions, {len(body.seeds)} seeds")
+    if len(set(body.session_ids)) != n:
+        raise ApiError(422, "duplicate_session", "a session may appear only once per step request")
+    check_count(n, "sessions", state.settings.max_sessions)
+    for a in body.actions:
+        check_action(a, state.settings)
+    recs = [await state.get_session(cid) for cid in body.session_ids]
+    for r in recs:
+        r.busy += 1
+    try:
+        outs = await state.step([r.sim_id for r in recs], body.actions, body.seeds)
+    finally:
+        for r in recs:
+            r.busy -= 1
+            r.last_used = time.monotonic()
+    frames = await run_in_threadpool(lambda: [png_b64(o.frame) for o in outs])
+    return StepSessionsResult(outputs=[
+        StepResult(frame=f, text=o.text, latency_s=float(o.latency_s), frame_index=int(o.frame_index))
+        for f, o in zip(frames, outs)
+    ])
+
+
+@router.post("/sessions/{session_id}/fork", status_code=201)
+async def fork_session(session_id: str, state: ServerState = Depends(get_state)) -> SessionCreated:
+    rec = await state.get_session(session_id)
+    state.reserve()
+    try:
+        sim_id = await state.call(state.simulator.fork, rec.sim_id)
+    finally:
+        state.release()
+    return SessionCreated(session_id=state.add_session(sim_id, rec.task))
+
+
+@router.get("/sessions/{session_id}/frame", responses=_FRAME_RESPONSES)
+async def session_frame(session_id: str, request: Request, state: ServerState = Depends(get_state)) -> Frame:
+    rec = await state.get_session(session_id)
+    frame = await state.call(state.simulator.frame, rec.sim_id)
+    return await run_in_threadpool(frame_response, request, frame)
+
+
+@router.delete("/sessions/{session_id}")
+async def close_session(session_id: str, state: ServerState = Depends(get_state)) -> Closed:
+    await state.close_session(session_id)
+    return Closed(closed=session_id)
+
+
+@router.post("/embed")
+async def embed(body: EmbedRequest, state: ServerState = Depends(get_state)) -> EmbedResult:
+    frames = await run_in_threadpool(decode_frames, body.frames, state.settings)
+    feats = await state.call(state.simulator.embed, frames)
+    return EmbedResult(features=feats.astype("float32").tolist())
+
+
+@router.post("/score")
+async def score(body: ScoreRequest, state: ServerState = Depends(get_state)) -> ScoreResult:
+    s = state.settings
+    if len(set(body.session_ids)) != len(body.session_ids):
+        raise ApiError(422, "duplicate_session", "a session may appear only once per score request")
+    check_count(len(body.session_ids), "sessions", s.max_sessions)
+    check_text(body.question, "question", s)
+    for a in body.answers:
+        check_text(a, "answer", s)
+    recs = [await state.get_session(cid) for cid in body.session_ids]
+    out = await state.call(state.simulator.score, [r.sim_id for r in recs], body.question, body.answers)
+    return ScoreResult(logprobs=out.astype("float32").tolist())
