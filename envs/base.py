@@ -101,6 +101,32 @@ class ActionText(spaces.Text):
         return f"ActionText(1, {self.max_length}, printable ASCII, not blank)"
 
 
+def action_to_text(action: Any, action_mode: str, max_length: int, canonical_actions: Sequence[str]) -> str:
+    """A text action as is (checked), or a discrete index mapped to its canonical text."""
+    if action_mode == "text":
+        return check_text_action(action, max_length)
+    n = len(canonical_actions)
+    a = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
+    if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
+        raise ValueError(f"a discrete action must be an int in [0, {n}), got {type(action).__name__} {action!r}")
+    if not 0 <= a < n:
+        listed = ", ".join(f"{i}={t!r}" for i, t in enumerate(canonical_actions))
+        raise ValueError(f"discrete action {a} is out of range; accepted 0..{n - 1}: {listed}")
+    return canonical_actions[int(a)]
+
+
+def check_option_keys(options: Any, accepted: Sequence[str], owner: str) -> dict[str, Any]:
+    """A copy of the reset options, or a ValueError naming unknown keys and the accepted ones."""
+    if options is None:
+        return {}
+    if not isinstance(options, dict):
+        raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
+    unknown = sorted(map(str, set(options) - set(accepted)))
+    if unknown:
+        raise ValueError(f"unknown reset option(s) {unknown} for {owner}; accepted keys: {list(accepted)}")
+    return dict(options)
+
+
 def check_text_action(action: Any, max_length: int) -> str:
     """The action itself if it is acceptable text, else a ValueError saying why."""
     if not isinstance(action, str):
@@ -283,29 +309,11 @@ class BagelWorldEnv(gym.Env):
     # ---- helpers -----------------------------------------------------------------------------
     def _action_to_text(self, action: Any) -> str:
         """The text the model sees for `action`, or a ValueError naming what is accepted."""
-        if self.action_mode == "text":
-            return check_text_action(action, self.max_action_length)
-        n = self.action_space.n
-        a = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)):
-            raise ValueError(f"a discrete action must be an int in [0, {n}), got {type(action).__name__} {action!r}")
-        if not 0 <= a < n:
-            listed = ", ".join(f"{i}={t!r}" for i, t in enumerate(self.template.canonical_actions))
-            raise ValueError(f"discrete action {a} is out of range; accepted 0..{n - 1}: {listed}")
-        return self.template.canonical_actions[int(a)]
+        return action_to_text(action, self.action_mode, self.max_action_length, self.template.canonical_actions)
 
     def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
         """Options with images converted to (H, W, 3) uint8 copies; ValueError on anything else."""
-        if options is None:
-            return {}
-        if not isinstance(options, dict):
-            raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
-        unknown = sorted(map(str, set(options) - set(self.option_keys)))
-        if unknown:
-            raise ValueError(
-                f"unknown reset option(s) {unknown} for {type(self).__name__}; accepted keys: {list(self.option_keys)}"
-            )
-        opts = dict(options)
+        opts = check_option_keys(options, self.option_keys, type(self).__name__)
         if "scene_index" in opts and "start_image" in opts:
             raise ValueError("give options['scene_index'] or options['start_image'], not both")
         if "scene_index" in opts:

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bagel_world.envs.base import ActionText, check_text_action
+from bagel_world.envs.base import ActionText, action_to_text, check_option_keys
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
@@ -176,25 +176,10 @@ class RealWorldEnv(gym.Env):
         return self._frame.copy()
 
     def _action_to_text(self, action: Any) -> str:
-        if self.action_mode == "text":
-            return check_text_action(action, self.max_action_length)
-        n = len(self.canonical_actions)
-        a = action.item() if isinstance(action, np.ndarray) and action.shape == () else action
-        if isinstance(a, (bool, np.bool_)) or not isinstance(a, (int, np.integer)) or not 0 <= a < n:
-            listed = ", ".join(f"{i}={t!r}" for i, t in enumerate(self.canonical_actions))
-            raise ValueError(f"a discrete action must be an int in [0, {n}), got {action!r}; actions: {listed}")
-        return self.canonical_actions[int(a)]
+        return action_to_text(action, self.action_mode, self.max_action_length, self.canonical_actions)
 
     def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
-        if options is None:
-            return {}
-        if not isinstance(options, dict):
-            raise ValueError(f"options must be a dict or None, got {type(options).__name__}")
-        unknown = sorted(map(str, set(options) - set(self.option_keys)))
-        if unknown:
-            raise ValueError(f"unknown reset option(s) {unknown} for {type(self).__name__}; "
-                             f"accepted keys: {list(self.option_keys)}")
-        return dict(options)
+        return check_option_keys(options, self.option_keys, type(self).__name__)
 
 
 # ---- small shared helpers for state and policies ---------------------------------------------
