@@ -12,6 +12,7 @@ so both run the same code and give the same frames under the same seeds.
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import threading
@@ -302,6 +303,26 @@ class BagelWorldEnv(gym.Env):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
         return self._frame.copy()
+
+    @property
+    def session_id(self) -> str | None:
+        """The simulator session this env steps (None before reset)."""
+        return self._sid
+
+    def __deepcopy__(self, memo):
+        """A copy of a running env is an independent branch of it: same RNG state, step
+        count and scene, the same (shared) simulator and scenario set, and a fork of the
+        simulator session. `copy.deepcopy(env)` on a wrapped env forks it too."""
+        cls = type(self)
+        new = cls.__new__(cls)
+        memo[id(self)] = new
+        memo.setdefault(id(self.simulator), self.simulator)
+        memo.setdefault(id(self.scenarios), self.scenarios)  # shared and never written
+        for k, v in self.__dict__.items():
+            if k != "_sid":
+                new.__dict__[k] = copy.deepcopy(v, memo)
+        new._sid = None if self._sid is None else self.simulator.fork(self._sid)
+        return new
 
     def close(self) -> None:
         self._close_session()  # the simulator is shared: it stays open

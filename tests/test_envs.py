@@ -351,3 +351,20 @@ def test_render():
     assert np.array_equal(env.render(), obs["frame"])
     assert make("BagelNavigate-v0").unwrapped.render() is None
     assert bagel_world.envs.BagelNavigateEnv.metadata["render_fps"] > 0
+
+
+def test_deepcopy_forks_the_session_and_leaves_the_parent_alone():
+    import copy
+
+    sim = FakeSimulator(default_templates(False))
+    env = gym.make("BagelMultiview-v0", simulator=sim)
+    env.reset(seed=3)
+    env.step("zoom in")
+    branch = copy.deepcopy(env)
+    assert branch.unwrapped.session_id != env.unwrapped.session_id
+    assert branch.unwrapped.simulator is sim
+    parent_frame = sim.frame(env.unwrapped.session_id)
+    b_obs, *_ = branch.step("orbit left 30 degrees")
+    assert np.array_equal(sim.frame(env.unwrapped.session_id), parent_frame)
+    p_obs, *_ = env.step("orbit left 30 degrees")
+    assert np.array_equal(p_obs, b_obs)  # same RNG state, same session contents

@@ -97,17 +97,8 @@ def _make_and_reset(state: ServerState, env_id: str, seed: int | None, options: 
 
 
 def _fork_env(env, simulator):
-    """An independent copy of a running env: its own simulator session, same RNG state.
-
-    Everything is deep-copied (np_random, TimeLimit's step count, the scene) except the
-    shared simulator and scenario set; then the copy gets a fork of the session.
-    """
-    base = env.unwrapped
-    memo = {id(simulator): simulator, id(base.scenarios): base.scenarios}
-    clone = copy.deepcopy(env, memo)
-    if base._sid is not None:
-        clone.unwrapped._sid = simulator.fork(base._sid)
-    return clone
+    """An independent copy of a running env (BagelWorldEnv's deepcopy forks its session)."""
+    return copy.deepcopy(env)
 
 
 def _split(obs) -> tuple[np.ndarray, np.ndarray | None]:
