@@ -1,0 +1,65 @@
+"""The command line and the examples, run as a user runs them (small budgets)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from bagel_world.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_inspect_preset_prints_every_tensor(capsys):
+    assert main(["inspect", "--preset", "bagel-7b-mot"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line for line in lines if not line.startswith("#")]
+    assert len(rows) == 1223 + 244
+    assert "language_model.model.layers.0.self_attn.q_proj_moe_gen.weight\t[3584, 3584]" in rows
+    assert lines[0] == "# ema.safetensors: 1223 tensors, 14,607,260,128 parameters"
+
+
+def test_inspect_reports_bad_tensors_with_exit_1(tiny_ckpt, tmp_path, capsys):
+    assert main(["inspect", str(tiny_ckpt)]) == 0
+    assert "ema.safetensors: OK" in capsys.readouterr().out
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    sd = load_file(bad / "ema.safetensors")
+    del sd["llm2vae.bias"]
+    save_file(sd, str(bad / "ema.safetensors"))
+    assert main(["inspect", str(bad)]) == 1
+    assert "missing    llm2vae.bias" in capsys.readouterr().out
+    assert main(["inspect", str(tmp_path / "nope" / "x")]) == 2
+
+
+def test_generate_and_understand(tiny_ckpt, tmp_path, capsys):
+    img = tmp_path / "in.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3)).astype(np.uint8)).save(img)
+    out = tmp_path / "out.png"
+    assert main(["generate", "--checkpoint", str(tiny_ckpt), "--prompt", "turn left", "--image", str(img),
+                 "--steps", "3", "--out", str(out)]) == 0
+    assert Image.open(out).size == (64, 64)
+    assert main(["understand", "--checkpoint", str(tiny_ckpt), "--image", str(img), "--question", "red?",
+                 "--answers", "yes,no"]) == 0
+    scores = [line.split("\t") for line in capsys.readouterr().out.splitlines() if "\t" in line]
+    assert [s[0] for s in scores] == ["yes", "no"] and all(float(s[1]) < 0 for s in scores)
+
+
+def test_demo_and_quickstart_write_gifs(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "bagel_world.cli", "demo", "--steps", "2", "--out", str(tmp_path / "d")],
+                       capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == sorted(
+        f"{e}.gif" for e in ("BagelNavigate-v0", "BagelMultiview-v0", "BagelFutureFrame-v0", "BagelManipulate-v0"))
+    gif = Image.open(tmp_path / "d" / "BagelNavigate-v0.gif")
+    assert 2 <= gif.n_frames <= 3  # start frame + up to 2 steps (an episode may end early)
+    r = subprocess.run([sys.executable, "examples/quickstart.py", str(tmp_path / "q"), "--steps", "1",
+                        "--envs", "BagelMultiview-v0"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "q" / "BagelMultiview-v0.gif").is_file()
