@@ -1,0 +1,70 @@
+"""The model card (`README.md` inside a trained checkpoint folder)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bagel_world.config import BagelConfig
+from bagel_world.model.loader import parameter_counts
+
+
+def write_model_card(folder: str | Path, eval_md: str | None = None, commands: list[str] | None = None,
+                     notes: str = "") -> Path:
+    folder = Path(folder)
+    tr = json.loads((folder / "training.json").read_text())
+    cfg = BagelConfig.from_pretrained(folder)
+    counts = parameter_counts(cfg)
+    c, w = tr["train_config"], tr["world_args"]
+    last = tr.get("last_log") or {}
+    size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+    lines = [
+        "# bagel-world-small",
+        "",
+        "A BAGEL-architecture world model (Qwen2 Mixture-of-Transformers LLM with understanding and generation "
+        "experts, SigLIP NaViT encoder, FLUX autoencoder), trained from scratch on a CPU on rollouts of real "
+        "simulators, in the official checkpoint layout: `load_bagel` and `bagel-world inspect` treat it like "
+        "BAGEL-7B-MoT.",
+        "",
+        "## Size",
+        "",
+        f"- LLM: hidden {cfg.llm.hidden_size}, {cfg.llm.num_hidden_layers} layers, {cfg.llm.num_attention_heads} heads "
+        f"({cfg.llm.num_key_value_heads} KV), MLP {cfg.llm.intermediate_size}, vocabulary {cfg.llm.vocab_size}",
+        f"- ViT: hidden {cfg.vit.hidden_size}, {cfg.vit.num_hidden_layers} layers, patch {cfg.vit.patch_size}",
+        f"- autoencoder: ch {cfg.vae.ch}, ch_mult {cfg.vae.ch_mult}, z {cfg.vae.z_channels}, scale "
+        f"{cfg.vae.scale_factor:.4f}, shift {cfg.vae.shift_factor:.4f}",
+        f"- parameters: {counts['ema total']:,} in `ema.safetensors` (bf16), {counts['autoencoder']:,} in "
+        f"`ae.safetensors`; {size_mb:.1f} MB on disk in all",
+        "",
+        "## Data",
+        "",
+        f"- {tr['frames']:,} frames at {tuple(json.loads((folder / 'world.json').read_text())['tasks']['navigate']['resolution'])} "
+        "from `bagel-world record` (exploration policies in MiniWorld, MuJoCo and Fetch; seeds from 1000 up), "
+        f"{c['holdout_episodes']} episodes per task held out (their start frames and final frames are the "
+        "scenario sets in `scenarios/`).",
+        "",
+        "## Training",
+        "",
+        f"- autoencoder: {c['ae_steps']} steps, batch {c.get('ae_batch_size', 16)}, L1 + MSE + 1e-6 KL; "
+        f"reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB on training frames",
+        f"- world model: {tr['step']} of {w['steps']} AdamW steps (cosine from {w['lr']} to {w['min_lr']}), batch "
+        f"{w['batch_size']} clips of up to {w['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
+        f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers, EMA {w['ema_decay']}, bf16 autocast",
+        f"- last logged losses: MSE {last.get('mse', float('nan')):.3f}, CE {last.get('ce', float('nan')):.3f} "
+        f"at {last.get('tokens_per_s', float('nan')):.0f} tokens/s",
+        f"- wall time {tr['elapsed_s'] / 3600:.2f} h on {tr['hardware']}",
+        "",
+        "## Reproduce",
+        "",
+        "```bash",
+        *(commands or []),
+        "```",
+        "",
+    ]
+    if eval_md:
+        lines += ["## Fidelity (imagined vs real, held-out seeds 0-7)", "", eval_md.strip(), ""]
+    if notes:
+        lines += ["## Limits", "", notes.strip(), ""]
+    path = folder / "README.md"
+    path.write_text("\n".join(lines))
+    return path
