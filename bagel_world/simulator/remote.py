@@ -29,7 +29,7 @@ def _png_b64(frame: np.ndarray) -> str:
     if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
         raise ValueError(f"a frame must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a), "RGB").save(buf, format="PNG", compress_level=1)
+    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=1)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
