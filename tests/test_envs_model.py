@@ -59,8 +59,9 @@ def test_vector_env_matches_separate_envs_in_one_batch(sim, monkeypatch):
     real_step = sim.step
     monkeypatch.setattr(sim, "step", lambda sids, acts, seeds: calls.append(len(sids)) or real_step(sids, acts, seeds))
     n = 2
-    vec = gym.make_vec("BagelFutureFrame-v0", num_envs=n, action_mode="discrete")
-    singles = [gym.make("BagelFutureFrame-v0", action_mode="discrete") for _ in range(n)]
+    # A threshold of 1.0 keeps the episodes running (P(yes) < 1), so no step is an autoreset.
+    vec = gym.make_vec("BagelFutureFrame-v0", num_envs=n, action_mode="discrete", success_threshold=1.0)
+    singles = [gym.make("BagelFutureFrame-v0", action_mode="discrete", success_threshold=1.0) for _ in range(n)]
     obs, _ = vec.reset(seed=3)
     ref = [e.reset(seed=3 + i)[0] for i, e in enumerate(singles)]
     assert all(np.array_equal(obs[i], ref[i]) for i in range(n))
