@@ -59,3 +59,15 @@ def test_pipeline_trains_exports_and_resumes(tmp_path):
     run_training(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "work" / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 4]
+
+
+def test_debias_ema_recovers_the_average_of_the_trained_weights():
+    from bagel_world.training.world import debias_ema
+
+    init = {"w": torch.randn(5)}
+    thetas = [torch.randn(5) for _ in range(30)]
+    d, ema = 0.9, init["w"].clone()
+    for th in thetas:
+        ema = d * ema + (1 - d) * th
+    avg = sum((1 - d) * d ** (len(thetas) - 1 - k) * th for k, th in enumerate(thetas)) / (1 - d ** len(thetas))
+    torch.testing.assert_close(debias_ema({"w": ema}, init, d, len(thetas))["w"], avg)

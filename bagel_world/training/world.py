@@ -318,3 +318,13 @@ def train_world(
                 if on_checkpoint is not None:
                     on_checkpoint(trainer)
     bar.close()
+
+
+def debias_ema(ema: dict[str, Tensor], init: dict[str, Tensor], decay: float, steps: int) -> dict[str, Tensor]:
+    """Remove the initial weights' share from an EMA kept with a constant decay from step 0.
+
+    ema_t = d^t * init + (1 - d^t) * avg, so avg = (ema_t - d^t * init) / (1 - d^t) (the
+    same correction as Adam's moments). Only for runs without EMA warm-up.
+    """
+    w = decay**steps
+    return {k: ((v - w * init[k].to(v.dtype)) / (1 - w)) if v.is_floating_point() else v for k, v in ema.items()}
