@@ -267,9 +267,6 @@ class BagelConfig:
         }
 
 
-PRESETS: dict[str, BagelConfig] = {}
-
-
 def preset(name: str) -> BagelConfig:
     """Named configurations: `bagel-7b-mot` (the published model) and `tiny` (tests)."""
     if name == "bagel-7b-mot":

@@ -634,8 +634,13 @@ def _as_batch(ctxs: Contexts, items, single_types) -> tuple[list[Context], list]
 
 
 def _per_item(value, n: int, name: str) -> list:
-    if value is None or isinstance(value, (torch.Generator, Tensor)):
-        return [value] * n if not isinstance(value, Tensor) else [value]
+    """One value per item: None or a generator is shared; a tensor serves one item only."""
+    if value is None or isinstance(value, torch.Generator):
+        return [value] * n
+    if isinstance(value, Tensor):
+        if n != 1:
+            raise ValueError(f"{name}: one tensor was given for {n} items; give a list of {n}")
+        return [value]
     value = list(value)
     if len(value) != n:
         raise ValueError(f"{name}: got {len(value)} values for {n} items")
