@@ -157,6 +157,12 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_evaluate_agent(args) -> int:
+    from bagel_world.evaluate_agents import run
+
+    return run(args)
+
+
 def _cmd_serve(args) -> int:
     from bagel_world.server import serve
 
@@ -250,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="out/eval")
     e.set_defaults(func=_cmd_eval)
 
+    from bagel_world.evaluate_agents import add_arguments  # light: argparse/numpy only
+
+    ea = sub.add_parser("evaluate-agent", help="run agents (random, scripted, planner, ppo, vlm) in the real "
+                        "simulator on held-out seeds")
+    add_arguments(ea)  # defines its own --checkpoint/--device
+    ea.set_defaults(func=_cmd_evaluate_agent)
+
     s = sub.add_parser("serve", help="serve the simulator over HTTP")
     add_model_args(s)
     s.add_argument("--host", default="127.0.0.1")
@@ -266,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `bagel-world inspect --preset ... | head`
         return 0
-    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError) as e:
+    except (ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError) as e:
         print(f"bagel-world {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -3,8 +3,10 @@
 For each task and held-out seed: reset the real env, draw an action sequence from the
 task's exploration policy, and play it in the real simulator; open an imagined session on
 the same start frame and play the same actions (open loop: the model only ever sees its
-own frames). Metrics at each horizon h compare imagined frame h with real frame h: PSNR,
-SSIM (scikit-image), and LPIPS when its network weights are present locally. The
+own frames). Metrics at each horizon h compare imagined frame h with real frame h: PSNR of
+the squared error averaged over episodes (so an episode where the real frame did not change
+gives the copy baseline zero error instead of an infinite PSNR that swamps the mean), SSIM
+averaged over episodes (scikit-image), and LPIPS when its network weights are present locally. The
 baseline "copy last frame" predicts the start frame at every horizon.
 """
 
@@ -23,10 +25,15 @@ log = logging.getLogger(__name__)
 TASKS = ("navigate", "multiview", "future_frame", "manipulate")
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import peak_signal_noise_ratio
+def mse(a: np.ndarray, b: np.ndarray) -> float:
+    from skimage.metrics import mean_squared_error
 
-    return float(peak_signal_noise_ratio(a, b, data_range=255))
+    return float(mean_squared_error(a, b))
+
+
+def psnr_of_mse(m: float) -> float:
+    """PSNR (dB, peak 255) of a mean squared error; inf when the frames are identical."""
+    return float("inf") if m == 0 else float(10 * np.log10(255.0**2 / m))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
@@ -79,15 +86,15 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=(1, 4, 8, 16), out: str 
                      "LPIPS needs pretrained backbone weights, which are not present locally"}
     for task in tasks:
         res = tuple(sim.tasks()[task].resolution)
-        per = {h: {"psnr": [], "ssim": [], "copy_psnr": [], "copy_ssim": []} for h in horizons}
+        per = {h: {"mse": [], "ssim": [], "copy_mse": [], "copy_ssim": []} for h in horizons}
         strip = None
         for seed in tqdm(list(seeds), desc=f"eval {task}", disable=not progress):
             real, actions = real_rollout(task, seed, steps, res)
             imag = imagined_rollout(sim, task, real[0], actions, seed)
             for h in horizons:
-                per[h]["psnr"].append(psnr(real[h], imag[h]))
+                per[h]["mse"].append(mse(real[h], imag[h]))
                 per[h]["ssim"].append(ssim(real[h], imag[h]))
-                per[h]["copy_psnr"].append(psnr(real[h], real[0]))
+                per[h]["copy_mse"].append(mse(real[h], real[0]))
                 per[h]["copy_ssim"].append(ssim(real[h], real[0]))
             if strip is None:
                 strip = _strip(real, imag, actions)
@@ -95,11 +102,17 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=(1, 4, 8, 16), out: str 
         strip.save(strip_path)
         results["tasks"][task] = {
             "strip": strip_path.name,
-            "per_horizon": {str(h): {k: float(np.mean(v)) for k, v in m.items()} for h, m in per.items()},
+            "per_horizon": {str(h): _summary(m) for h, m in per.items()},
         }
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "eval.md").write_text(markdown_table(results))
     return results
+
+
+def _summary(m: dict[str, list[float]]) -> dict[str, float]:
+    out = {k: float(np.mean(v)) for k, v in m.items()}
+    out["psnr"], out["copy_psnr"] = psnr_of_mse(out["mse"]), psnr_of_mse(out["copy_mse"])
+    return out
 
 
 def markdown_table(results: dict) -> str:
