@@ -1,0 +1,270 @@
+"""Model-predictive control by the cross-entropy method over imagined rollouts.
+
+Each step the planner imagines `candidates` sequences of `horizon` canonical actions from
+the current state, scores each sequence's imagined end frame against the goal image,
+refits one categorical distribution per horizon step to the `elites` best sequences,
+repeats for `iterations`, executes the first action and plans again (receding horizon).
+
+Rollouts use only the simulator API. In an imagined env the planner forks the env's own
+session (`env.unwrapped.session_id`), so the model sees the same history as the env; in
+a real env it opens a fresh session on the real current frame each step (the real env has
+no model session) and closes it after planning. Every session it makes is closed again.
+
+Cost per plan: `iterations * horizon` batched `Simulator.step` calls. Candidates that
+share a prefix share its rollout: all candidates of an iteration draw the same noise
+seed per horizon step (common random numbers, so sequences are compared on the same
+noise), which makes equal prefixes give equal frames; each horizon step then steps only
+the distinct prefixes, all in ONE batched call.
+
+Scores: `metric="feature"` is the cosine similarity of end frame and goal in the model's
+own visual feature space (`Simulator.embed`) after subtracting the mean feature of the
+task's scenario set, exactly the imagined goal envs' reward; `metric="pixel"` is minus
+the mean squared pixel error in [0, 1] units; `score_fn(frames, goal) -> (B,)` replaces both.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import gymnasium as gym
+import numpy as np
+from tqdm.auto import tqdm
+
+from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, is_imagined, task_of
+from bagel_world.simulator.base import Simulator
+
+log = logging.getLogger(__name__)
+
+ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (B, H, W, 3), goal -> (B,)
+
+_MEANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # simulator -> {task: (D,) mean}
+
+
+def feature_mean(simulator: Simulator, task: str) -> np.ndarray:
+    """Mean feature (D,) of the task's scenario set: the centre the imagined envs' rewards use."""
+    per_sim = _MEANS.setdefault(simulator, {})
+    if task not in per_sim:
+        from bagel_world.simulator.scenarios import load_scenarios
+
+        tpl = simulator.tasks()[task]
+        scen = load_scenarios(getattr(simulator, "checkpoint_dir", None), task, tuple(tpl.resolution))
+        frames = list(scen.frames) + (list(scen.goals) if scen.goals is not None else [])
+        per_sim[task] = np.asarray(simulator.embed(frames), np.float32).mean(axis=0)
+    return per_sim[task]
+
+
+@dataclass
+class PlanResult:
+    """One planning step's outcome."""
+
+    action: int  # index into the env's canonical actions: what the planner executes
+    text: str  # its text
+    sequence: np.ndarray  # (horizon,) int, the best-scoring sequence found
+    score: float  # that sequence's end-frame score
+    predicted_next: np.ndarray | None  # (H, W, 3) uint8, the imagined frame after `action` (None if never imagined)
+    predicted_end: np.ndarray  # (H, W, 3) uint8, the imagined end frame of `sequence`
+    probs: np.ndarray  # (horizon, A) the refitted categorical distributions
+    iteration_scores: list[tuple[float, float]]  # per iteration: (mean score, elite mean score)
+
+
+class CEMPlanner(Agent):
+    """Cross-entropy-method MPC over discrete canonical action sequences. See the module doc.
+
+    Arguments: `simulator` (needed to act in a real env; in an imagined env the env's own
+    simulator is used), `candidates` sequences per iteration, `horizon` actions per
+    sequence, `iterations` refits per step, `elites` kept per refit, `metric`
+    ("feature" or "pixel") or `score_fn`, `smoothing` (weight of the old distribution in
+    a refit), `choose` ("mode": the most probable first action of the final distribution;
+    "best": the first action of the best sequence seen), `warm_start` (start from the
+    previous step's distribution shifted by one), `seed`, `progress` (a tqdm bar per plan).
+    """
+
+    name = "planner"
+
+    def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
+                 iterations: int = 2, elites: int = 6, metric: str = "feature", score_fn: ScoreFn | None = None,
+                 smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, seed: int | None = None,
+                 progress: bool = True):
+        for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{k} must be a positive int, got {v!r}")
+        if elites > candidates:
+            raise ValueError(f"elites ({elites}) must not exceed candidates ({candidates})")
+        if metric not in ("feature", "pixel"):
+            raise ValueError(f"metric must be 'feature' or 'pixel', got {metric!r}")
+        if choose not in ("mode", "best"):
+            raise ValueError(f"choose must be 'mode' or 'best', got {choose!r}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        if simulator is not None and not isinstance(simulator, Simulator):
+            raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
+        self.simulator = simulator
+        self.candidates, self.horizon, self.iterations, self.elites = int(candidates), int(horizon), int(iterations), int(elites)
+        self.metric, self.score_fn, self.smoothing, self.choose = metric, score_fn, float(smoothing), choose
+        self.warm_start, self.progress = warm_start, progress
+        self._rng = np.random.default_rng(seed)
+        self._env: gym.Env | None = None
+        self._sim: Simulator | None = None
+        self._task = ""
+        self.actions: tuple[str, ...] = ()
+        self._prev: PlanResult | None = None
+        self.last_plan: PlanResult | None = None
+
+    # ---- Agent API ---------------------------------------------------------------------------
+    def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
+        self._task, self.actions = task_of(env), canonical_actions(env)
+        if is_imagined(env):
+            self._env, self._sim = env.unwrapped, env.unwrapped.simulator
+        else:
+            if self.simulator is None:
+                raise ValueError("to act in a real env the planner needs simulator= (a world model to imagine with)")
+            self._env, self._sim = None, self.simulator
+            res, shape = tuple(self._sim.tasks()[self._task].resolution), frame_of(obs).shape[:2]
+            if res != shape:
+                raise ValueError(f"the real env renders {shape[1]}x{shape[0]} px but the model's {self._task!r} task runs "
+                                 f"at {res[1]}x{res[0]}; make the real env with resolution={res}")
+        if goal_of(obs) is None and self.score_fn is None:
+            raise ValueError(f"task {self._task!r} has no goal image; give the planner a score_fn")
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._prev = self.last_plan = None
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        return self.plan(obs).action
+
+    # ---- planning ----------------------------------------------------------------------------
+    def plan(self, obs: Any) -> PlanResult:
+        """Plan from the current state (imagined: the env's session; real: the frame in `obs`)."""
+        if self._sim is None:
+            raise RuntimeError("call reset(env, obs, info) before plan() or act()")
+        sim = self._sim
+        own_root = self._env is None
+        root = sim.open(self._task, [frame_of(obs)]) if own_root else self._env.session_id
+        if root is None:
+            raise RuntimeError("the imagined env has no session; reset it first")
+        try:
+            result = self._cem(root, goal_of(obs))
+        finally:
+            if own_root:
+                sim.close(root)
+        self._prev = self.last_plan = result
+        return result
+
+    def _cem(self, root: str, goal: np.ndarray | None) -> PlanResult:
+        N, H, A, K = self.candidates, self.horizon, len(self.actions), self.elites
+        probs = self._initial_probs(H, A)  # (H, A)
+        ref = self._goal_reference(goal)
+        best = (-np.inf, None, None)  # (score, sequence, end frame)
+        first_frames: dict[int, np.ndarray] = {}
+        history: list[tuple[float, float]] = []
+        bar = tqdm(total=self.iterations * H, desc="CEM plan", leave=False, disable=not self.progress)
+        try:
+            for it in range(self.iterations):
+                # 1. Sample N sequences (N, H); keep last step's best plan, shifted, as a candidate.
+                seqs = self._sample(probs, N)
+                if it == 0 and self.warm_start and self._prev is not None and H > 1:
+                    seqs[0, :-1] = self._prev.sequence[1:]
+                # 2. Imagine them: one batched step per horizon step over the distinct prefixes.
+                ends, inverse, firsts = self._rollout(root, seqs, bar)
+                # 3. Score the end frames against the goal; refit to the elites.
+                scores = self._score(ends, goal, ref)[inverse]  # (N,)
+                perm = self._rng.permutation(N)  # ties broken at random, not by sample order
+                elite = perm[np.argsort(-scores[perm], kind="stable")[:K]]
+                freq = np.zeros((H, A))
+                for t in range(H):
+                    freq[t] = np.bincount(seqs[elite, t], minlength=A) / K
+                probs = self.smoothing * probs + (1.0 - self.smoothing) * freq
+                first_frames.update(firsts)
+                history.append((float(scores.mean()), float(scores[elite].mean())))
+                i = int(elite[0])
+                if scores[i] > best[0]:
+                    best = (float(scores[i]), seqs[i].copy(), ends[inverse[i]])
+        finally:
+            bar.close()
+        score, seq, end = best
+        if self.choose == "mode":  # the most probable first action; ties broken at random
+            action = int(self._rng.choice(np.flatnonzero(probs[0] >= probs[0].max() - 1e-12)))
+        else:
+            action = int(seq[0])
+        log.debug("plan: action %s, best %s score %.3f, iterations %s", action, seq, score, history)
+        return PlanResult(action=action, text=self.actions[action], sequence=seq, score=score,
+                          predicted_next=first_frames.get(action), predicted_end=end, probs=probs,
+                          iteration_scores=history)
+
+    def _initial_probs(self, H: int, A: int) -> np.ndarray:
+        probs = np.full((H, A), 1.0 / A)
+        if self.warm_start and self._prev is not None and H > 1:
+            probs[:-1] = 0.5 * self._prev.probs[1:] + 0.5 / A  # receding horizon: shift by one step
+        return probs
+
+    def _sample(self, probs: np.ndarray, n: int) -> np.ndarray:
+        """(n, H) action indices; column t drawn from probs[t]."""
+        cdf = np.cumsum(probs, axis=1)
+        u = self._rng.random((n, probs.shape[0], 1))
+        return np.minimum((u > cdf[None]).sum(-1), probs.shape[1] - 1).astype(np.int64)
+
+    def _rollout(self, root: str, seqs: np.ndarray, bar) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+        """Imagine every sequence from `root` (never stepped itself).
+
+        Returns the distinct end frames (U, H, W, 3), `inverse` (N,) mapping each candidate to
+        its end frame, and the imagined frame after each distinct first action.
+        """
+        sim = self._sim
+        N, H = seqs.shape
+        seeds = self._rng.integers(0, 2**31 - 1, size=H)  # common random numbers: one seed per step
+        live: dict[tuple, str] = {}  # prefix -> session at the current depth
+        made: set[str] = set()
+        try:
+            frames: dict[tuple, np.ndarray] = {}
+            for t in range(H):
+                prefixes = list(dict.fromkeys(tuple(s[: t + 1]) for s in seqs.tolist()))
+                # 1. Fork each distinct prefix's parent (the root at depth 0), then drop the parents.
+                nxt = {}
+                for p in prefixes:
+                    sid = sim.fork(root if t == 0 else live[p[:-1]])
+                    made.add(sid)
+                    nxt[p] = sid
+                for sid in live.values():
+                    sim.close(sid)
+                    made.discard(sid)
+                live = nxt
+                # 2. ONE batched step for all of them.
+                outs = sim.step([live[p] for p in prefixes], [self.actions[p[-1]] for p in prefixes],
+                                [int(seeds[t])] * len(prefixes))
+                for p, o in zip(prefixes, outs):
+                    frames[p] = np.asarray(o.frame, np.uint8)
+                bar.update(1)
+        finally:
+            for sid in made:
+                sim.close(sid)
+        ends_keys = list(dict.fromkeys(tuple(s) for s in seqs.tolist()))
+        index = {k: i for i, k in enumerate(ends_keys)}
+        inverse = np.array([index[tuple(s)] for s in seqs.tolist()], np.int64)
+        firsts = {int(p[0]): f for p, f in frames.items() if len(p) == 1}
+        return np.stack([frames[k] for k in ends_keys]), inverse, firsts
+
+    # ---- scoring -----------------------------------------------------------------------------
+    def _goal_reference(self, goal: np.ndarray | None):
+        if self.score_fn is not None or goal is None:
+            return None
+        if self.metric == "pixel":
+            return goal.astype(np.float32) / 255.0
+        return self._centred_features(goal[None])[0]
+
+    def _centred_features(self, frames: np.ndarray) -> np.ndarray:
+        f = np.asarray(self._sim.embed(list(frames)), np.float32) - feature_mean(self._sim, self._task)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+
+    def _score(self, frames: np.ndarray, goal: np.ndarray | None, ref) -> np.ndarray:
+        """(B,) higher is closer to the goal."""
+        if self.score_fn is not None:
+            s = np.asarray(self.score_fn(frames, goal), np.float64)
+            if s.shape != (len(frames),):
+                raise ValueError(f"score_fn must return one score per frame, shape ({len(frames)},); got {s.shape}")
+            return s
+        if self.metric == "pixel":
+            return -((frames.astype(np.float32) / 255.0 - ref) ** 2).mean(axis=(1, 2, 3)).astype(np.float64)
+        return (self._centred_features(frames) @ ref).astype(np.float64)

@@ -1,0 +1,245 @@
+"""PPO in imagination with Stable-Baselines3 (extra `[rl]`: stable-baselines3, tensorboard).
+
+The policy learns only from the world model: N imagined envs of the discrete-action
+task (`gym.make_vec(env_id, num_envs=N, action_mode="discrete")`, one batched model call
+per step for all N) are adapted to SB3's `VecEnv` by `SB3VecEnv`, and PPO trains a CNN
+policy (`MultiInputPolicy`: one NatureCNN per image of the Dict observation {frame, goal},
+features concatenated) on the imagined reward (goal similarity in the model's feature
+space). Checkpoints go to `OUT/checkpoints/`, TensorBoard logs to `OUT/tb/`, the final
+policy to `OUT/policy.zip`; `PPOAgent(OUT/"policy.zip")` then acts in either twin (the
+real one has the same spaces), which is how `bagel-world evaluate-agent --agent ppo`
+measures it.
+
+    from bagel_world.agents.ppo import PPOArgs, train_ppo
+    path = train_ppo(PPOArgs(env_id="BagelNavigate-v0", timesteps=20_000, out="runs/ppo"))
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import gymnasium as gym
+import numpy as np
+
+from bagel_world.agents.base import Agent
+
+log = logging.getLogger(__name__)
+
+
+def _sb3():
+    try:
+        import stable_baselines3
+    except ImportError as e:  # pragma: no cover - depends on the install
+        raise ImportError("PPO needs Stable-Baselines3: pip install 'bagel-world[rl]' "
+                          "(stable-baselines3 and tensorboard)") from e
+    return stable_baselines3
+
+
+# ---- the VecEnv adapter ------------------------------------------------------------------------
+def _make_sb3_vecenv_class():
+    from stable_baselines3.common.vec_env.base_vec_env import VecEnv
+
+    class SB3VecEnv(VecEnv):
+        """SB3 `VecEnv` over a Gymnasium `VectorEnv` with NEXT_STEP autoreset (our `BagelVectorEnv`).
+
+        SB3 expects a finished sub-env to be reset within the same `step` (its observation
+        then being the new episode's first, the last one in `info["terminal_observation"]`).
+        So after each batched step, the sub-envs that ended are reset at once through the
+        vector env's `options={"reset_mask": ...}`, which also clears its own autoreset.
+        """
+
+        def __init__(self, venv):
+            self.venv = venv
+            self._actions: np.ndarray | None = None
+            super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+
+        def reset(self):
+            seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+            obs, infos = self.venv.reset(seed=seeds)
+            self.reset_infos = _unbatch_infos(infos, self.num_envs)
+            self._reset_seeds()
+            self._reset_options()
+            return obs
+
+        def step_async(self, actions: np.ndarray) -> None:
+            self._actions = np.asarray(actions)
+
+        def step_wait(self):
+            obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+            dones = terminated | truncated
+            infos = _unbatch_infos(infos, self.num_envs)
+            for i in np.flatnonzero(dones):
+                infos[i]["terminal_observation"] = _index_obs(obs, i)
+                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            if dones.any():
+                new_obs, reset_infos = self.venv.reset(options={"reset_mask": dones})
+                resets = _unbatch_infos(reset_infos, self.num_envs)
+                for i in np.flatnonzero(dones):
+                    _set_obs(obs, i, _index_obs(new_obs, i))
+                    self.reset_infos[i] = resets[i]
+            return obs, rewards.astype(np.float32), dones, infos
+
+        def close(self) -> None:
+            self.venv.close()
+
+        def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+            return [getattr(self.venv.envs[i], attr_name) for i in self._get_indices(indices)]
+
+        def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+            for i in self._get_indices(indices):
+                setattr(self.venv.envs[i], attr_name, value)
+
+        def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+            return [getattr(self.venv.envs[i], method_name)(*method_args, **method_kwargs)
+                    for i in self._get_indices(indices)]
+
+        def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+            return [False for _ in self._get_indices(indices)]
+
+        def get_images(self) -> Sequence[np.ndarray | None]:
+            return [e.render() for e in self.venv.envs]
+
+    return SB3VecEnv
+
+
+def _unbatch_infos(infos: dict[str, Any], n: int) -> list[dict[str, Any]]:
+    """Gymnasium's dict of arrays (with `_key` masks) -> SB3's list of per-env dicts."""
+    out: list[dict[str, Any]] = [{} for _ in range(n)]
+    for k, v in infos.items():
+        if k.startswith("_"):
+            continue
+        per_env = _unbatch_infos(v, n) if isinstance(v, dict) else v
+        for i in np.flatnonzero(infos.get(f"_{k}", np.ones(n, bool))):
+            out[i][k] = per_env[i]
+    return out
+
+
+def _index_obs(obs, i: int):
+    return {k: v[i].copy() for k, v in obs.items()} if isinstance(obs, dict) else obs[i].copy()
+
+
+def _set_obs(obs, i: int, value) -> None:
+    if isinstance(obs, dict):
+        for k in obs:
+            obs[k][i] = value[k]
+    else:
+        obs[i] = value
+
+
+def __getattr__(name: str):
+    if name == "SB3VecEnv":  # built on first use: importing this module does not import SB3
+        cls = _make_sb3_vecenv_class()
+        globals()["SB3VecEnv"] = cls
+        return cls
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ---- training ----------------------------------------------------------------------------------
+@dataclass
+class PPOArgs:
+    """PPO-in-imagination settings (CleanRL-style: one dataclass, one function)."""
+
+    env_id: str = "BagelNavigate-v0"
+    timesteps: int = 20_000  # total imagined env steps (all envs together)
+    num_envs: int = 8  # imagined envs stepped in one model batch
+    n_steps: int = 64  # steps per env per PPO update (rollout = num_envs * n_steps)
+    batch_size: int = 128
+    n_epochs: int = 4
+    learning_rate: float = 3e-4
+    gamma: float = 0.95
+    gae_lambda: float = 0.95
+    ent_coef: float = 0.01
+    clip_range: float = 0.2
+    max_episode_steps: int | None = None  # default: the registered limit (64 for navigation)
+    save_every: int = 5_000  # env steps between checkpoints (0: none)
+    checkpoint: str | None = None  # world model (default: the shipped one)
+    device: str | None = None  # world model device
+    policy_device: str = "cpu"  # the CNN policy's device
+    seed: int = 0
+    out: str = "runs/ppo"
+    verbose: int = 1
+
+
+def make_imagined_vecenv(args: PPOArgs, simulator=None):
+    """The N imagined envs (discrete actions) as an SB3 VecEnv with episode statistics."""
+    from stable_baselines3.common.vec_env import VecMonitor
+
+    import bagel_world  # noqa: F401  (registers the ids)
+
+    kwargs: dict[str, Any] = {"action_mode": "discrete", "report_latency": False}
+    if simulator is not None:
+        kwargs["simulator"] = simulator
+    else:
+        kwargs.update(checkpoint=args.checkpoint, device=args.device)
+    if args.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = args.max_episode_steps
+    venv = gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **kwargs)
+    adapter = __getattr__("SB3VecEnv")(venv)
+    adapter.seed(args.seed)
+    return VecMonitor(adapter)
+
+
+def train_ppo(args: PPOArgs, simulator=None) -> Path:
+    """Train PPO purely in imagination; returns the path of the saved policy (`OUT/policy.zip`)."""
+    sb3 = _sb3()
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import CheckpointCallback
+
+    if args.timesteps < 1 or args.num_envs < 1 or args.n_steps < 2:
+        raise ValueError(f"need timesteps >= 1, num_envs >= 1 and n_steps >= 2; got {args.timesteps}, "
+                         f"{args.num_envs}, {args.n_steps}")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "args.json").write_text(json.dumps({**asdict(args), "stable_baselines3": sb3.__version__}, indent=2))
+    # 1. Imagined envs -> SB3 VecEnv; SB3 transposes the HWC images to CHW for the CNNs.
+    venv = make_imagined_vecenv(args, simulator)
+    # 2. PPO with a CNN per image key, TensorBoard logs, periodic checkpoints.
+    model = PPO("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+                learning_rate=args.learning_rate, gamma=args.gamma, gae_lambda=args.gae_lambda,
+                ent_coef=args.ent_coef, clip_range=args.clip_range, tensorboard_log=str(out / "tb"),
+                seed=args.seed, device=args.policy_device, verbose=args.verbose)
+    callbacks = []
+    if args.save_every > 0:
+        callbacks.append(CheckpointCallback(save_freq=max(1, args.save_every // args.num_envs),
+                                            save_path=str(out / "checkpoints"), name_prefix="ppo"))
+    try:
+        model.learn(total_timesteps=args.timesteps, callback=callbacks or None, tb_log_name="ppo")
+    finally:
+        venv.close()
+    path = out / "policy.zip"
+    model.save(path)
+    log.info("PPO policy saved to %s", path)
+    return path
+
+
+# ---- the agent ---------------------------------------------------------------------------------
+class PPOAgent(Agent):
+    """A saved SB3 PPO policy acting in an imagined or a real env (same spaces)."""
+
+    name = "ppo"
+
+    def __init__(self, path: str | Path, deterministic: bool = True, device: str = "cpu"):
+        _sb3()
+        from stable_baselines3 import PPO
+
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"no PPO policy at {path} (train one with examples/train_ppo.py)")
+        self.model = PPO.load(path, device=device)
+        self.deterministic = deterministic
+
+    def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
+        space = env.observation_space
+        want = self.model.observation_space
+        if isinstance(space, gym.spaces.Dict) != isinstance(want, gym.spaces.Dict):
+            raise ValueError(f"the policy was trained on observations {want}, the env gives {space}")
+        if self.model.action_space.n != env.action_space.n:
+            raise ValueError(f"the policy has {self.model.action_space.n} actions, the env {env.action_space.n}")
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        a, _ = self.model.predict(obs, deterministic=self.deterministic)
+        return int(np.asarray(a).reshape(-1)[0])

@@ -1,0 +1,122 @@
+"""The model-judged policy: BAGEL's understanding path picks the next instruction.
+
+Each step it builds an understanding context (ViT tokens only, as the official VLM path)
+
+    [system] "Current view:" [frame ViT] "Goal view:" [goal ViT] [question]
+
+and scores every canonical action as the answer (`BagelInference.score_answers`, the
+log-probability of the answer tokens and the closing token); the best-scoring action is
+taken (or one is sampled with `temperature`). With `think=True` the model first writes
+its reasoning (`generate_text`), which is appended before the answers are scored. Tasks
+without a goal image (multiview, future_frame) get the frame only and a task question.
+
+How far it goes: this is the intended policy for BAGEL-7B-MoT, whose understanding
+expert was trained on general image QA. The small world model's understanding training
+covers only the state questions of `bagel_world.sims.state_questions` (is the red box
+visible, on the left or right, is there a wall ahead, ...), asked about a session's frame
+without a goal image; it was never asked which action to take, so on the small model (and
+on a random checkpoint) this policy's choices carry no goal information and it performs
+at about the random agent's level. The agent table reports it as such.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, task_of
+from bagel_world.simulator.base import Simulator
+
+log = logging.getLogger(__name__)
+
+GOAL_QUESTION = ("Which action brings the view closer to the goal image? Answer with one of: {actions}.")
+QUESTIONS = {
+    "multiview": "Which camera motion shows the scene from a view not seen yet? Answer with one of: {actions}.",
+    "future_frame": "Which action makes the answer to '{question}' yes? Answer with one of: {actions}.",
+}
+
+
+class ModelJudgedPolicy(Agent):
+    """Pick the canonical action BAGEL's understanding path scores highest. See the module doc.
+
+    Give `engine` (a `BagelInference`) or `simulator` (a local one: its `.engine` is used).
+    `think`: reason in text first (`max_think_tokens`). `length_normalize`: divide each
+    answer's log-probability by its token count, so long phrasings are not penalised.
+    `temperature`: 0 takes the argmax, > 0 samples from softmax(score / temperature).
+    """
+
+    name = "vlm"
+
+    def __init__(self, engine=None, simulator: Simulator | None = None, *, question: str | None = None,
+                 think: bool = False, max_think_tokens: int = 256, length_normalize: bool = True,
+                 temperature: float = 0.0, seed: int | None = None):
+        if engine is None and simulator is not None:
+            engine = getattr(simulator, "engine", None)
+            if engine is None:
+                raise ValueError(f"{type(simulator).__name__} exposes no local model (.engine); the model-judged "
+                                 "policy needs a local BagelInference (pass engine=, or a LocalSimulator)")
+        if engine is None:
+            raise ValueError("pass engine= (a BagelInference) or simulator= (a LocalSimulator)")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature!r}")
+        if max_think_tokens < 1:
+            raise ValueError(f"max_think_tokens must be >= 1, got {max_think_tokens!r}")
+        self.engine, self.question, self.think = engine, question, think
+        self.max_think_tokens, self.length_normalize, self.temperature = max_think_tokens, length_normalize, temperature
+        self._rng = np.random.default_rng(seed)
+        self._gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        self.actions: tuple[str, ...] = ()
+        self._task = ""
+        self._episode_question = ""
+        self.last_scores: np.ndarray | None = None  # (A,) of the last act
+        self.last_thought: str | None = None
+
+    def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
+        self._task, self.actions = task_of(env), canonical_actions(env)
+        self._episode_question = str(info.get("question") or getattr(env.unwrapped, "question", None)
+                                     or "Has anything in the scene moved?")
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+            self._gen = torch.Generator().manual_seed(seed)
+
+    def act(self, obs: Any, info: dict[str, Any]) -> int:
+        if not self.actions:
+            raise RuntimeError("call reset(env, obs, info) before act()")
+        scores = self.scores(obs)
+        if self.temperature > 0:
+            p = np.exp((scores - scores.max()) / self.temperature)
+            return int(self._rng.choice(len(p), p=p / p.sum()))
+        return int(np.argmax(scores))
+
+    def scores(self, obs: Any) -> np.ndarray:
+        """(A,) the model's score of each canonical action for this observation."""
+        eng = self.engine
+        # 1. The understanding context: frame (and goal) as ViT tokens, then the question.
+        goal = goal_of(obs)
+        inputs: list[Any] = ["Current view:", frame_of(obs)]
+        if goal is not None:
+            inputs += ["Goal view:", goal]
+        inputs.append(self._question(goal is not None))
+        ctx, _, _ = eng.build_contexts(inputs, think=self.think, understanding=True)
+        # 2. Optional reasoning, appended as the model's own turn.
+        self.last_thought = None
+        if self.think:
+            self.last_thought = eng.generate_text(ctx, max_length=self.max_think_tokens, generator=self._gen)[0]
+            eng.append_text(ctx, self.last_thought)
+        # 3. Every canonical action scored as the answer: (1, A) log-probabilities.
+        s = eng.score_answers(ctx, list(self.actions))[0].double().numpy()
+        if self.length_normalize:
+            s = s / np.array([len(eng.tokenize(a)) + 1 for a in self.actions])  # +1: the closing token
+        self.last_scores = s
+        return s
+
+    def _question(self, has_goal: bool) -> str:
+        listed = "; ".join(self.actions)
+        if self.question is not None:
+            return self.question.format(actions=listed, question=self._episode_question)
+        template = GOAL_QUESTION if has_goal else QUESTIONS.get(self._task, GOAL_QUESTION)
+        return template.format(actions=listed, question=self._episode_question)

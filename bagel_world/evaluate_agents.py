@@ -1,0 +1,307 @@
+"""`bagel-world evaluate-agent`: agents measured in the REAL simulator twin on held-out seeds.
+
+Every agent acts in the real env (`bagel_world.sims`, e.g. `BagelNavigateReal-v0`) with
+discrete canonical actions; episode e uses seed `seed0 + e`. Training recordings use
+seeds 1000 and up, so the default seeds 0..N-1 are held out. Reported per agent:
+
+- success rate: episodes that end with `info["is_success"]` (multiview, whose real env
+  never terminates, counts reaching its target view `info["at_goal_view"]` and stops there);
+- mean steps to goal, over the successful episodes only;
+- mean return: the real env's reward summed over the episode (navigation: metres of
+  progress toward the goal, plus 1 on success).
+
+Agents: `random`, `scripted` (privileged: reads the true state), `planner` (CEM over
+imagined rollouts of the world model, `bagel_world.agents.planner`), `ppo` (a policy
+trained purely in imagination, `--policy runs/ppo/policy.zip`) and `vlm` (the model-judged
+policy). `--agent all` measures random, scripted, planner and (with `--policy`) PPO on the
+same seeds and prints the markdown table of the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+AGENTS = ("random", "scripted", "planner", "ppo", "vlm")
+MODEL_AGENTS = ("planner", "ppo", "vlm")  # these need the world model's resolution and actions
+
+
+@dataclass
+class EvalResult:
+    """Per-episode outcomes of one agent on one task's real twin."""
+
+    agent: str
+    task: str
+    seeds: list[int]
+    success: list[bool] = field(default_factory=list)
+    steps: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    wall_s: float = 0.0
+    settings: dict[str, Any] = field(default_factory=dict)
+    command: str = ""
+
+    @property
+    def episodes(self) -> int:
+        return len(self.success)
+
+    @property
+    def success_rate(self) -> float:
+        return float(np.mean(self.success)) if self.success else float("nan")
+
+    @property
+    def mean_steps_to_goal(self) -> float:
+        """Mean episode length over successful episodes (nan when none succeeded)."""
+        s = [n for n, ok in zip(self.steps, self.success) if ok]
+        return float(np.mean(s)) if s else float("nan")
+
+    @property
+    def mean_return(self) -> float:
+        return float(np.mean(self.returns)) if self.returns else float("nan")
+
+    @property
+    def return_stderr(self) -> float:
+        n = len(self.returns)
+        return float(np.std(self.returns, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
+
+    def summary(self) -> dict[str, Any]:
+        return {**asdict(self), "episodes": self.episodes, "success_rate": self.success_rate,
+                "mean_steps_to_goal": self.mean_steps_to_goal, "mean_return": self.mean_return,
+                "return_stderr": self.return_stderr}
+
+
+# ---- agents and envs ------------------------------------------------------------------------
+def make_agent(name: str, task: str, *, checkpoint=None, device=None, simulator=None, policy=None,
+               planner_kwargs: dict[str, Any] | None = None, vlm_kwargs: dict[str, Any] | None = None,
+               ppo_deterministic: bool = True):
+    """An agent by name (see `AGENTS`); model agents share one simulator per checkpoint."""
+    from bagel_world import agents  # each agent's module (and its dependencies) loads on first use
+
+    if name == "random":
+        return agents.RandomAgent()
+    if name == "scripted":
+        return agents.scripted_agent(task)
+    if name == "planner":
+        return agents.CEMPlanner(simulator=simulator or _simulator(checkpoint, device), **(planner_kwargs or {}))
+    if name == "vlm":
+        return agents.ModelJudgedPolicy(simulator=simulator or _simulator(checkpoint, device), **(vlm_kwargs or {}))
+    if name == "ppo":
+        if policy is None:
+            raise ValueError("the ppo agent needs policy=PATH to a policy saved by examples/train_ppo.py")
+        return agents.PPOAgent(policy, deterministic=ppo_deterministic)
+    raise ValueError(f"unknown agent {name!r}; accepted: {list(AGENTS)}")
+
+
+def _simulator(checkpoint, device):
+    from bagel_world.envs.base import shared_simulator
+
+    return shared_simulator(checkpoint, None, device)
+
+
+def make_real_env(task: str, *, template=None, max_steps: int | None = None, **env_kwargs):
+    """The task's real twin in discrete mode; with a template, at its resolution and actions."""
+    import gymnasium as gym
+
+    from bagel_world.sims import REAL_ENVS, missing_packages
+
+    missing = missing_packages(task)
+    if missing:
+        raise RuntimeError(f"the real simulator of {task!r} needs {missing}; pip install 'bagel-world[sims]'")
+    kwargs = dict(env_kwargs)
+    if template is not None:
+        kwargs.setdefault("resolution", tuple(template.resolution))
+        kwargs.setdefault("canonical_actions", tuple(template.canonical_actions))
+    if max_steps is not None:
+        kwargs["max_episode_steps"] = int(max_steps)
+    return gym.make(REAL_ENVS[task][0], action_mode="discrete", **kwargs)
+
+
+def run_episode(env, agent, seed: int) -> tuple[bool, int, float, list[dict[str, Any]]]:
+    """One episode: (success, steps, return, per-step records of action and info)."""
+    obs, info = env.reset(seed=seed)
+    agent.reset(env, obs, info, seed=seed)
+    total, steps, success, records = 0.0, 0, False, []
+    while True:
+        a = agent.act(obs, info)
+        obs, reward, terminated, truncated, info = env.step(a)
+        total += float(reward)
+        steps += 1
+        success = bool(info.get("is_success", False) or info.get("at_goal_view", False))
+        records.append({"action": int(a), "reward": float(reward), "success": success})
+        if terminated or truncated or success:
+            return success, steps, total, records
+
+
+def evaluate_agent(agent: str | Any, task: str = "navigate", episodes: int = 10, seed0: int = 0,
+                   checkpoint=None, *, device=None, simulator=None, policy=None, ppo_deterministic: bool = True,
+                   max_steps: int | None = None, planner_kwargs: dict[str, Any] | None = None,
+                   vlm_kwargs: dict[str, Any] | None = None, env_kwargs: dict[str, Any] | None = None,
+                   progress: bool = True) -> EvalResult:
+    """Run `agent` (a name from `AGENTS` or an `Agent`) in the real twin on seeds seed0..seed0+episodes-1."""
+    from tqdm.auto import tqdm
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if seed0 < 0:
+        raise ValueError(f"seed0 must be >= 0, got {seed0}")
+    if seed0 + episodes > 1000:
+        log.warning("seeds %d..%d overlap the training recordings (1000 and up): not held out",
+                    seed0, seed0 + episodes - 1)
+    name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
+    # 1. The agent, and the world model's template when the agent uses the model.
+    template = None
+    if isinstance(agent, str):
+        if name in MODEL_AGENTS:
+            simulator = simulator if simulator is not None else _simulator(checkpoint, device)
+            template = simulator.tasks()[task]
+        agent = make_agent(name, task, checkpoint=checkpoint, device=device, simulator=simulator, policy=policy,
+                           planner_kwargs=planner_kwargs, vlm_kwargs=vlm_kwargs, ppo_deterministic=ppo_deterministic)
+    # 2. The real env, then the episodes.
+    env = make_real_env(task, template=template, max_steps=max_steps, **(env_kwargs or {}))
+    settings = {"max_steps": max_steps or env.spec.max_episode_steps, **(env_kwargs or {})}
+    if name == "planner":
+        settings.update({k: v for k, v in (planner_kwargs or {}).items() if k != "progress"})
+    if name == "ppo":
+        settings.update(policy=str(policy), deterministic=ppo_deterministic)
+    res = EvalResult(agent=name, task=task, seeds=list(range(seed0, seed0 + episodes)), settings=settings)
+    t0 = time.perf_counter()
+    try:
+        for seed in tqdm(res.seeds, desc=f"{name} on {task}", disable=not progress):
+            ok, n, ret, _ = run_episode(env, agent, seed)
+            res.success.append(ok)
+            res.steps.append(n)
+            res.returns.append(ret)
+    finally:
+        agent.close()
+        env.close()
+    res.wall_s = time.perf_counter() - t0
+    return res
+
+
+# ---- the table --------------------------------------------------------------------------------
+def markdown_table(results: Sequence[EvalResult]) -> str:
+    """The README table: one row per agent, with the command that reproduces it."""
+    lines = ["| agent | success rate | mean steps to goal | mean return | episodes | command |",
+             "|---|---|---|---|---|---|"]
+    for r in results:
+        steps = "-" if math.isnan(r.mean_steps_to_goal) else f"{r.mean_steps_to_goal:.1f}"
+        ret = f"{r.mean_return:+.2f}" + ("" if math.isnan(r.return_stderr) else f" ± {r.return_stderr:.2f}")
+        lines.append(f"| {r.agent} | {r.success_rate:.0%} ({sum(r.success)}/{r.episodes}) | {steps} | {ret} "
+                     f"| {r.episodes} | `{r.command}` |")
+    return "\n".join(lines)
+
+
+def command_line(agent: str, args: argparse.Namespace) -> str:
+    """The `bagel-world evaluate-agent` line that reproduces one row."""
+    parts = ["bagel-world evaluate-agent", f"--agent {agent}", f"--task {args.task}",
+             f"--episodes {args.episodes}", f"--seed {args.seed}"]
+    if args.max_steps is not None:
+        parts.append(f"--max-steps {args.max_steps}")
+    if args.layout is not None:
+        parts.append(f"--layout {args.layout}")
+    if agent in MODEL_AGENTS and args.checkpoint:
+        parts.append(f"--checkpoint {args.checkpoint}")
+    if agent == "planner":
+        parts += [f"--candidates {args.candidates}", f"--horizon {args.horizon}", f"--iterations {args.iterations}",
+                  f"--elites {args.elites}", f"--metric {args.metric}"]
+    if agent == "ppo":
+        parts.append(f"--policy {args.policy}" + (" --ppo-stochastic" if args.ppo_stochastic else ""))
+    if agent == "vlm" and args.think:
+        parts.append("--think")
+    return " ".join(parts)
+
+
+def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, policy=None,
+                     max_steps: int | None = None, planner_kwargs: dict[str, Any] | None = None,
+                     device=None, progress: bool = True) -> tuple[str, list[EvalResult]]:
+    """Random, scripted, planner and (given a policy) PPO on BagelNavigateReal-v0; markdown + results."""
+    args = argparse.Namespace(task="navigate", episodes=episodes, seed=seed0, max_steps=max_steps, layout=None,
+                              checkpoint=checkpoint, policy=policy, ppo_stochastic=False, think=False,
+                              **{**_PLANNER_DEFAULTS, **(planner_kwargs or {})})
+    results = _run_rows(["random", "scripted", "planner"] + (["ppo"] if policy else []), args, device, progress)
+    return markdown_table(results), results
+
+
+_PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "feature"}
+
+
+def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
+    planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
+    env_kwargs = {"layout": args.layout} if args.layout is not None else None
+    if env_kwargs and args.task != "navigate":
+        raise ValueError(f"--layout applies to the navigate task only, not {args.task!r}")
+    results = []
+    for a in agents:
+        res = evaluate_agent(a, args.task, args.episodes, args.seed, args.checkpoint, device=device,
+                             policy=args.policy, ppo_deterministic=not args.ppo_stochastic, max_steps=args.max_steps,
+                             planner_kwargs={**planner_kwargs, "progress": False} if a == "planner" else None,
+                             vlm_kwargs={"think": args.think} if a == "vlm" else None,
+                             env_kwargs=env_kwargs, progress=progress)
+        res.command = command_line(a, args)
+        results.append(res)
+    return results
+
+
+# ---- command line -----------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The `evaluate-agent` options (shared by `bagel-world evaluate-agent` and `python -m`)."""
+    p.add_argument("--agent", default="all", choices=[*AGENTS, "all"],
+                   help="one agent, or 'all' = random, scripted, planner (+ ppo with --policy) as a table")
+    p.add_argument("--task", default="navigate", choices=["navigate", "multiview", "future_frame", "manipulate"])
+    p.add_argument("--episodes", type=int, default=10)
+    p.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
+    p.add_argument("--checkpoint", help="world model folder or repo id (default: the shipped model)")
+    p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: as registered)")
+    p.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
+    p.add_argument("--policy", default=None, help="ppo: the policy .zip written by examples/train_ppo.py")
+    p.add_argument("--ppo-stochastic", action="store_true", help="ppo: sample actions instead of the argmax")
+    p.add_argument("--candidates", type=int, default=_PLANNER_DEFAULTS["candidates"], help="planner: sequences per iteration")
+    p.add_argument("--horizon", type=int, default=_PLANNER_DEFAULTS["horizon"], help="planner: actions per sequence")
+    p.add_argument("--iterations", type=int, default=_PLANNER_DEFAULTS["iterations"], help="planner: CEM refits per step")
+    p.add_argument("--elites", type=int, default=_PLANNER_DEFAULTS["elites"], help="planner: sequences kept per refit")
+    p.add_argument("--metric", default="feature", choices=["feature", "pixel"], help="planner: goal distance")
+    p.add_argument("--think", action="store_true", help="vlm: think before choosing")
+    p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run what `args` asks and print the table; the CLI entry of `evaluate-agent`."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    agents = (["random", "scripted", "planner"] + (["ppo"] if args.policy else [])) if args.agent == "all" else [args.agent]
+    results = _run_rows(agents, args, args.device, not args.no_progress)
+    table = markdown_table(results)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "results.json").write_text(json.dumps([r.summary() for r in results], indent=2, default=float))
+        (out / "table.md").write_text(table + "\n")
+        print(f"written to {out}/results.json and {out}/table.md")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bagel_world.evaluate_agents", description=__doc__.splitlines()[0])
+    add_arguments(p)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,316 @@
+"""Agents: planner (rigged scores, forks), model-judged policy, PPO in imagination, baselines.
+
+Fast by design: the FakeSimulator or the tiny random checkpoint, short budgets. Tests that
+need a real simulator skip when the `[sims]` packages are missing; PPO tests skip without
+Stable-Baselines3 (the `[rl]` extra).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import bagel_world  # noqa: F401  (registers the ids)
+from bagel_world.agents import CEMPlanner, ModelJudgedPolicy, RandomAgent, canonical_actions, scripted_agent
+from bagel_world.evaluate_agents import EvalResult, evaluate_agent, main as evaluate_main, markdown_table
+from bagel_world.simulator.base import StepOutput
+from bagel_world.simulator.tasks import default_templates
+from fakes import FakeSimulator
+
+TURN_LEFT = 2  # index of "turn left 30 degrees" among the navigation canonical actions
+
+
+def fake() -> FakeSimulator:
+    return FakeSimulator(default_templates(large=False))
+
+
+class RiggedSimulator(FakeSimulator):
+    """Frames that count the actions taken: channel 0 grows by 20 per "turn left 30 degrees"."""
+
+    def step(self, session_ids, actions, seeds):
+        self.step_calls += 1
+        out = []
+        for sid, action in zip(session_ids, actions, strict=True):
+            s = self._sessions[sid]
+            nxt = s["frames"][-1].copy()
+            if action == "turn left 30 degrees":
+                nxt[..., 0] = np.minimum(nxt[..., 0].astype(np.int16) + 20, 255).astype(np.uint8)
+            s["frames"].append(nxt)
+            out.append(StepOutput(frame=nxt.copy(), text=None, latency_s=0.0, frame_index=len(s["frames"]) - 1))
+        return out
+
+
+def needs_sim(task: str) -> None:
+    from bagel_world.sims import missing_packages
+
+    missing = missing_packages(task)
+    if missing:
+        pytest.skip(f"real simulator for {task!r} not installed (missing {missing})")
+
+
+def needs_sb3() -> None:
+    if importlib.util.find_spec("stable_baselines3") is None:
+        pytest.skip("stable-baselines3 not installed (pip install 'bagel-world[rl]')")
+
+
+def nav_env(sim, **kwargs) -> gym.Env:
+    return gym.make("BagelNavigate-v0", simulator=sim, action_mode="discrete", report_latency=False, **kwargs)
+
+
+def redness(frames: np.ndarray, goal) -> np.ndarray:
+    return frames[..., 0].astype(np.float64).mean(axis=(1, 2))
+
+
+# ---- import cost ---------------------------------------------------------------------------
+def test_importing_agents_is_light():
+    code = ("import sys, bagel_world.agents as a; a.RandomAgent; a.scripted_agent\n"
+            "assert 'stable_baselines3' not in sys.modules and 'torch' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+# ---- planner ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("choose", ["mode", "best"])
+def test_planner_picks_the_action_a_rigged_score_prefers(choose):
+    sim = RiggedSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    obs, info = env.reset(seed=0)
+    planner = CEMPlanner(candidates=24, horizon=3, iterations=3, elites=4, score_fn=redness, choose=choose,
+                         seed=0, progress=False)
+    planner.reset(env, obs, info, seed=0)
+    before_calls, before_sessions = sim.step_calls, len(sim._sessions)
+    plan = planner.plan(obs)
+    assert plan.action == TURN_LEFT and plan.text == "turn left 30 degrees"
+    assert plan.sequence.tolist() == [TURN_LEFT] * 3  # the best sequence turns left every step
+    assert plan.probs.shape == (3, 6) and np.allclose(plan.probs.sum(1), 1.0)
+    assert plan.predicted_next is not None and plan.predicted_next[..., 0].mean() > obs["frame"][..., 0].mean()
+    # one batched simulator.step per horizon step and iteration; every fork closed again
+    assert sim.step_calls - before_calls == 3 * 3
+    assert len(sim._sessions) == before_sessions
+    assert planner.act(obs, info) == TURN_LEFT  # the Agent API gives the same choice
+
+
+def test_planner_pixel_metric_moves_toward_the_goal_image():
+    sim = RiggedSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    obs, info = env.reset(seed=0)
+    start = obs["frame"]
+    goal = start.copy()
+    goal[..., 0] = np.minimum(start[..., 0].astype(np.int16) + 40, 255).astype(np.uint8)  # two left turns away
+    obs, info = env.reset(options={"start_image": start, "goal_image": goal})
+    planner = CEMPlanner(candidates=32, horizon=2, iterations=3, elites=4, metric="pixel", seed=1, progress=False)
+    planner.reset(env, obs, info, seed=1)
+    plan = planner.plan(obs)
+    assert plan.sequence.tolist() == [TURN_LEFT, TURN_LEFT] and plan.action == TURN_LEFT
+    assert plan.score == pytest.approx(0.0, abs=1e-6)  # the imagined end frame IS the goal
+
+
+def test_planner_validates_its_knobs():
+    with pytest.raises(ValueError, match="elites"):
+        CEMPlanner(candidates=4, elites=5)
+    with pytest.raises(ValueError, match="metric"):
+        CEMPlanner(metric="lpips")
+    with pytest.raises(ValueError, match="horizon"):
+        CEMPlanner(horizon=0)
+
+
+def test_planner_forks_do_not_disturb_the_parent_session(tiny_engine):
+    from bagel_world.simulator.local import LocalSimulator
+
+    sim = LocalSimulator(tiny_engine)
+    planned, control = nav_env(sim).unwrapped, nav_env(sim).unwrapped
+    obs, info = planned.reset(seed=3)
+    control.reset(seed=3)
+    frame0 = sim.frame(planned.session_id)
+    sessions = sim.num_sessions
+    planner = CEMPlanner(candidates=6, horizon=2, iterations=2, elites=2, seed=0, progress=False)
+    planner.reset(planned, obs, info, seed=0)
+    plan = planner.plan(obs)  # feature metric: the model's own embed, centred on the scenario mean
+    assert 0 <= plan.action < 6 and np.isfinite(plan.score)
+    assert sim.num_sessions == sessions  # every fork closed
+    np.testing.assert_array_equal(sim.frame(planned.session_id), frame0)  # parent frame unchanged
+    # Later steps of the parent equal those of an env that never planned (same seeds).
+    for a in (plan.action, 0):
+        o1, r1, *_ = planned.step(a)
+        o2, r2, *_ = control.step(a)
+        assert np.abs(o1["frame"].astype(int) - o2["frame"].astype(int)).max() <= 1
+        assert r1 == pytest.approx(r2, abs=1e-3)
+
+
+def test_planner_acts_in_the_real_env_on_fresh_sessions(tiny_engine):
+    needs_sim("navigate")
+    from bagel_world.simulator.local import LocalSimulator
+
+    sim = LocalSimulator(tiny_engine)
+    res = evaluate_agent("planner", "navigate", episodes=1, seed0=0, simulator=sim, max_steps=2, progress=False,
+                         planner_kwargs={"candidates": 4, "horizon": 2, "iterations": 1, "elites": 2,
+                                         "progress": False})
+    assert res.episodes == 1 and res.steps == [2] and np.isfinite(res.mean_return)
+    assert sim.num_sessions == 0  # the per-step sessions on the real frame are closed
+
+
+def test_planner_refuses_a_real_env_without_a_simulator():
+    needs_sim("navigate")
+    from bagel_world.evaluate_agents import make_real_env
+
+    env = make_real_env("navigate")
+    obs, info = env.reset(seed=0)
+    with pytest.raises(ValueError, match="simulator"):
+        CEMPlanner(progress=False).reset(env, obs, info)
+    env.close()
+
+
+# ---- model-judged policy -----------------------------------------------------------------------
+@pytest.mark.parametrize("think", [False, True])
+def test_model_judged_policy_scores_every_action(tiny_engine, think):
+    env = nav_env(fake())
+    obs, info = env.reset(seed=0)
+    policy = ModelJudgedPolicy(engine=tiny_engine, think=think, max_think_tokens=4, seed=0)
+    policy.reset(env, obs, info, seed=0)
+    a = policy.act(obs, info)
+    assert 0 <= a < len(canonical_actions(env))
+    assert policy.last_scores.shape == (6,) and np.all(np.isfinite(policy.last_scores))
+    assert a == int(np.argmax(policy.last_scores))
+    assert (policy.last_thought is not None) == think
+
+
+def test_model_judged_policy_needs_a_local_model():
+    with pytest.raises(ValueError, match="engine"):
+        ModelJudgedPolicy()
+
+
+# ---- PPO in imagination ------------------------------------------------------------------------
+def test_sb3_adapter_resets_finished_envs_in_the_same_step():
+    needs_sb3()
+    from bagel_world.agents.ppo import PPOArgs, make_imagined_vecenv
+
+    venv = make_imagined_vecenv(PPOArgs(num_envs=2, max_episode_steps=2, seed=0), simulator=fake())
+    obs = venv.reset()
+    assert obs["frame"].shape == (2, 64, 64, 3)
+    ended = np.zeros(2, bool)
+    for _ in range(2):  # every episode ends within 2 steps (success or the time limit)
+        obs, rewards, dones, infos = venv.step(np.array([0, 1]))
+        for i in np.flatnonzero(dones):
+            assert "terminal_observation" in infos[i] and "episode" in infos[i]  # + VecMonitor statistics
+            assert infos[i]["TimeLimit.truncated"] == (not infos[i]["is_success"])
+            assert not np.array_equal(obs["frame"][i], infos[i]["terminal_observation"]["frame"])
+        ended |= dones
+    assert ended.all()
+    # The step after a reset is a real step of the new episode (no ignored autoreset step).
+    obs, rewards, dones, infos = venv.step(np.array([2, 3]))
+    assert all(i["frame_index"] == 1 for i, d in zip(infos, dones) if not d)
+    venv.close()
+
+
+def test_ppo_trains_in_imagination_and_saves_a_loadable_policy(tmp_path):
+    needs_sb3()
+    from bagel_world.agents.ppo import PPOAgent, PPOArgs, train_ppo
+
+    args = PPOArgs(timesteps=256, num_envs=2, n_steps=64, batch_size=64, n_epochs=1, max_episode_steps=16,
+                   save_every=128, out=str(tmp_path / "ppo"), verbose=0)
+    path = train_ppo(args, simulator=fake())
+    assert path.is_file() and (tmp_path / "ppo" / "args.json").is_file()
+    assert sorted(p.name for p in (tmp_path / "ppo" / "checkpoints").glob("*.zip"))  # periodic checkpoints
+    assert list((tmp_path / "ppo" / "tb").rglob("events.out.tfevents.*"))  # TensorBoard logs
+    agent = PPOAgent(path)
+    env = nav_env(fake())
+    obs, info = env.reset(seed=0)
+    agent.reset(env, obs, info)
+    for _ in range(3):
+        a = agent.act(obs, info)
+        assert 0 <= a < 6
+        obs, _, _, _, info = env.step(a)
+
+
+# ---- baselines in the real twin ----------------------------------------------------------------
+def test_random_agent_runs_an_episode_in_the_real_env():
+    needs_sim("navigate")
+    res = evaluate_agent("random", "navigate", episodes=1, seed0=0, max_steps=8, progress=False)
+    assert res.steps == [8] and res.success == [False] and len(res.returns) == 1
+
+
+def test_scripted_navigation_reaches_goals_random_does_not():
+    needs_sim("navigate")
+    scripted = evaluate_agent("scripted", "navigate", episodes=3, seed0=0, progress=False)
+    random = evaluate_agent("random", "navigate", episodes=3, seed0=0, progress=False)
+    assert scripted.success_rate > random.success_rate
+    assert scripted.mean_return > random.mean_return
+
+
+@pytest.mark.parametrize("task", ["multiview", "future_frame", "manipulate"])
+def test_scripted_agents_run_in_every_real_env(task):
+    needs_sim(task)
+    res = evaluate_agent("scripted", task, episodes=1, seed0=0, max_steps=8, progress=False)
+    assert res.episodes == 1 and 1 <= res.steps[0] <= 8
+
+
+def test_scripted_agent_refuses_an_imagined_env():
+    env = nav_env(fake())
+    obs, info = env.reset(seed=0)
+    with pytest.raises(ValueError, match="real"):
+        scripted_agent("navigate").reset(env, obs, info)
+
+
+def test_random_agent_is_seeded():
+    env = nav_env(fake())
+    obs, info = env.reset(seed=0)
+    draws = []
+    for _ in range(2):
+        agent = RandomAgent()
+        agent.reset(env, obs, info, seed=5)
+        draws.append([agent.act(obs, info) for _ in range(10)])
+    assert draws[0] == draws[1] and set(draws[0]) <= set(range(6))
+
+
+# ---- reporting ---------------------------------------------------------------------------------
+def test_markdown_table_rows():
+    r = EvalResult(agent="random", task="navigate", seeds=[0, 1], success=[True, False], steps=[10, 64],
+                   returns=[1.5, -0.5], command="bagel-world evaluate-agent --agent random")
+    table = markdown_table([r])
+    assert "| random | 50% (1/2) | 10.0 | +0.50 ± 1.00 | 2 | `bagel-world evaluate-agent --agent random` |" in table
+
+
+def test_evaluate_cli_prints_the_table(tmp_path, capsys):
+    needs_sim("navigate")
+    assert evaluate_main(["--agent", "random", "--episodes", "1", "--max-steps", "3", "--no-progress",
+                          "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| random | 0% (0/1) |" in out and "--agent random --task navigate --episodes 1" in out
+    assert (tmp_path / "results.json").is_file() and (tmp_path / "table.md").is_file()
+
+
+# ---- examples as smoke tests -------------------------------------------------------------------
+def _example(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "examples" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"example_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_plan_to_goal_example_writes_a_gif(tiny_ckpt, tmp_path):
+    needs_sim("navigate")
+    from PIL import Image
+
+    out = tmp_path / "plan.gif"
+    assert _example("plan_to_goal").main(["--checkpoint", str(tiny_ckpt), "--steps", "2", "--candidates", "4",
+                                          "--horizon", "1", "--iterations", "1", "--elites", "2",
+                                          "--out", str(out), "--scale", "1"]) == 0
+    gif = Image.open(out)
+    assert gif.n_frames == 3 and gif.size == (3 * 64 + 4, 64 + 28)  # start + 2 steps; imagined | real | goal
+
+
+def test_train_ppo_example_saves_a_policy(tiny_ckpt, tmp_path):
+    needs_sb3()
+    out = tmp_path / "ppo"
+    assert _example("train_ppo").main(["--checkpoint", str(tiny_ckpt), "--timesteps", "64", "--num-envs", "2",
+                                       "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",
+                                       "--max-episode-steps", "8", "--save-every", "0", "--out", str(out)]) == 0
+    assert (out / "policy.zip").is_file()
