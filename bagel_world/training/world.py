@@ -214,7 +214,7 @@ class WorldTrainer:
                 logits = model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
                 ce = F.cross_entropy(logits, torch.tensor([y for *_, y in tgt], device=device))
         total = self.args.mse_weight * mse + self.args.ce_weight * ce
-        parts.update(mse=float(mse), ce=float(ce), tokens=int(sum(len(p.kinds) for p in plans)))
+        parts.update(mse=mse.item(), ce=ce.item(), tokens=int(sum(len(p.kinds) for p in plans)))
         return total, parts
 
     # ---- optimisation ------------------------------------------------------------------
