@@ -49,6 +49,12 @@ def _cmd_inspect(args) -> int:
     return 1 if bad else 0
 
 
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _numel(shape) -> int:
     n = 1
     for s in shape:
@@ -137,7 +143,7 @@ def _cmd_train(args) -> int:
                       ae_steps=args.ae_steps, world_steps=args.steps, batch_size=args.batch_size, window=args.window,
                       hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                       intermediate=args.intermediate, vocab_size=args.vocab_size, lr=args.lr, seed=args.seed,
-                      bf16=not args.no_bf16)
+                      bf16=not args.no_bf16, device=args.device or ("cuda" if _cuda() else "cpu"))
     out = run_training(cfg)
     print(f"checkpoint written to {out}")
     return 0
@@ -245,6 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast)")
+    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t.set_defaults(func=_cmd_train)
 
     e = sub.add_parser("eval", help="fidelity: imagined rollouts vs the real simulators on held-out seeds")

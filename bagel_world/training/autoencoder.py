@@ -64,11 +64,12 @@ def train_autoencoder(vae: AutoEncoder, frames: np.ndarray, args: AETrainArgs, o
             lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / args.steps))
             for g in opt.param_groups:
                 g["lr"] = lr
-            x = frames_to_tensor(frames[rng.integers(0, len(frames), args.batch_size)])
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.bf16):
+            device = next(vae.parameters()).device
+            x = frames_to_tensor(frames[rng.integers(0, len(frames), args.batch_size)]).to(device)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16):
                 mean, logvar = vae.encode_moments(x).float().chunk(2, dim=1)
                 logvar = logvar.clamp(-30, 20)
-                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen)
+                z = mean + torch.exp(0.5 * logvar) * torch.randn(mean.shape, generator=gen).to(device)
                 rec = vae.decoder(z).float()
             l1, l2 = F.l1_loss(rec, x), F.mse_loss(rec, x)
             kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).sum(dim=(1, 2, 3)).mean()
@@ -102,7 +103,7 @@ def calibrate_latents(vae: AutoEncoder, frames: np.ndarray, seed: int = 0, n: in
     gen = torch.Generator().manual_seed(seed)
     zs, errs = [], []
     for i in range(0, len(idx), 128):
-        x = frames_to_tensor(frames[idx[i : i + 128]])
+        x = frames_to_tensor(frames[idx[i : i + 128]]).to(next(vae.parameters()).device)
         z = vae.encode(x, generator=gen)
         zs.append(z)
         errs.append(((vae.decode(z).clamp(-1, 1) - x) ** 2).mean(dim=(1, 2, 3)))

@@ -54,6 +54,7 @@ class TrainConfig:
     seed: int = 0
     holdout_episodes: int = 8  # per task, kept out of training for scenarios and evaluation
     bf16: bool = True
+    device: str = "cpu"  # cpu, cuda, cuda:1
     extra: dict = field(default_factory=dict)
 
 
@@ -124,17 +125,18 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     config = small_config(c, vocab, resolution)
 
     # 2. Autoencoder.
-    vae = AutoEncoder(copy.deepcopy(config.vae))
+    device = torch.device(c.device)
+    vae = AutoEncoder(copy.deepcopy(config.vae)).to(device)
     init_ae = work / "ae_init.pt"
     if init_ae.is_file():
-        vae.load_state_dict(torch.load(init_ae))
+        vae.load_state_dict(torch.load(init_ae, map_location=device))
     else:
         torch.save(vae.state_dict(), init_ae)
     all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
     ae_metrics_path = work / "ae_metrics.json"
     if ae_metrics_path.is_file():
         ae_metrics = json.loads(ae_metrics_path.read_text())
-        vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False)["vae"])
+        vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
     else:
         ae_metrics = train_autoencoder(vae, all_frames, AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed), work, progress)
         ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
@@ -147,6 +149,7 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     model = Bagel(config)
     init_random(model, c.seed)
     copy_und_to_gen(model)
+    model.to(device)
     args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, window=c.window, seed=c.seed,
                           bf16=c.bf16, task_prompts=TASK_PROMPTS)
     trainer = WorldTrainer(config, model, vae, tokenizer, args)
@@ -175,7 +178,8 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae
     import shutil
 
     ema_model = Bagel(config)
-    ema_model.load_state_dict(trainer.ema)
+    ema_model.load_state_dict({k: v.cpu() for k, v in trainer.ema.items()})
+    vae = copy.deepcopy(vae).cpu()
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

@@ -243,7 +243,7 @@ class WorldTrainer:
                 if v.is_floating_point():
                     self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
         self.step += 1
-        parts.update(step=self.step, loss=float(loss), grad_norm=float(gnorm), lr=self.lr_at(self.step - 1),
+        parts.update(step=self.step, loss=loss.item(), grad_norm=gnorm.item(), lr=self.lr_at(self.step - 1),
                      sec=time.perf_counter() - t0)
         return parts
 
@@ -259,7 +259,7 @@ class WorldTrainer:
         self.opt.load_state_dict(st["opt"])
         self.step = st["step"]
         sampler_rng.bit_generator.state = st["np_rng"]
-        gen.set_state(st["torch_rng"])
+        gen.set_state(st["torch_rng"].cpu())
         self.history = st.get("history", [])
 
 
@@ -294,7 +294,8 @@ def train_world(
     gen = torch.Generator().manual_seed(a.seed)
     state_path = out_dir / "train_state.pt"
     if state_path.is_file():
-        trainer.load_state(torch.load(state_path, weights_only=False), sampler.rng, gen)
+        device = trainer.model.vae2llm.weight.device
+        trainer.load_state(torch.load(state_path, weights_only=False, map_location=device), sampler.rng, gen)
         log.info("resumed from %s at step %d", state_path, trainer.step)
     bar = tqdm(total=a.steps, initial=trainer.step, desc="train world model", disable=not progress)
     with open(out_dir / "loss.jsonl", "a") as logf:
