@@ -118,12 +118,12 @@ class ExpertSplit:
         return self.gen is not None
 
     def apply(self, x: Tensor, und_fn, gen_fn) -> Tensor:
-        """Run und_fn / gen_fn on their tokens of x (N, D) and put the rows back in order."""
+        """Run und_fn / gen_fn on their tokens of x (N, ...) and put the rows back in order."""
         if self.gen is None:
             return und_fn(x)
         y_gen = gen_fn(x[self.gen])
         y_und = und_fn(x[self.und]) if self.und.numel() else None
-        out = y_gen.new_empty((x.shape[0], y_gen.shape[-1]))
+        out = y_gen.new_empty((x.shape[0], *y_gen.shape[1:]))
         out[self.gen] = y_gen
         if y_und is not None:
             out[self.und] = y_und.to(out.dtype)
@@ -178,8 +178,9 @@ class Qwen2MoTAttention(nn.Module):
             q, k = q.float(), k.float()
         q = q.view(B * Q, self.num_heads, d)
         k = k.view(B * Q, self.num_kv_heads, d)
-        q = _per_token_norm(q, split, self.q_norm, self.q_norm_moe_gen)
-        k = _per_token_norm(k, split, self.k_norm, self.k_norm_moe_gen)
+        # Per-head norms (weight (d,) shared across heads), each token by its expert.
+        q = split.apply(q, self.q_norm, self.q_norm_moe_gen)
+        k = split.apply(k, self.k_norm, self.k_norm_moe_gen)
         q = q.view(B, Q, self.num_heads, d).transpose(1, 2)
         k = k.view(B, Q, self.num_kv_heads, d).transpose(1, 2)
         v = v.view(B, Q, self.num_kv_heads, d).transpose(1, 2).to(x.dtype)
@@ -199,17 +200,6 @@ class Qwen2MoTAttention(nn.Module):
         a = a.transpose(1, 2).reshape(B * Q, self.num_heads * d)
         o = split.apply(a, self.o_proj, self.o_proj_moe_gen)
         return o.view(B, Q, H), new_k, new_v
-
-
-def _per_token_norm(t: Tensor, split: ExpertSplit, und: RMSNorm, gen: RMSNorm) -> Tensor:
-    # t: (N, heads, d); the norm weight (d,) is shared across heads.
-    if split.gen is None:
-        return und(t)
-    out = torch.empty_like(t)
-    out[split.gen] = gen(t[split.gen]).to(t.dtype)
-    if split.und.numel():
-        out[split.und] = und(t[split.und]).to(t.dtype)
-    return out
 
 
 class Qwen2MoTDecoderLayer(nn.Module):
