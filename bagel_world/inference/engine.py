@@ -166,9 +166,13 @@ class BagelInference:
         return resize_image(pil, *self.config.vae_transform)
 
     # ---- segments --------------------------------------------------------------------
-    def _text_segment(self, text: str | Sequence[int]) -> _Segment:
+    def _segment_ids(self, text: str | Sequence[int]) -> list[int]:
+        """`<|im_start|> text <|im_end|>` as token ids."""
         ids = self.tokenize(text) if isinstance(text, str) else [int(i) for i in text]
-        ids = [self.token_ids["bos"], *ids, self.token_ids["eos"]]
+        return [self.token_ids["bos"], *ids, self.token_ids["eos"]]
+
+    def _text_segment(self, text: str | Sequence[int]) -> _Segment:
+        ids = self._segment_ids(text)
         t = torch.tensor(ids, device=self.device)
         return _Segment(self.model.embed_text(t), torch.arange(len(ids), device=self.device), None, len(ids), f"text({len(ids)})")
 
@@ -208,15 +212,17 @@ class BagelInference:
         tokens = self.encode_image(pil, generator, eps)
         return self._latent_block(tokens, torch.zeros(()), self._latent_positions((pil.height, pil.width)), "vae")
 
-    def _vit_segment(self, pil: Image.Image) -> _Segment:
-        vit_img = resize_image(pil, *self.config.vit_transform)
+    def _vit_inputs(self, pil: Image.Image) -> tuple[Tensor, Tensor, Tensor]:
+        """ViT-resize a (VAE-resized) image -> patches (N, 3*p*p), position ids (N,), cu_seqlens."""
         p = self.config.vit.patch_size
-        x = to_tensor(vit_img)
-        h, w = x.shape[1] // p, x.shape[2] // p
+        x = to_tensor(resize_image(pil, *self.config.vit_transform))
         patches = patchify(x, p).to(self.device)
-        pos = flattened_position_ids(h, w, self.config.vit_max_num_patch_per_side).to(self.device)
+        pos = flattened_position_ids(x.shape[1] // p, x.shape[2] // p, self.config.vit_max_num_patch_per_side)
         cu = torch.tensor([0, patches.shape[0]], dtype=torch.int32, device=self.device)
-        tok = self.model.embed_vit(patches, pos, cu)
+        return patches, pos.to(self.device), cu
+
+    def _vit_segment(self, pil: Image.Image) -> _Segment:
+        tok = self.model.embed_vit(*self._vit_inputs(pil))
         soi, eoi = self._markers()
         embeds = torch.cat([soi, tok.to(soi.dtype), eoi])
         zeros = torch.zeros(embeds.shape[0], dtype=torch.long, device=self.device)
@@ -344,7 +350,7 @@ class BagelInference:
             R = len(rows) if guided else B
             sub_past = past if R == len(rows) else [(k[:R], v[:R]) for k, v in past]
             xr = x.repeat(R // B, 1, 1)
-            v_all = self._velocity(xr, ts[i], pos, ropes[:R], sub_past, kv_lens[:R])
+            v_all = self._velocity(xr, ts[i], pos, ropes[:R], sub_past, kv_lens[:R])[0]
             v_c = v_all[:B]
             if guided:
                 v = sampler.combine_guidance(
@@ -375,8 +381,10 @@ class BagelInference:
         # Drawn on the CPU in fp32 in the packed (N, 64) layout, as the official code does.
         return torch.stack([torch.randn(N, D, generator=g) for g in gens]).to(self.device)
 
-    def _velocity(self, x_t: Tensor, t: Tensor, pos: Tensor, ropes: Tensor, past, kv_lens) -> Tensor:
-        """One flow evaluation: (R, N, 64) noisy tokens at time t -> velocity (R, N, 64)."""
+    def _velocity(self, x_t: Tensor, t: Tensor, pos: Tensor, ropes: Tensor, past, kv_lens, output_layers=False):
+        """One flow evaluation: (R, N, 64) noisy tokens at time t -> velocity (R, N, 64).
+
+        Also returns the LM output and the query sequence (R, N+2, H) it was given."""
         R, N, _ = x_t.shape
         soi, eoi = self._markers()
         lat = self.model.embed_latents(x_t, t.reshape(1).expand(R), pos)
@@ -385,24 +393,19 @@ class BagelInference:
         gen = torch.ones(R, N + 2, dtype=torch.bool, device=self.device)
         gen[:, 0] = gen[:, -1] = False
         mask = _attention_mask(kv_lens, [N + 2] * R, False, self.device)
-        out = self.model.language_model(seq, positions, gen, mask, past)
-        return self.model.llm2vae(out.hidden[:, 1:-1])
+        out = self.model.language_model(seq, positions, gen, mask, past, output_layers=output_layers)
+        return self.model.llm2vae(out.hidden[:, 1:-1]), out, seq
 
     @torch.no_grad()
     def velocity(self, ctx: Context, x_t: Tensor, t: float, image_shape: tuple[int, int], output_layers=False):
-        """The network's velocity for one context (no guidance). Returns (v (N, 64), lm output)."""
-        pos = self._latent_positions(image_shape)
+        """The network's velocity for one context (no guidance).
+
+        Returns (v (N, 64), lm output, query sequence (N+2, H))."""
         past, lens = self._pad_past([ctx])
-        soi, eoi = self._markers()
-        tt = torch.tensor([t], dtype=torch.float32)
-        lat = self.model.embed_latents(x_t[None].to(self.device), tt, pos)
-        seq = torch.cat([soi[None], lat.to(soi.dtype), eoi[None]], dim=1)
-        N = x_t.shape[0]
-        gen = torch.ones(1, N + 2, dtype=torch.bool, device=self.device)
-        gen[:, 0] = gen[:, -1] = False
-        positions = torch.full((1, N + 2), ctx.rope, device=self.device)
-        out = self.model.language_model(seq, positions, gen, None, past, output_layers=output_layers)
-        return self.model.llm2vae(out.hidden[0, 1:-1]), out, seq[0]
+        ropes = torch.tensor([ctx.rope], device=self.device)
+        v, out, seq = self._velocity(x_t[None].to(self.device, torch.float32), torch.tensor([t], dtype=torch.float32),
+                                     self._latent_positions(image_shape), ropes, past, lens, output_layers)
+        return v[0], out, seq[0]
 
     @torch.no_grad()
     def decode_tokens(self, tokens: Tensor, image_shape: tuple[int, int]) -> np.ndarray:
@@ -556,9 +559,8 @@ class BagelInference:
         segs, targets, rows = [], [], []
         for c in ctxs:
             for a in answers:
-                seg = self._text_segment(a)
-                ids = [self.token_ids["bos"], *self.tokenize(a), self.token_ids["eos"]]
-                segs.append(seg)
+                ids = self._segment_ids(a)
+                segs.append(self._text_segment(ids[1:-1]))
                 targets.append(ids[1:])
                 rows.append(c)
         hidden, _ = self._run(rows, segs, causal=True, update=False)
@@ -575,16 +577,8 @@ class BagelInference:
 
         The model's own visual feature space; used for goal similarity rewards.
         """
-        feats = []
-        p = self.config.vit.patch_size
-        for img in images:
-            pil = resize_image(self.prepare_image(img), *self.config.vit_transform)
-            x = to_tensor(pil)
-            h, w = x.shape[1] // p, x.shape[2] // p
-            patches = patchify(x, p).to(self.device)
-            pos = flattened_position_ids(h, w, self.config.vit_max_num_patch_per_side).to(self.device)
-            cu = torch.tensor([0, patches.shape[0]], dtype=torch.int32, device=self.device)
-            feats.append(self.model.vit_features(patches, pos, cu).float().mean(0))
+        feats = [self.model.vit_features(*self._vit_inputs(self.prepare_image(img))).float().mean(0)
+                 for img in images]
         f = torch.stack(feats)
         return f / f.norm(dim=-1, keepdim=True).clamp_min(1e-8)
 
