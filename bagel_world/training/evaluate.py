@@ -44,25 +44,14 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 
 def real_rollout(task: str, seed: int, steps: int, resolution) -> tuple[np.ndarray, list[str]]:
     """Real frames (steps+1, H, W, 3) and the actions taken (exploration policy, seeded)."""
-    import gymnasium as gym
+    from bagel_world.training.recorder import make_bare_env, record_episode
 
-    from bagel_world.sims import REAL_ENVS, explore_action
-
-    env = gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
-    rng = np.random.default_rng(seed)
-    obs, info = env.reset(seed=seed)
-    frames, actions = [_frame(obs)], []
-    for _ in range(steps):
-        a = explore_action(task, rng, info, vary=0.0)
-        obs, _, _, _, info = env.step(a)
-        frames.append(_frame(obs))
-        actions.append(a)
-    env.close()
-    return np.stack(frames), actions
-
-
-def _frame(obs):
-    return obs["frame"] if isinstance(obs, dict) else obs
+    env = make_bare_env(task, resolution)
+    try:
+        frames, actions, _ = record_episode(env, task, seed, steps, vary=0.0)
+    finally:
+        env.close()
+    return frames, actions
 
 
 def imagined_rollout(sim, task: str, start: np.ndarray, actions: Sequence[str], seed: int) -> np.ndarray:

@@ -17,6 +17,15 @@ from bagel_world.training.data import Shard
 log = logging.getLogger(__name__)
 
 
+def make_bare_env(task: str, resolution: tuple[int, int]):
+    """The real env of `task` without TimeLimit: episodes are as long as asked."""
+    import gymnasium as gym
+
+    from bagel_world.sims import REAL_ENVS
+
+    return gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
+
+
 def record_episode(env, task: str, seed: int, steps: int, vary: float) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
     """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame."""
     from bagel_world.sims import explore_action, state_questions
@@ -60,8 +69,6 @@ def record(
         raise RuntimeError(f"recording {task!r} needs {missing}; install them with `pip install 'bagel-world[sims]'`")
     if episodes < 1 or steps < 1 or shard_size < 1:
         raise ValueError(f"episodes, steps and shard_size must be >= 1; got {episodes}, {steps}, {shard_size}")
-    import gymnasium as gym
-
     folder = Path(out) / task
     paths = []
     env = None
@@ -75,8 +82,7 @@ def record(
             bar.update(last - first)
             continue
         if env is None:
-            # The bare env (no TimeLimit): episodes are as long as asked.
-            env = gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
+            env = make_bare_env(task, resolution)
         eps = [record_episode(env, task, seed + e, steps, vary) for e in _tick(range(first, last), bar)]
         n_q = max(len(q) for _, _, qa in eps for q in qa)
         qa_q = np.full((len(eps), steps + 1, n_q), "", dtype=object)

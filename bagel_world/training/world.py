@@ -196,7 +196,7 @@ class WorldTrainer:
             t = torch.cat(t_noised).to(device)
             eps = torch.randn(x0.shape, generator=gen).to(device)
             xt = (1 - t[:, None]) * x0 + t[:, None] * eps
-            x[noised_rows[:, 0], noised_rows[:, 1]] = _embed_latents_per_token(model, xt, t, torch.cat(lat_pos_n).to(device))
+            x[noised_rows[:, 0], noised_rows[:, 1]] = model.embed_latents(xt, t, torch.cat(lat_pos_n).to(device)).float()
         # 4. The LLM over the packed batch.
         mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
         gen_mask = (kinds == 2) | (kinds == 3)
@@ -265,11 +265,6 @@ class WorldTrainer:
 
 def cfg_shift(t: Tensor, shift: float) -> Tensor:
     return shift * t / (1 + (shift - 1) * t)
-
-
-def _embed_latents_per_token(model: Bagel, xt: Tensor, t: Tensor, pos: Tensor) -> Tensor:
-    """vae2llm(x_t) + time_embedder(t per token) + latent_pos_embed[pos]."""
-    return (model.vae2llm(xt.to(model.dtype)) + model.time_embedder(t) + model.latent_pos_embed(pos)).float()
 
 
 def to_tensor_uint8(frame: np.ndarray) -> Tensor:
