@@ -102,6 +102,17 @@ class ActionText(spaces.Text):
         return f"ActionText(1, {self.max_length}, printable ASCII, not blank)"
 
 
+def check_env_args(render_mode: Any, render_modes: Sequence[str], action_mode: Any, max_action_length: Any) -> None:
+    """The constructor arguments every bagel-world env shares, or a ValueError naming the bad one."""
+    if render_mode is not None and render_mode not in render_modes:
+        accepted = ", ".join(["None", *map(repr, render_modes)])
+        raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: {accepted}")
+    if action_mode not in ("text", "discrete"):
+        raise ValueError(f"action_mode {action_mode!r} is not supported; accepted: 'text', 'discrete'")
+    if isinstance(max_action_length, bool) or not isinstance(max_action_length, int) or max_action_length < 1:
+        raise ValueError(f"max_action_length must be a positive int, got {max_action_length!r}")
+
+
 def action_to_text(action: Any, action_mode: str, max_length: int, canonical_actions: Sequence[str]) -> str:
     """A text action as is (checked), or a discrete index mapped to its canonical text."""
     if action_mode == "text":
@@ -210,12 +221,7 @@ class BagelWorldEnv(gym.Env):
     ):
         if not self.task:
             raise TypeError("BagelWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateEnv)")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None, 'rgb_array'")
-        if action_mode not in ("text", "discrete"):
-            raise ValueError(f"action_mode {action_mode!r} is not supported; accepted: 'text', 'discrete'")
-        if not isinstance(max_action_length, int) or max_action_length < 1:
-            raise ValueError(f"max_action_length must be a positive int, got {max_action_length!r}")
+        check_env_args(render_mode, self.metadata["render_modes"], action_mode, max_action_length)
         if simulator is not None and not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
         if simulator is not None and (checkpoint is not None or backend is not None or device is not None):

@@ -21,7 +21,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bagel_world.envs.base import ActionText, action_to_text, check_option_keys
+from bagel_world.envs.base import ActionText, action_to_text, check_env_args, check_option_keys
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
@@ -82,12 +82,7 @@ class RealWorldEnv(gym.Env):
     ):
         if not self.task:
             raise TypeError("RealWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateRealEnv)")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: None, 'rgb_array'")
-        if action_mode not in ("text", "discrete"):
-            raise ValueError(f"action_mode {action_mode!r} is not supported; accepted: 'text', 'discrete'")
-        if isinstance(max_action_length, bool) or not isinstance(max_action_length, int) or max_action_length < 1:
-            raise ValueError(f"max_action_length must be a positive int, got {max_action_length!r}")
+        check_env_args(render_mode, self.metadata["render_modes"], action_mode, max_action_length)
         self.resolution = check_resolution(resolution)
         self.action_mode = action_mode
         self.render_mode = render_mode
