@@ -50,6 +50,7 @@ class _Session:
     actions: list[str]  # actions between kept frames: len(frames) - 1
     base: Context  # everything up to and including the last frame (= next text-free ctx)
     text_only: Context  # system + prompt + kept actions (= next image-free ctx)
+    head: Context | None = None  # system prompt + task prompt: built once, forked by every rebuild
     frame_index: int = 0
     history_len: int = 0  # total frames ever, including those dropped from the window
     meta: dict = field(default_factory=dict)
@@ -121,7 +122,7 @@ class LocalSimulator(Simulator):
             s = self._get(session_id)
             c = _Session(
                 task=s.task, prompt=s.prompt, frames=list(s.frames), actions=list(s.actions),
-                base=s.base.fork(), text_only=s.text_only.fork(), frame_index=s.frame_index,
+                base=s.base.fork(), text_only=s.text_only.fork(), head=s.head, frame_index=s.frame_index,
                 history_len=s.history_len, meta=dict(s.meta),
             )
             sid = f"sess-{next(self._ids)}"
@@ -193,11 +194,12 @@ class LocalSimulator(Simulator):
         """Build base/text-only contexts from system prompt, prompt and the kept window."""
         eng = self.engine
         for s in sessions:
-            tpl = self._templates[s.task]
-            base, text_only = eng.new_context(), eng.new_context()
-            heads = [tpl.system_prompt] + ([s.prompt] if s.prompt else [])
-            for h in heads:
-                eng.append_text([base, text_only], [h, h])
+            if s.head is None:
+                s.head = eng.new_context()
+                tpl = self._templates[s.task]
+                for h in [tpl.system_prompt] + ([s.prompt] if s.prompt else []):
+                    eng.append_text(s.head, h)
+            base, text_only = s.head.fork(), s.head.fork()
             shape = s.frames[0].pixels.shape[:2]
             for i, fr in enumerate(s.frames):
                 if i > 0:
