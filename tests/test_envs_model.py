@@ -84,3 +84,35 @@ def test_injected_model_simulator_survives_spec_copies(sim):
     assert env.spec is not None
     check_env(env.unwrapped)
     assert env.unwrapped.spec.make().unwrapped.simulator is sim
+
+
+def test_sessions_rebuilt_together_past_the_window_match_sessions_alone(sim):
+    # Past `window` frames every step rebuilds the context from the kept frames; sessions
+    # rebuilt in one batch must see what each would alone (up to batch float rounding),
+    # with the same segments and a context that stops growing.
+    tpl = sim.tasks()["navigate"]
+    rng = np.random.default_rng(0)
+    starts = [rng.integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8) for _ in range(2)]
+    actions = [["move forward 0.5 m", "turn left 30 degrees"], ["strafe right 0.5 m", "move backward 0.5 m"]]
+    steps = tpl.window + 2
+    together = [sim.open("navigate", [f]) for f in starts]
+    alone = [sim.open("navigate", [f]) for f in starts]
+    try:
+        lengths = []
+        for t in range(steps):
+            acts = [actions[i][t % 2] for i in range(2)]
+            seeds = [100 * t + i for i in range(2)]
+            batch = sim.step(together, acts, seeds)
+            single = [sim.step([alone[i]], [acts[i]], [seeds[i]])[0] for i in range(2)]
+            for b, s in zip(batch, single):
+                diff = np.abs(b.frame.astype(int) - s.frame.astype(int))
+                assert diff.max() <= 2 and diff.mean() < 0.5, (t, diff.max(), diff.mean())
+            a, b = sim._sessions[together[0]], sim._sessions[alone[0]]
+            assert a.base.segments == b.base.segments and a.text_only.segments == b.text_only.segments
+            assert len(a.frames) == min(t + 2, tpl.window)
+            lengths.append(a.base.length)
+        full = lengths[tpl.window - 2:]  # from the step that fills the window: only action lengths vary
+        assert max(full) - min(full) <= 4, lengths
+    finally:
+        for sid in together + alone:
+            sim.close(sid)

@@ -191,7 +191,12 @@ class LocalSimulator(Simulator):
         return self._templates[s.task].action_format.format(action=action.strip())
 
     def _rebuild(self, sessions: list[_Session]) -> None:
-        """Build base/text-only contexts from system prompt, prompt and the kept window."""
+        """Build base/text-only contexts from system prompt, prompt and the kept window.
+
+        Sessions with the same number of kept frames are rebuilt together: one batched
+        model call per appended block (action text, latents, ViT tokens) for all of them,
+        instead of one call per session and block.
+        """
         eng = self.engine
         for s in sessions:
             if s.head is None:
@@ -199,14 +204,20 @@ class LocalSimulator(Simulator):
                 tpl = self._templates[s.task]
                 for h in [tpl.system_prompt] + ([s.prompt] if s.prompt else []):
                     eng.append_text(s.head, h)
-            base, text_only = s.head.fork(), s.head.fork()
-            shape = s.frames[0].pixels.shape[:2]
-            for i, fr in enumerate(s.frames):
+        groups: dict[tuple, list[_Session]] = {}
+        for s in sessions:
+            groups.setdefault((len(s.frames), s.frames[0].pixels.shape[:2]), []).append(s)
+        for (n, shape), group in groups.items():
+            bases = [s.head.fork() for s in group]
+            text_only = [s.head.fork() for s in group]
+            for i in range(n):
                 if i > 0:
-                    eng.append_text([base, text_only], [s.actions[i - 1]] * 2)
-                eng.append_latents(base, fr.latents[None], shape)
-                eng.append_image(base, [fr.pixels], vae=False, vit=True)
-            s.base, s.text_only = base, text_only
+                    acts = [s.actions[i - 1] for s in group]
+                    eng.append_text(bases + text_only, acts + acts)
+                eng.append_latents(bases, torch.stack([s.frames[i].latents for s in group]), shape)
+                eng.append_image(bases, [s.frames[i].pixels for s in group], vae=False, vit=True)
+            for s, b, t in zip(group, bases, text_only):
+                s.base, s.text_only = b, t
 
     def _step_group(self, task: str, sessions: list[_Session], texts: list[str], seeds: list[int]) -> None:
         eng, tpl = self.engine, self._templates[task]
