@@ -155,6 +155,8 @@ class PPOArgs:
     ent_coef: float = 0.01
     clip_range: float = 0.2
     max_episode_steps: int | None = None  # default: the registered limit (64 for navigation)
+    scenarios: str | None = None  # start/goal scenario set (.npz, e.g. `bagel-world scenarios`); default: the model's
+    resume: bool = False  # continue from the newest OUT/checkpoints/ppo_*_steps.zip if there is one
     save_every: int = 5_000  # env steps between checkpoints (0: none)
     checkpoint: str | None = None  # world model (default: the shipped one)
     device: str | None = None  # world model device
@@ -177,6 +179,8 @@ def make_imagined_vecenv(args: PPOArgs, simulator=None):
         kwargs.update(checkpoint=args.checkpoint, device=args.device)
     if args.max_episode_steps is not None:
         kwargs["max_episode_steps"] = args.max_episode_steps
+    if args.scenarios is not None:
+        kwargs["scenarios"] = args.scenarios
     venv = gym.make_vec(args.env_id, num_envs=args.num_envs, vectorization_mode="vector_entry_point", **kwargs)
     adapter = __getattr__("SB3VecEnv")(venv)
     adapter.seed(args.seed)
@@ -197,23 +201,44 @@ def train_ppo(args: PPOArgs, simulator=None) -> Path:
     (out / "args.json").write_text(json.dumps({**asdict(args), "stable_baselines3": sb3.__version__}, indent=2))
     # 1. Imagined envs -> SB3 VecEnv; SB3 transposes the HWC images to CHW for the CNNs.
     venv = make_imagined_vecenv(args, simulator)
-    # 2. PPO with a CNN per image key, TensorBoard logs, periodic checkpoints.
-    model = PPO("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
-                learning_rate=args.learning_rate, gamma=args.gamma, gae_lambda=args.gae_lambda,
-                ent_coef=args.ent_coef, clip_range=args.clip_range, tensorboard_log=str(out / "tb"),
-                seed=args.seed, device=args.policy_device, verbose=args.verbose)
+    # 2. PPO with a CNN per image key, TensorBoard logs, periodic checkpoints; or the newest
+    #    checkpoint, continued for the steps it has left.
+    latest = latest_checkpoint(out) if args.resume else None
+    if latest is not None:
+        model = PPO.load(latest, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"))
+        log.info("resuming PPO from %s at %d steps", latest, model.num_timesteps)
+    else:
+        model = PPO("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
+                    n_epochs=args.n_epochs, learning_rate=args.learning_rate, gamma=args.gamma,
+                    gae_lambda=args.gae_lambda, ent_coef=args.ent_coef, clip_range=args.clip_range,
+                    tensorboard_log=str(out / "tb"), seed=args.seed, device=args.policy_device, verbose=args.verbose)
+    remaining = args.timesteps - model.num_timesteps
     callbacks = []
     if args.save_every > 0:
         callbacks.append(CheckpointCallback(save_freq=max(1, args.save_every // args.num_envs),
                                             save_path=str(out / "checkpoints"), name_prefix="ppo"))
     try:
-        model.learn(total_timesteps=args.timesteps, callback=callbacks or None, tb_log_name="ppo")
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=callbacks or None, tb_log_name="ppo",
+                        reset_num_timesteps=latest is None)
     finally:
         venv.close()
     path = out / "policy.zip"
     model.save(path)
     log.info("PPO policy saved to %s", path)
     return path
+
+
+def latest_checkpoint(out: str | Path) -> Path | None:
+    """The newest `OUT/checkpoints/ppo_<steps>_steps.zip` (most steps), or None."""
+    def steps(p: Path) -> int:
+        try:
+            return int(p.stem.split("_")[1])
+        except (IndexError, ValueError):
+            return -1
+
+    found = [p for p in (Path(out) / "checkpoints").glob("ppo_*_steps.zip") if steps(p) >= 0]
+    return max(found, key=steps, default=None)
 
 
 # ---- the agent ---------------------------------------------------------------------------------

@@ -169,6 +169,20 @@ def _cmd_evaluate_agent(args) -> int:
     return run(args)
 
 
+def _cmd_scenarios(args) -> int:
+    from bagel_world.sims import real_scenarios
+
+    kwargs = {"layout": args.layout} if args.layout else {}
+    if kwargs and args.task != "navigate":
+        raise ValueError(f"--layout applies to the navigate task only, not {args.task!r}")
+    scen = real_scenarios(args.task, args.episodes, args.seed, resolution=(args.size, args.size), **kwargs)
+    scen.save(args.out)
+    goals = "no goals" if scen.goals is None else f"{len(scen.goals)} goals"
+    print(f"wrote {len(scen)} start frames and {goals} of the real {args.task} task to {args.out}; "
+          f"use it with gym.make(..., scenarios={args.out!r}) or examples/train_ppo.py --scenarios")
+    return 0
+
+
 def _cmd_serve(args) -> int:
     from bagel_world.server import serve
 
@@ -253,6 +267,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast)")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t.set_defaults(func=_cmd_train)
+
+    sc = sub.add_parser("scenarios", help="save the real twin's start (and goal) frames as a scenario set "
+                        "for imagined envs")
+    sc.add_argument("--task", default="navigate", choices=["navigate", "multiview", "future_frame", "manipulate"])
+    sc.add_argument("--episodes", type=int, default=1000)
+    sc.add_argument("--seed", type=int, default=1000, help="first seed; evaluation uses 0 and up")
+    sc.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
+    sc.add_argument("--size", type=int, default=64, help="frame side in pixels (the model's resolution)")
+    sc.add_argument("--out", default="runs/scenarios/navigate.npz")
+    sc.set_defaults(func=_cmd_scenarios)
 
     e = sub.add_parser("eval", help="fidelity: imagined rollouts vs the real simulators on held-out seeds")
     add_model_args(e)

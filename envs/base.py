@@ -66,14 +66,41 @@ def clear_simulator_cache() -> None:
 @functools.lru_cache(maxsize=32)
 def _scenario_set(folder: str | None, task: str, resolution: tuple[int, int]) -> ScenarioSet:
     # Shared between envs: callers must copy what they hand out and never write into it.
-    scen = load_scenarios(folder, task, resolution)
+    return _check_scenarios(load_scenarios(folder, task, resolution), task, resolution, f"in {folder}")
+
+
+@functools.lru_cache(maxsize=8)
+def _scenario_file(path: str, task: str, resolution: tuple[int, int]) -> ScenarioSet:
+    # The sub-envs of a vector env share one load of the file (read-only, like `_scenario_set`).
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"scenarios={path!r} is not a file; pass a .npz written by ScenarioSet.save "
+                                "(e.g. by `bagel-world scenarios`) or a ScenarioSet")
+    return _check_scenarios(ScenarioSet.load(path), task, resolution, f"from {path}")
+
+
+def _user_scenarios(scenarios: Any, task: str, resolution: tuple[int, int]) -> ScenarioSet:
+    if isinstance(scenarios, ScenarioSet):
+        return _check_scenarios(scenarios, task, resolution, "passed as scenarios=")
+    if isinstance(scenarios, (str, Path)):
+        return _scenario_file(str(Path(scenarios).expanduser().resolve()), task, resolution)
+    raise TypeError(f"scenarios must be a ScenarioSet or the path of its .npz, got {type(scenarios).__name__}")
+
+
+def _check_scenarios(scen: ScenarioSet, task: str, resolution: tuple[int, int], where: str) -> ScenarioSet:
     H, W = resolution
+    if len(scen) == 0:
+        raise ValueError(f"scenario set for task {task!r} {where} is empty")
     for name, arr in (("frames", scen.frames), ("goals", scen.goals)):
-        if arr is not None and tuple(arr.shape[1:]) != (H, W, 3):
+        if arr is None:
+            continue
+        if tuple(arr.shape[1:]) != (H, W, 3) or arr.dtype != np.uint8:
             raise ValueError(
-                f"scenario set for task {task!r} in {folder} has {name} of shape {arr.shape[1:]}, "
-                f"but the task runs at (H, W, 3) = {(H, W, 3)}"
+                f"scenario set for task {task!r} {where} has {name} of shape {arr.shape[1:]} {arr.dtype}, "
+                f"but the task runs at (H, W, 3) = {(H, W, 3)} uint8"
             )
+        if len(arr) != len(scen.frames):
+            raise ValueError(f"scenario set for task {task!r} {where} has {len(arr)} {name} for "
+                             f"{len(scen.frames)} frames")
     return scen
 
 
@@ -218,6 +245,7 @@ class BagelWorldEnv(gym.Env):
         render_mode: str | None = None,
         max_action_length: int = 128,
         report_latency: bool = True,
+        scenarios: ScenarioSet | str | Path | None = None,
     ):
         if not self.task:
             raise TypeError("BagelWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateEnv)")
@@ -249,10 +277,13 @@ class BagelWorldEnv(gym.Env):
                 raise ValueError(f"task {self.task!r} defines no canonical actions; use action_mode='text'")
             self.action_space = spaces.Discrete(len(self.template.canonical_actions))
 
-        # 2. Start scenes: the checkpoint's scenario set, else procedural scenes.
+        # 2. Start scenes: the user's scenario set, else the checkpoint's, else procedural scenes.
+        #    Rewards stay centred on the checkpoint's set either way (`_feature_mean`), so a
+        #    custom start distribution does not change what a reward means.
         folder = getattr(self.simulator, "checkpoint_dir", None)
         self._scenario_key = (None if folder is None else str(folder), self.task, self.resolution)
-        self.scenarios = _scenario_set(*self._scenario_key)
+        self.scenarios = (_scenario_set(*self._scenario_key) if scenarios is None
+                          else _user_scenarios(scenarios, self.task, self.resolution))
 
         # 3. Episode state (set by reset).
         self._sid: str | None = None
@@ -379,7 +410,7 @@ class BagelWorldEnv(gym.Env):
         per_sim = _FEATURE_MEANS.setdefault(self.simulator, {})
         key = self._scenario_key
         if key not in per_sim:
-            s = self.scenarios
+            s = _scenario_set(*key)
             frames = list(s.frames) + (list(s.goals) if s.goals is not None else [])
             per_sim[key] = np.asarray(self.simulator.embed(frames), np.float32).mean(axis=0)
         return per_sim[key]

@@ -1,6 +1,9 @@
 """Train PPO purely in imagination and save a policy that acts in the real simulator too.
 
     python examples/train_ppo.py --env BagelNavigate-v0 --timesteps 20000 --out runs/ppo
+    # start imagined episodes from the real task's starts and goals (seeds 1000+, not evaluated):
+    bagel-world scenarios --task navigate --episodes 2000 --out runs/scenarios/navigate.npz
+    python examples/train_ppo.py --scenarios runs/scenarios/navigate.npz --out runs/ppo [--resume]
     tensorboard --logdir runs/ppo/tb
     bagel-world evaluate-agent --agent ppo --policy runs/ppo/policy.zip --episodes 20
 
@@ -34,6 +37,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gamma", type=float, default=defaults.gamma)
     p.add_argument("--ent-coef", type=float, default=defaults.ent_coef)
     p.add_argument("--max-episode-steps", type=int, default=None, help="imagined episode limit (default: registered)")
+    p.add_argument("--scenarios", default=None,
+                   help="start/goal scenario set .npz (e.g. from `bagel-world scenarios`; default: the model's own)")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     p.add_argument("--save-every", type=int, default=defaults.save_every, help="env steps between checkpoints")
     p.add_argument("--checkpoint", default=None, help="world model folder or repo id (default: the shipped model)")
     p.add_argument("--device", default=None, help="world model device")
@@ -45,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     args = dataclasses.replace(
         defaults, env_id=a.env, timesteps=a.timesteps, num_envs=a.num_envs, n_steps=a.n_steps,
         batch_size=a.batch_size, n_epochs=a.n_epochs, learning_rate=a.lr, gamma=a.gamma, ent_coef=a.ent_coef,
-        max_episode_steps=a.max_episode_steps, save_every=a.save_every, checkpoint=a.checkpoint, device=a.device,
+        max_episode_steps=a.max_episode_steps, scenarios=a.scenarios, resume=a.resume, save_every=a.save_every, checkpoint=a.checkpoint, device=a.device,
         seed=a.seed, out=a.out,
     )
     t0 = time.perf_counter()

@@ -7,6 +7,7 @@ Stable-Baselines3 (the `[rl]` extra).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import subprocess
 import sys
@@ -224,6 +225,37 @@ def test_ppo_trains_in_imagination_and_saves_a_loadable_policy(tmp_path):
         a = agent.act(obs, info)
         assert 0 <= a < 6
         obs, _, _, _, info = env.step(a)
+
+
+def test_ppo_resumes_from_its_newest_checkpoint(tmp_path):
+    needs_sb3()
+    from stable_baselines3 import PPO
+
+    from bagel_world.agents.ppo import PPOArgs, latest_checkpoint, train_ppo
+
+    args = PPOArgs(timesteps=128, num_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_episode_steps=8,
+                   save_every=64, out=str(tmp_path / "ppo"), verbose=0)
+    train_ppo(args, simulator=fake())
+    assert latest_checkpoint(tmp_path / "ppo").name == "ppo_128_steps.zip"
+    path = train_ppo(dataclasses.replace(args, timesteps=256, resume=True), simulator=fake())
+    assert PPO.load(path).num_timesteps == 256  # 128 more, not 256 from scratch
+    assert latest_checkpoint(tmp_path / "ppo").name == "ppo_256_steps.zip"
+    assert latest_checkpoint(tmp_path / "nothing") is None
+
+
+def test_real_scenarios_are_the_real_starts_and_goals(tmp_path):
+    needs_sim("navigate")
+    from bagel_world.sims import make_real, real_scenarios
+
+    scen = real_scenarios("navigate", 2, seed=1000, progress=False, layout="one_room")
+    env = make_real("navigate", layout="one_room")
+    for i in range(2):
+        obs, _ = env.reset(seed=1000 + i)
+        assert np.array_equal(scen.frames[i], obs["frame"]) and np.array_equal(scen.goals[i], obs["goal"])
+    env.close()
+    imagined = nav_env(fake(), scenarios=scen)
+    obs, info = imagined.reset(options={"scene_index": 1})
+    assert np.array_equal(obs["goal"], scen.goals[1])
 
 
 # ---- baselines in the real twin ----------------------------------------------------------------

@@ -262,6 +262,50 @@ def test_user_start_goal_and_instruction():
     assert not sim._sessions
 
 
+def test_custom_scenarios_set_starts_and_goals_but_not_the_reward_centre(tmp_path):
+    from bagel_world.simulator.scenarios import ScenarioSet
+
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 256, (3, H, W, 3), dtype=np.uint8)
+    goals = rng.integers(0, 256, (3, H, W, 3), dtype=np.uint8)
+    ScenarioSet(frames, goals).save(tmp_path / "nav.npz")
+    sim = fake()
+    default = make("BagelNavigate-v0", sim)
+    for scenarios in (ScenarioSet(frames, goals), tmp_path / "nav.npz", str(tmp_path / "nav.npz")):
+        env = make("BagelNavigate-v0", sim, scenarios=scenarios)
+        obs, info = env.reset(seed=0)
+        i = info["scene_index"]
+        assert 0 <= i < 3 and np.array_equal(obs["frame"], frames[i]) and np.array_equal(obs["goal"], goals[i])
+        obs, info = env.reset(options={"scene_index": 2})
+        assert np.array_equal(obs["goal"], goals[2])
+        # Rewards stay centred on the model's own scenario set: same meaning with any start set.
+        assert np.array_equal(env.unwrapped._feature_mean(), default.unwrapped._feature_mean())
+        with pytest.raises(ValueError, match=r"scene_index.*\[0, 3\)"):
+            env.reset(options={"scene_index": 3})
+    vec = gym.make_vec("BagelNavigate-v0", num_envs=2, vectorization_mode="vector_entry_point", simulator=sim,
+                       scenarios=tmp_path / "nav.npz")
+    obs, _ = vec.reset(seed=0)
+    assert all(any(np.array_equal(f, g) for g in frames) for f in obs["frame"])
+    vec.close()
+
+
+def test_bad_custom_scenarios_raise(tmp_path):
+    from bagel_world.simulator.scenarios import ScenarioSet
+
+    small = np.zeros((2, 32, 32, 3), np.uint8)
+    with pytest.raises(ValueError, match=r"\(32, 32, 3\).*\(64, 64, 3\)"):
+        make("BagelNavigate-v0", scenarios=ScenarioSet(small, small))
+    with pytest.raises(ValueError, match="no goal images"):
+        make("BagelNavigate-v0", scenarios=ScenarioSet(np.zeros((2, H, W, 3), np.uint8)))
+    with pytest.raises(ValueError, match="1 goals for 2 frames"):
+        make("BagelNavigate-v0", scenarios=ScenarioSet(np.zeros((2, H, W, 3), np.uint8),
+                                                       np.zeros((1, H, W, 3), np.uint8)))
+    with pytest.raises(FileNotFoundError, match="missing.npz"):
+        make("BagelNavigate-v0", scenarios=tmp_path / "missing.npz")
+    with pytest.raises(TypeError, match="ScenarioSet or the path"):
+        make("BagelNavigate-v0", scenarios=[1, 2])
+
+
 def test_navigation_success_terminates_with_bonus():
     env = make("BagelNavigate-v0", success_threshold=-0.99, success_bonus=5.0)
     env.reset(seed=0)

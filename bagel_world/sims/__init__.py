@@ -80,4 +80,34 @@ def make_real(task: str, **kwargs) -> gym.Env:
     return gym.make(REAL_ENVS[task][0], **kwargs)
 
 
-__all__ = ["REAL_ENVS", "REQUIREMENTS", "explore_action", "make_real", "missing_packages", "state_questions"]
+def real_scenarios(task: str, episodes: int, seed: int = 1000, *, resolution: tuple[int, int] = (64, 64),
+                   progress: bool = True, **env_kwargs):
+    """A `ScenarioSet` of the real twin's start observations on seeds seed..seed+episodes-1.
+
+    Frame e is the real env's first frame after `reset(seed=seed + e)`; for goal tasks goal
+    e is its goal image. Passed to an imagined env as `scenarios=`, it starts imagined
+    episodes from the real task's start and goal distribution (the dynamics stay imagined),
+    e.g. to train an agent in imagination for the task it is then measured on. Keep the
+    seeds apart from the evaluation seeds (0 and up by default).
+    """
+    from tqdm.auto import tqdm
+
+    from bagel_world.simulator.scenarios import ScenarioSet
+
+    if isinstance(episodes, bool) or not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
+    env = make_real(task, resolution=tuple(resolution), **env_kwargs)
+    frames, goals = [], []
+    try:
+        for s in tqdm(range(seed, seed + episodes), desc=f"real {task} starts", disable=not progress):
+            obs, _ = env.reset(seed=s)
+            frames.append(obs["frame"] if isinstance(obs, dict) else obs)
+            if isinstance(obs, dict) and "goal" in obs:
+                goals.append(obs["goal"])
+    finally:
+        env.close()
+    return ScenarioSet(np.stack(frames), np.stack(goals) if goals else None)
+
+
+__all__ = ["REAL_ENVS", "REQUIREMENTS", "explore_action", "make_real", "missing_packages", "real_scenarios",
+           "state_questions"]
