@@ -69,7 +69,7 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     ```python
     gym.make("BagelFutureFrame-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128, question=None,
-             success_threshold=0.9, success_bonus=1.0, report_latency=True)
+             success_threshold=0.9, success_bonus=1.0, report_latency=True, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

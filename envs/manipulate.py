@@ -56,7 +56,7 @@ class BagelManipulateEnv(GoalImageEnv):
     ```python
     gym.make("BagelManipulate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             success_threshold=0.8, success_bonus=1.0, report_latency=True)
+             success_threshold=0.8, success_bonus=1.0, report_latency=True, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

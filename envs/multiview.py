@@ -61,7 +61,7 @@ class BagelMultiviewEnv(BagelWorldEnv):
 
     ```python
     gym.make("BagelMultiview-v0", simulator=None, checkpoint=None, backend=None, device=None,
-             action_mode="text", render_mode=None, max_action_length=128, report_latency=True)
+             action_mode="text", render_mode=None, max_action_length=128, report_latency=True, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

@@ -51,7 +51,8 @@ class BagelNavigateEnv(GoalImageEnv):
 
     ## Starting State
 
-    `reset(seed=...)` draws a scene index uniformly from the scenario set with `np_random`.
+    `reset(seed=...)` draws a scene index uniformly from the scenario set (the model's, or
+    `scenarios=`) with `np_random`.
     `options` may instead give `{"scene_index": int}`, or `{"start_image": img,
     "goal_image": img}` (RGB PIL image or (H, W, 3) uint8 array of exactly the task
     resolution; nothing is resized), and optionally `{"instruction": str}` (the session's
@@ -76,7 +77,7 @@ class BagelNavigateEnv(GoalImageEnv):
     ```python
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             success_threshold=0.8, success_bonus=1.0, report_latency=True)
+             success_threshold=0.8, success_bonus=1.0, report_latency=True, scenarios=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with
     `make_simulator(checkpoint, backend, device)` and shared by every env of the process
@@ -84,6 +85,9 @@ class BagelNavigateEnv(GoalImageEnv):
     `backend="http://..."` a bagel-world server). `render_mode="rgb_array"` makes `render()`
     return the current frame. `report_latency=False` drops the wall-clock
     `step_latency_s` from `info`, the one part of a step that a seed does not fix.
+    `scenarios`: the start scenes (and goals) to draw from instead of the model's own set: a
+    `ScenarioSet` or the path of its `.npz`, e.g. the real twin's starts and goals saved by
+    `bagel-world scenarios`; rewards stay centred on the model's own set.
 
     ## Version History
 
