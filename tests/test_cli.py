@@ -63,3 +63,24 @@ def test_demo_and_quickstart_write_gifs(tmp_path):
                         "--envs", "BagelMultiview-v0"], capture_output=True, text=True, timeout=600, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "q" / "BagelMultiview-v0.gif").is_file()
+
+
+def test_scenarios_command_saves_real_starts_that_imagined_envs_load(tmp_path, capsys):
+    import gymnasium as gym
+    import pytest
+
+    from bagel_world.sims import missing_packages
+
+    if missing_packages("navigate"):
+        pytest.skip("MiniWorld not installed (pip install 'bagel-world[sims]')")
+    out = tmp_path / "nav.npz"
+    assert main(["scenarios", "--task", "navigate", "--episodes", "3", "--seed", "1000", "--layout", "one_room",
+                 "--out", str(out)]) == 0
+    assert "wrote 3 start frames and 3 goals" in capsys.readouterr().out
+    env = gym.make("BagelNavigate-v0", scenarios=out, action_mode="discrete")
+    obs, info = env.reset(seed=0)
+    with np.load(out) as z:
+        assert np.array_equal(obs["goal"], z["goals"][info["scene_index"]])
+    env.close()
+    assert main(["scenarios", "--task", "multiview", "--layout", "maze", "--out", str(out)]) == 2
+    assert "--layout applies to the navigate task only" in capsys.readouterr().err
