@@ -70,11 +70,9 @@ def _scenario_set(folder: str | None, task: str, resolution: tuple[int, int]) ->
 
 
 @functools.lru_cache(maxsize=8)
-def _scenario_file(path: str, task: str, resolution: tuple[int, int]) -> ScenarioSet:
-    # The sub-envs of a vector env share one load of the file (read-only, like `_scenario_set`).
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"scenarios={path!r} is not a file; pass a .npz written by ScenarioSet.save "
-                                "(e.g. by `bagel-world scenarios`) or a ScenarioSet")
+def _scenario_file(path: str, mtime_ns: int, task: str, resolution: tuple[int, int]) -> ScenarioSet:
+    # The sub-envs of a vector env share one load of the file (read-only, like `_scenario_set`);
+    # the modification time in the key makes a rewritten file load afresh.
     return _check_scenarios(ScenarioSet.load(path), task, resolution, f"from {path}")
 
 
@@ -82,7 +80,11 @@ def _user_scenarios(scenarios: Any, task: str, resolution: tuple[int, int]) -> S
     if isinstance(scenarios, ScenarioSet):
         return _check_scenarios(scenarios, task, resolution, "passed as scenarios=")
     if isinstance(scenarios, (str, Path)):
-        return _scenario_file(str(Path(scenarios).expanduser().resolve()), task, resolution)
+        path = Path(scenarios).expanduser().resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"scenarios={str(scenarios)!r} is not a file; pass a .npz written by "
+                                    "ScenarioSet.save (e.g. by `bagel-world scenarios`) or a ScenarioSet")
+        return _scenario_file(str(path), path.stat().st_mtime_ns, task, resolution)
     raise TypeError(f"scenarios must be a ScenarioSet or the path of its .npz, got {type(scenarios).__name__}")
 
 
