@@ -346,3 +346,16 @@ def test_train_ppo_example_saves_a_policy(tiny_ckpt, tmp_path):
                                        "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",
                                        "--max-episode-steps", "8", "--save-every", "0", "--out", str(out)]) == 0
     assert (out / "policy.zip").is_file()
+
+
+def test_probe_examples_print_their_tables(tiny_ckpt, capsys):
+    needs_sim("navigate")
+    assert _example("probe_vlm_policy").main(["--checkpoint", str(tiny_ckpt), "--episodes", "1",
+                                              "--max-steps", "3"]) == 0
+    out = capsys.readouterr().out
+    assert "| Is the red box visible? |" in out and "agreement with the scripted action" in out
+    assert _example("probe_planner_score").main(["--checkpoint", str(tiny_ckpt), "--episodes", "2",
+                                                 "--max-steps", "4", "--horizon", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "| the real frame |" in out and "| the frame imagined 1 step ahead |" in out
+
