@@ -14,9 +14,12 @@ How far it goes: this is the intended policy for BAGEL-7B-MoT, whose understandi
 expert was trained on general image QA. The small world model's understanding training
 covers only the state questions of `bagel_world.sims.state_questions` (is the red box
 visible, on the left or right, is there a wall ahead, ...), asked about a session's frame
-without a goal image; it was never asked which action to take, so on the small model (and
-on a random checkpoint) this policy's choices carry no goal information and it performs
-at about the random agent's level. The agent table reports it as such.
+without a goal image; it was never asked which action to take. Measured on it
+(`python examples/probe_vlm_policy.py --episodes 5`, 136 states of scripted navigation
+episodes): it answers "is the red box visible?" right in 99% of states and "on the left or
+the right?" in 91% (majority answers: 79%), but as a policy it picks "turn left 30
+degrees" in every state (35% agreement with the scripted action, chance 17%), and in the
+real twin it earns a return of exactly 0 (`bagel-world evaluate-agent --agent vlm`).
 """
 
 from __future__ import annotations
