@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     t0 = time.perf_counter()
     path = train_ppo(args)
-    print(f"trained {args.timesteps} imagined steps in {time.perf_counter() - t0:.0f}s; policy: {path}")
+    print(f"policy after {args.timesteps} imagined steps (this run: {time.perf_counter() - t0:.0f}s): {path}")
     print(f"TensorBoard: tensorboard --logdir {args.out}/tb")
     return 0
 
