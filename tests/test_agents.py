@@ -243,7 +243,7 @@ def test_ppo_resumes_from_its_newest_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
-def test_real_scenarios_are_the_real_starts_and_goals(tmp_path):
+def test_real_scenarios_are_the_real_starts_and_goals():
     needs_sim("navigate")
     from bagel_world.sims import make_real, real_scenarios
 
@@ -358,4 +358,3 @@ def test_probe_examples_print_their_tables(tiny_ckpt, capsys):
                                                  "--max-steps", "4", "--horizon", "1"]) == 0
     out = capsys.readouterr().out
     assert "| the real frame |" in out and "| the frame imagined 1 step ahead |" in out
-
