@@ -56,6 +56,12 @@ def feature_mean(simulator: Simulator, task: str) -> np.ndarray:
     return per_sim[task]
 
 
+def centred_features(simulator: Simulator, task: str, frames) -> np.ndarray:
+    """Unit features (B, D) of frames after subtracting `feature_mean`: the planner's goal space."""
+    f = np.asarray(simulator.embed(list(frames)), np.float32) - feature_mean(simulator, task)
+    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+
+
 @dataclass
 class PlanResult:
     """One planning step's outcome."""
@@ -255,8 +261,7 @@ class CEMPlanner(Agent):
         return self._centred_features(goal[None])[0]
 
     def _centred_features(self, frames: np.ndarray) -> np.ndarray:
-        f = np.asarray(self._sim.embed(list(frames)), np.float32) - feature_mean(self._sim, self._task)
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+        return centred_features(self._sim, self._task, frames)
 
     def _score(self, frames: np.ndarray, goal: np.ndarray | None, ref) -> np.ndarray:
         """(B,) higher is closer to the goal."""

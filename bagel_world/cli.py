@@ -170,11 +170,10 @@ def _cmd_evaluate_agent(args) -> int:
 
 
 def _cmd_scenarios(args) -> int:
+    from bagel_world.evaluate_agents import layout_kwargs
     from bagel_world.sims import real_scenarios
 
-    kwargs = {"layout": args.layout} if args.layout else {}
-    if kwargs and args.task != "navigate":
-        raise ValueError(f"--layout applies to the navigate task only, not {args.task!r}")
+    kwargs = layout_kwargs(args.task, args.layout)
     scen = real_scenarios(args.task, args.episodes, args.seed, resolution=(args.size, args.size), **kwargs)
     scen.save(args.out)
     goals = "no goals" if scen.goals is None else f"{len(scen.goals)} goals"

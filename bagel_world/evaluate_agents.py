@@ -234,11 +234,18 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
 _PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "feature"}
 
 
+def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
+    """`--layout` as real-env kwargs ({} when not given); only the navigate task has layouts."""
+    if layout is None:
+        return {}
+    if task != "navigate":
+        raise ValueError(f"--layout applies to the navigate task only, not {task!r}")
+    return {"layout": layout}
+
+
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
-    env_kwargs = {"layout": args.layout} if args.layout is not None else None
-    if env_kwargs and args.task != "navigate":
-        raise ValueError(f"--layout applies to the navigate task only, not {args.task!r}")
+    env_kwargs = layout_kwargs(args.task, args.layout) or None
     results = []
     for a in agents:
         res = evaluate_agent(a, args.task, args.episodes, args.seed, args.checkpoint, device=device,

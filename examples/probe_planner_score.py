@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import scripted_agent
-from bagel_world.agents.planner import feature_mean
+from bagel_world.agents.planner import centred_features
 from bagel_world.envs.base import shared_simulator
 from bagel_world.evaluate_agents import make_real_env
 
@@ -49,11 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     template = sim.tasks()["navigate"]
     env = make_real_env("navigate", template=template, max_steps=a.max_steps)
     guide, actions = scripted_agent("navigate"), list(template.canonical_actions)
-    centre = feature_mean(sim, "navigate")
 
     def feats(frames) -> np.ndarray:
-        f = np.asarray(sim.embed(list(frames)), np.float32) - centre
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+        return centred_features(sim, "navigate", frames)
 
     real_score, real_dist, imag_score, imag_dist = [], [], [], []
     per_episode: list[tuple[float, float]] = []

@@ -51,8 +51,8 @@ def main(argv: list[str] | None = None) -> int:
     args = dataclasses.replace(
         defaults, env_id=a.env, timesteps=a.timesteps, num_envs=a.num_envs, n_steps=a.n_steps,
         batch_size=a.batch_size, n_epochs=a.n_epochs, learning_rate=a.lr, gamma=a.gamma, ent_coef=a.ent_coef,
-        max_episode_steps=a.max_episode_steps, scenarios=a.scenarios, resume=a.resume, save_every=a.save_every, checkpoint=a.checkpoint, device=a.device,
-        seed=a.seed, out=a.out,
+        max_episode_steps=a.max_episode_steps, scenarios=a.scenarios, resume=a.resume, save_every=a.save_every,
+        checkpoint=a.checkpoint, device=a.device, seed=a.seed, out=a.out,
     )
     t0 = time.perf_counter()
     path = train_ppo(args)
