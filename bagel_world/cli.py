@@ -131,7 +131,8 @@ def _cmd_record(args) -> int:
     tasks = args.task.split(",") if args.task != "all" else ["navigate", "multiview", "future_frame", "manipulate"]
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
-                       seed=args.seed, resolution=(args.size, args.size), vary=args.vary)
+                       seed=args.seed, resolution=(args.size, args.size), vary=args.vary,
+                       uniform=args.uniform)
         print(f"{t}: {len(paths)} shards in {Path(args.out) / t}")
     return 0
 
@@ -143,21 +144,36 @@ def _cmd_train(args) -> int:
                       ae_steps=args.ae_steps, world_steps=args.steps, batch_size=args.batch_size, window=args.window,
                       hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                       intermediate=args.intermediate, vocab_size=args.vocab_size, lr=args.lr, seed=args.seed,
-                      bf16=not args.no_bf16, device=args.device or ("cuda" if _cuda() else "cpu"))
+                      bf16=args.bf16, device=args.device or ("cuda" if _cuda() else "cpu"), init=args.init,
+                      action_dropout=args.action_dropout, context_noise=args.context_noise, rope_gap=args.rope_gap,
+                      change_weight=args.change_weight, timestep_shift=args.timestep_shift,
+                      sample_steps=args.sample_steps, cfg_text_scale=args.cfg_text)
     out = run_training(cfg)
     print(f"checkpoint written to {out}")
     return 0
 
 
 def _cmd_eval(args) -> int:
-    from bagel_world.simulator import make_simulator
-    from bagel_world.training.evaluate import evaluate, markdown_table
+    from bagel_world.simulator import default_checkpoint, make_simulator
+    from bagel_world.simulator.tasks import trained_tasks
+    from bagel_world.training.evaluate import TASKS, check_eval_args, evaluate, markdown_table
 
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    try:
+        horizons = tuple(int(h) for h in args.horizons.split(","))
+    except ValueError:
+        raise ValueError(f"--horizons must be comma-separated whole numbers, got {args.horizons!r}") from None
+    tasks = TASKS if args.task == "all" else tuple(args.task.split(","))
+    unknown = [t for t in tasks if t not in TASKS]
+    if unknown:  # before loading the model
+        raise ValueError(f"unknown task {unknown[0]!r}; accepted: {', '.join(TASKS)} or 'all'")
     sim = make_simulator(args.checkpoint, device=args.device)
     seeds = range(args.seed, args.seed + args.episodes)
-    horizons = tuple(int(h) for h in args.horizons.split(","))
-    tasks = ("navigate", "multiview", "future_frame", "manipulate") if args.task == "all" else args.task.split(",")
-    res = evaluate(sim, tasks=tasks, seeds=seeds, horizons=horizons, out=args.out)
+    trained = trained_tasks(args.checkpoint or default_checkpoint())
+    check_eval_args(sim, tasks, seeds, horizons, args.episode_steps, trained)
+    res = evaluate(sim, tasks=tasks, seeds=seeds, horizons=horizons, out=args.out, episode_steps=args.episode_steps,
+                   control_states=args.control_states, trained_tasks=trained)
     print(markdown_table(res))
     print(f"written to {args.out}/eval.json, eval.md and strip_*.png")
     return 0
@@ -245,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=1000, help="episode e uses seed+e (keep evaluation seeds apart)")
     r.add_argument("--size", type=int, default=64, help="frame side in pixels")
     r.add_argument("--vary", type=float, default=0.1, help="share of actions with random amounts")
+    r.add_argument("--uniform", type=float, default=0.5,
+                   help="share of actions drawn uniformly from the canonical ones (the rest: the task's "
+                        "exploration policy)")
     r.set_defaults(func=_cmd_record)
 
     t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
@@ -263,7 +282,18 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--vocab-size", type=int, default=512)
     t.add_argument("--lr", type=float, default=3e-4)
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--no-bf16", action="store_true", help="train in fp32 (default: bf16 autocast)")
+    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="bf16 autocast (default: on CUDA and on CPUs with bf16 instructions; elsewhere fp32)")
+    t.add_argument("--init", default=None, help="start from this checkpoint (its tokenizer, autoencoder, weights)")
+    t.add_argument("--action-dropout", type=float, default=0.1,
+                   help="share of actions left out in training, so sampling can use cfg_text_scale > 1")
+    t.add_argument("--context-noise", type=float, default=0.2, help="max noise level of context frames in training")
+    t.add_argument("--rope-gap", type=int, default=1024, help="max random rope gap after the task text")
+    t.add_argument("--change-weight", type=float, default=2.0,
+                   help="extra flow-loss weight on latent tokens that change from the previous frame")
+    t.add_argument("--timestep-shift", type=float, default=1.0, help="shift of training and sampling timesteps")
+    t.add_argument("--sample-steps", type=int, default=5, help="num_timesteps in world.json (n-1 flow evaluations)")
+    t.add_argument("--cfg-text", type=float, default=1.0, help="cfg_text_scale in world.json")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t.set_defaults(func=_cmd_train)
 
@@ -282,7 +312,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--task", default="all")
     e.add_argument("--episodes", type=int, default=8)
     e.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
-    e.add_argument("--horizons", default="1,4,8,16")
+    e.add_argument("--horizons", default="1,4,8,16,32,64", help="comma-separated steps at which frames are compared")
+    e.add_argument("--episode-steps", type=int, default=64, help="actions per evaluation episode (>= every horizon)")
+    e.add_argument("--control-states", type=int, default=6,
+                   help="real states per episode (every 3rd step) from which every action is imagined")
     e.add_argument("--out", default="out/eval")
     e.set_defaults(func=_cmd_eval)
 

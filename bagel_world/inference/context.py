@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import torch
 from torch import Tensor
 
 
@@ -23,6 +24,8 @@ class Context:
     image_shape: tuple[int, int] | None = None
     # A readable log of what was appended, e.g. ["text(11)", "vae(24)", "vit(35)"].
     segments: list[str] = field(default_factory=list)
+    # Cache entries of each segment, in the same order (markers included).
+    segment_lengths: list[int] = field(default_factory=list)
 
     def fork(self) -> "Context":
         """An independent copy: appending to either never changes the other."""
@@ -32,6 +35,31 @@ class Context:
             rope=self.rope,
             image_shape=self.image_shape,
             segments=list(self.segments),
+            segment_lengths=list(self.segment_lengths),
+        )
+
+    def drop_segments(self, first: int, count: int) -> "Context":
+        """A copy without segments [first, first + count): their cache entries are removed.
+
+        The rope position is kept, and so are the rotated keys of what remains, so the
+        relative positions that attention sees are unchanged; only the dropped tokens are
+        gone. This slides a window over a long history at the cost of one copy of the
+        cache, where rebuilding it would re-run the model over every kept segment.
+        """
+        if first < 0 or count < 1 or first + count > len(self.segments):
+            raise ValueError(f"cannot drop segments [{first}, {first + count}) of a context with "
+                             f"{len(self.segments)} segments")
+        start = sum(self.segment_lengths[:first])
+        stop = start + sum(self.segment_lengths[first : first + count])
+        kv = [(torch.cat([k[:, :start], k[:, stop:]], dim=1), torch.cat([v[:, :start], v[:, stop:]], dim=1))
+              for k, v in self.kv]
+        return Context(
+            kv=kv,
+            length=self.length - (stop - start),
+            rope=self.rope,
+            image_shape=self.image_shape,
+            segments=self.segments[:first] + self.segments[first + count :],
+            segment_lengths=self.segment_lengths[:first] + self.segment_lengths[first + count :],
         )
 
     @property

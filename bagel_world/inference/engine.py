@@ -204,6 +204,22 @@ class BagelInference:
         p = self.config.latent_patch_size
         return latent_to_tokens(z[0], p)
 
+    def encode_images(self, pils: Sequence[Image.Image], generators: Sequence[torch.Generator]) -> Tensor:
+        """`encode_image` for B same-size images in one autoencoder call -> (B, N, 64).
+
+        Each posterior draw uses its own generator with the shape of one image, so item b
+        gets the draw that `encode_image(pils[b], generators[b])` would make."""
+        if len(pils) != len(generators):
+            raise ValueError(f"got {len(pils)} images and {len(generators)} generators")
+        x = torch.stack([to_tensor(p) for p in pils]).to(self.vae_device, torch.float32)
+        with torch.autocast(self.vae_device.type, enabled=False):
+            mean, logvar = torch.chunk(self.vae.encode_moments(x), 2, dim=1)
+            eps = torch.cat([torch.randn(mean[:1].shape, generator=g, device=g.device) for g in generators])
+            z = mean + torch.exp(0.5 * logvar) * eps.to(mean.device)
+            z = self.vae.scale_factor * (z - self.vae.shift_factor)
+        p = self.config.latent_patch_size
+        return torch.stack([latent_to_tokens(zb, p) for zb in z])
+
     @property
     def vae_device(self) -> torch.device:
         return next(self.vae.parameters()).device
@@ -269,6 +285,7 @@ class BagelInference:
                 c.length += n
                 c.rope += s.rope_advance
                 c.segments.append(s.label)
+                c.segment_lengths.append(n)
         return out.hidden, out
 
     def _pad_past(self, ctxs: list[Context]) -> tuple[list[tuple[Tensor, Tensor]], list[int]]:
@@ -367,7 +384,7 @@ class BagelInference:
             if trace is not None:
                 trace.append({"t": t, "x_t": x.clone(), "v_t": v.float().clone(), "guided": guided})
             x = sampler.euler_step(x, v, dts[i])
-        images = [self.decode_tokens(x[b], image_shape) for b in range(B)]
+        images = self.decode_batch(x, image_shape)
         return GenerationResult(images=images, latents=x, trace=trace)
 
     def _initial_noise(self, B: int, N: int, noise: Tensor | None, generators) -> Tensor:
@@ -411,6 +428,18 @@ class BagelInference:
     def decode_tokens(self, tokens: Tensor, image_shape: tuple[int, int]) -> np.ndarray:
         """Latent tokens (N, 64) -> (H, W, 3) uint8 image (truncating cast, as officially)."""
         return to_uint8(self.decode_tokens_float(tokens, image_shape))
+
+    @torch.no_grad()
+    def decode_batch(self, tokens: Tensor, image_shape: tuple[int, int]) -> list[np.ndarray]:
+        """Latent tokens (B, N, 64) -> B (H, W, 3) uint8 images, in one autoencoder call."""
+        if tokens.shape[0] == 1:
+            return [self.decode_tokens(tokens[0], image_shape)]
+        H, W = image_shape
+        s, p, c = self.config.latent_downsample, self.config.latent_patch_size, self.config.latent_channel
+        z = torch.cat([tokens_to_latent(t.float().cpu(), H // s, W // s, p, c) for t in tokens])
+        with torch.autocast(self.vae_device.type, enabled=False):
+            imgs = self.vae.decode(z.to(self.vae_device, torch.float32))
+        return [to_uint8(im) for im in imgs]
 
     @torch.no_grad()
     def decode_tokens_float(self, tokens: Tensor, image_shape: tuple[int, int]) -> Tensor:

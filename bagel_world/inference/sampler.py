@@ -19,9 +19,14 @@ def timestep_grid(num_timesteps: int, shift: float) -> tuple[Tensor, Tensor]:
     """
     if num_timesteps < 2:
         raise ValueError(f"num_timesteps must be >= 2, got {num_timesteps}")
-    u = torch.linspace(1, 0, num_timesteps)
-    t = shift * u / (1 + (shift - 1) * u)
+    t = shift_timesteps(torch.linspace(1, 0, num_timesteps), shift)
     return t[:-1], t[:-1] - t[1:]
+
+
+def shift_timesteps(u: Tensor, shift: float) -> Tensor:
+    """The official timestep shift t = s*u / (1 + (s-1)*u): s > 1 spends more time at high noise
+    (sampling grid), and moves training timesteps the same way."""
+    return shift * u / (1 + (shift - 1) * u)
 
 
 def guidance_active(t: float, interval: tuple[float, float]) -> bool:

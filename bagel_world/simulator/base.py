@@ -62,6 +62,9 @@ class TaskTemplate:
     window: int = 4
     resolution: tuple[int, int] = (64, 64)  # (H, W) of generated frames
     sampling: SamplingSettings = field(default_factory=SamplingSettings)
+    # Past the window: drop the oldest frame's cache entries (constant cost; for models
+    # trained with rope gaps) instead of rebuilding the context from the kept frames.
+    slide_window: bool = False
 
     def __post_init__(self) -> None:
         if self.window < 1:

@@ -35,6 +35,10 @@ from bagel_world.simulator.tasks import templates_for_checkpoint
 
 log = logging.getLogger(__name__)
 
+# Largest rope distance between the task text and the newest frame before a sliding
+# session is rebuilt (training draws gaps up to 1024 and the window itself spans ~40).
+REBASE_GAP = 768
+
 
 @dataclass
 class _Frame:
@@ -233,9 +237,11 @@ class LocalSimulator(Simulator):
             image_shape=tuple(tpl.resolution), settings=tpl.sampling, generators=gens,
         )
         # 3. Append the new frames (VAE re-encode with the same generators, then ViT).
-        new_frames = []
-        for s, img, g in zip(sessions, res.images, gens):
-            new_frames.append(_Frame(img, eng.encode_image(eng.prepare_image(img), g)))
+        lat = eng.encode_images([eng.prepare_image(img) for img in res.images], gens)
+        new_frames = [_Frame(img, z) for img, z in zip(res.images, lat)]
+        if tpl.slide_window:
+            self._slide(tpl, sessions, new_frames, texts, cond, img_free)
+            return
         overflow = [len(s.frames) + 1 > tpl.window for s in sessions]
         for s, fr, t, c, tf, over in zip(sessions, new_frames, texts, cond, img_free, overflow):
             s.frames.append(fr)
@@ -252,5 +258,34 @@ class LocalSimulator(Simulator):
             eng.append_latents([s.base for s in keep], torch.stack([s.frames[-1].latents for s in keep]), shape)
             eng.append_image([s.base for s in keep], [s.frames[-1].pixels for s in keep], vae=False, vit=True)
         rebuild = [s for s, over in zip(sessions, overflow) if over]
+        if rebuild:
+            self._rebuild(rebuild)
+
+    def _slide(self, tpl: TaskTemplate, sessions: list[_Session], new_frames: list[_Frame], texts: list[str],
+               cond: list[Context], img_free: list[Context]) -> None:
+        """Append each new frame to its conditional context (the next base); past the window,
+        drop the oldest frame and its action from the cache instead of rebuilding it.
+
+        The cost of a step stays constant once the window is full. Kept keys keep their
+        rope positions, so the task text drifts away from the frames; models trained with
+        `rope_gap` have seen that. A rebuild resets the positions when the drift would pass
+        `REBASE_GAP` (once every ~80 steps of a long session).
+        """
+        eng = self.engine
+        eng.append_latents(cond, torch.stack([f.latents for f in new_frames]), tuple(tpl.resolution))
+        eng.append_image(cond, [f.pixels for f in new_frames], vae=False, vit=True)
+        rebuild = []
+        for s, fr, t, c, tf in zip(sessions, new_frames, texts, cond, img_free):
+            s.frames.append(fr)
+            s.actions.append(t)
+            s.frame_index += 1
+            s.history_len += 1
+            h = len(s.head.segments)
+            if len(s.frames) > tpl.window:
+                s.frames, s.actions = s.frames[1:], s.actions[1:]
+                c, tf = c.drop_segments(h, 3), tf.drop_segments(h, 1)  # [vae, vit, action]; [action]
+            s.base, s.text_only = c, tf
+            if c.rope - s.head.rope > REBASE_GAP:
+                rebuild.append(s)
         if rebuild:
             self._rebuild(rebuild)

@@ -106,6 +106,14 @@ def templates_for_checkpoint(folder: str | Path | None, large: bool) -> dict[str
     return templates
 
 
+def trained_tasks(folder: str | Path | None) -> tuple[str, ...] | None:
+    """The tasks a checkpoint's `world.json` names (those it was trained on); None when the
+    folder has no world.json (the published 7B model: every task, zero-shot)."""
+    if folder is None or not (Path(folder) / "world.json").is_file():
+        return None
+    return tuple(json.loads((Path(folder) / "world.json").read_text()).get("tasks", {}))
+
+
 def apply_overrides(t: TaskTemplate, over: dict[str, Any]) -> TaskTemplate:
     over = dict(over)
     if "sampling" in over:

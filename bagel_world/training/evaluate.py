@@ -3,11 +3,23 @@
 For each task and held-out seed: reset the real env, draw an action sequence from the
 task's exploration policy, and play it in the real simulator; open an imagined session on
 the same start frame and play the same actions (open loop: the model only ever sees its
-own frames). Metrics at each horizon h compare imagined frame h with real frame h: PSNR of
-the squared error averaged over episodes (so an episode where the real frame did not change
-gives the copy baseline zero error instead of an infinite PSNR that swamps the mean), SSIM
-averaged over episodes (scikit-image), and LPIPS when its network weights are present locally. The
-baseline "copy last frame" predicts the start frame at every horizon.
+own frames). All episodes of a task are imagined together, one batched step per horizon.
+Metrics at each horizon h compare imagined frame h with real frame h:
+
+- **PSNR** of the squared error averaged over episodes (so an episode where the real frame
+  did not change gives the copy baseline zero error instead of an infinite PSNR that swamps
+  the mean), and **SSIM** averaged over episodes (scikit-image);
+- **persistence**: the IoU between the colour masks of the task's objects in the imagined
+  and the real frame (`persistence.py`), averaged over (episode, colour) where the object
+  is visible in the real frame; an object that fades, moves wrongly, duplicates or changes
+  colour lowers it;
+- the baseline "copy last frame" predicts the start frame at every horizon, and gets the
+  same three metrics.
+
+**Controllability** (`controllability.py`): from real states along the same episodes, every
+canonical action is imagined from the same state and compared with the real outcome of
+every action. LPIPS is not computed: it needs pretrained network weights, which cannot be
+downloaded here.
 """
 
 from __future__ import annotations
@@ -20,9 +32,14 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from bagel_world.training.controllability import Controllability, confusion_image, imagine_each, real_each
+from bagel_world.training.persistence import TASK_COLOURS, persistence
+
 log = logging.getLogger(__name__)
 
 TASKS = ("navigate", "multiview", "future_frame", "manipulate")
+DEFAULT_HORIZONS = (1, 4, 8, 16, 32, 64)
+STRIP_HORIZONS = (0, 1, 2, 4, 8, 16, 32, 64)  # frames shown in a strip (those within the rollout)
 
 
 def mse(a: np.ndarray, b: np.ndarray) -> float:
@@ -42,83 +59,159 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(a, b, channel_axis=-1, data_range=255))
 
 
-def real_rollout(task: str, seed: int, steps: int, resolution) -> tuple[np.ndarray, list[str]]:
+def check_eval_args(sim, tasks: Sequence[str], seeds: Sequence[int], horizons: Sequence[int], episode_steps: int,
+                    trained_tasks: Sequence[str] | None = None) -> None:
+    """Clear errors for what `evaluate` cannot do, before any work starts."""
+    known = sorted(sim.tasks())
+    for t in tasks:
+        if t not in TASKS or t not in known:
+            raise ValueError(f"unknown task {t!r}; accepted: {', '.join(t for t in TASKS if t in known)} or 'all'")
+        if trained_tasks is not None and t not in trained_tasks:
+            raise ValueError(f"the checkpoint's world.json has no task {t!r} (it has {sorted(trained_tasks)}); "
+                             f"evaluate only tasks it was trained on")
+    if len(list(seeds)) < 1:
+        raise ValueError(f"need at least 1 episode, got {len(list(seeds))}")
+    if isinstance(episode_steps, bool) or not isinstance(episode_steps, int) or episode_steps < 1:
+        raise ValueError(f"episode_steps must be a positive int, got {episode_steps!r}")
+    if not horizons:
+        raise ValueError("need at least one horizon")
+    bad = [h for h in horizons if isinstance(h, bool) or not isinstance(h, int) or not 1 <= h <= episode_steps]
+    if bad:
+        raise ValueError(f"horizons {bad} are outside 1..{episode_steps} (the episode length, --episode-steps); "
+                         f"accepted: whole numbers of steps from 1 to {episode_steps}")
+
+
+def real_rollout(task: str, seed: int, steps: int, resolution, env=None) -> tuple[np.ndarray, list[str]]:
     """Real frames (steps+1, H, W, 3) and the actions taken (exploration policy, seeded)."""
     from bagel_world.training.recorder import make_bare_env, record_episode
 
-    env = make_bare_env(task, resolution)
+    own = env is None
+    env = make_bare_env(task, resolution) if own else env
     try:
         frames, actions, _ = record_episode(env, task, seed, steps, vary=0.0)
     finally:
-        env.close()
+        if own:
+            env.close()
     return frames, actions
 
 
+def imagined_rollouts(sim, task: str, starts: Sequence[np.ndarray], actions: Sequence[Sequence[str]],
+                      seeds: Sequence[int]) -> np.ndarray:
+    """(E, T+1, H, W, 3): E episodes imagined together, one batched step per time step."""
+    sids = [sim.open(task, [s]) for s in starts]
+    frames = [[s] for s in starts]
+    try:
+        for t in range(len(actions[0])):
+            outs = sim.step(sids, [a[t] for a in actions], [sd * 1000 + t for sd in seeds])
+            for f, o in zip(frames, outs):
+                f.append(o.frame)
+    finally:
+        for s in sids:
+            sim.close(s)
+    return np.stack([np.stack(f) for f in frames])
+
+
 def imagined_rollout(sim, task: str, start: np.ndarray, actions: Sequence[str], seed: int) -> np.ndarray:
-    sid = sim.open(task, [start])
-    frames = [start]
-    for t, a in enumerate(actions):
-        frames.append(sim.step([sid], [a], [seed * 1000 + t])[0].frame)
-    sim.close(sid)
-    return np.stack(frames)
+    """(T+1, H, W, 3): one episode imagined open loop."""
+    return imagined_rollouts(sim, task, [start], [actions], [seed])[0]
 
 
-def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=(1, 4, 8, 16), out: str | Path = "out/eval",
-             progress: bool = True) -> dict:
-    """Run the comparison; write eval.json, eval.md and one strip PNG per task into `out`."""
+def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: str | Path = "out/eval",
+             episode_steps: int | None = None, control_states: int = 6, control_stride: int = 3,
+             trained_tasks: Sequence[str] | None = None, progress: bool = True) -> dict:
+    """Run the comparison; write eval.json, eval.md, strip and confusion PNGs into `out`.
+
+    Controllability is measured from `control_states` real states per episode, at steps
+    0, control_stride, 2*control_stride, ... of the episode.
+    """
     from tqdm.auto import tqdm
 
+    from bagel_world.training.recorder import make_bare_env
+
+    seeds, horizons = list(seeds), [int(h) for h in horizons]
+    episode_steps = max(horizons) if episode_steps is None else episode_steps
+    check_eval_args(sim, tasks, seeds, horizons, episode_steps, trained_tasks)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    steps = max(horizons)
-    results: dict = {"horizons": list(horizons), "seeds": list(seeds), "tasks": {}, "lpips": "not computed: "
-                     "LPIPS needs pretrained backbone weights, which are not present locally"}
+    results: dict = {"horizons": horizons, "seeds": seeds, "episode_steps": episode_steps, "tasks": {},
+                     "lpips": "not computed: LPIPS needs pretrained backbone weights, which are not present locally"}
     for task in tasks:
-        res = tuple(sim.tasks()[task].resolution)
-        per = {h: {"mse": [], "ssim": [], "copy_mse": [], "copy_ssim": []} for h in horizons}
-        strip = None
-        for seed in tqdm(list(seeds), desc=f"eval {task}", disable=not progress):
-            real, actions = real_rollout(task, seed, steps, res)
-            imag = imagined_rollout(sim, task, real[0], actions, seed)
-            for h in horizons:
-                per[h]["mse"].append(mse(real[h], imag[h]))
-                per[h]["ssim"].append(ssim(real[h], imag[h]))
-                per[h]["copy_mse"].append(mse(real[h], real[0]))
-                per[h]["copy_ssim"].append(ssim(real[h], real[0]))
-            if strip is None:
-                strip = _strip(real, imag, actions)
-        strip_path = out / f"strip_{task}.png"
-        strip.save(strip_path)
+        tpl = sim.tasks()[task]
+        res = tuple(tpl.resolution)
+        env = make_bare_env(task, res)
+        try:
+            # 1. Real episodes, then the same actions imagined open loop, all episodes at once.
+            real, actions = zip(*[real_rollout(task, s, episode_steps, res, env) for s in
+                                  tqdm(seeds, desc=f"real {task}", disable=not progress)])
+            imag = imagined_rollouts(sim, task, [r[0] for r in real], actions, seeds)
+            per = {h: _frame_metrics(task, [r[h] for r in real], imag[:, h], [r[0] for r in real]) for h in horizons}
+            # 2. Controllability from real states along the same episodes.
+            ctrl = Controllability(tuple(tpl.canonical_actions))
+            states = [t for t in range(0, episode_steps, control_stride)][:control_states]
+            for s, r, acts in tqdm(list(zip(seeds, real, actions)), desc=f"controllability {task}",
+                                   disable=not progress):
+                for t in states:
+                    ctrl.add(imagine_each(sim, task, r[t], tpl.canonical_actions, s * 1000 + t),
+                             real_each(env, s, acts[:t], tpl.canonical_actions))
+        finally:
+            env.close()
+        strip_path, conf_path = out / f"strip_{task}.png", out / f"confusion_{task}.png"
+        strip(real[0], {"model": imag[0]}).save(strip_path)
+        confusion_image(ctrl, task, conf_path)
+        np.savez_compressed(out / f"rollout_{task}.npz", real=real[0], imagined=imag[0], actions=np.array(actions[0]))
         results["tasks"][task] = {
             "strip": strip_path.name,
-            "per_horizon": {str(h): _summary(m) for h, m in per.items()},
+            "confusion": conf_path.name,
+            "per_horizon": {str(h): m for h, m in per.items()},
+            "controllability": ctrl.summary(),
         }
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "eval.md").write_text(markdown_table(results))
     return results
 
 
-def _summary(m: dict[str, list[float]]) -> dict[str, float]:
+def _frame_metrics(task: str, real: Sequence[np.ndarray], imag: Sequence[np.ndarray],
+                   start: Sequence[np.ndarray]) -> dict[str, float]:
+    """PSNR, SSIM and persistence of the model and of copy-last at one horizon, over episodes."""
+    m = {"mse": [mse(r, i) for r, i in zip(real, imag)], "copy_mse": [mse(r, s) for r, s in zip(real, start)],
+         "ssim": [ssim(r, i) for r, i in zip(real, imag)], "copy_ssim": [ssim(r, s) for r, s in zip(real, start)]}
     out = {k: float(np.mean(v)) for k, v in m.items()}
     out["psnr"], out["copy_psnr"] = psnr_of_mse(out["mse"]), psnr_of_mse(out["copy_mse"])
+    out["persistence"] = persistence(task, imag, real)
+    out["copy_persistence"] = persistence(task, start, real)
     return out
 
 
 def markdown_table(results: dict) -> str:
-    lines = ["| task | horizon | PSNR model | PSNR copy-last | SSIM model | SSIM copy-last | beats baseline (PSNR) |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| task | horizon | PSNR model | PSNR copy-last | gain dB | SSIM model | SSIM copy-last | "
+             "persistence model | persistence copy-last |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for task, r in results["tasks"].items():
         for h, m in r["per_horizon"].items():
-            win = "yes" if m["psnr"] > m["copy_psnr"] else "no"
-            lines.append(f"| {task} | {h} | {m['psnr']:.2f} | {m['copy_psnr']:.2f} | {m['ssim']:.3f} | "
-                         f"{m['copy_ssim']:.3f} | {win} |")
-    return "\n".join(lines) + f"\n\nLPIPS: {results['lpips']}.\n"
+            lines.append(f"| {task} | {h} | {m['psnr']:.2f} | {m['copy_psnr']:.2f} | {m['psnr'] - m['copy_psnr']:+.2f} | "
+                         f"{m['ssim']:.3f} | {m['copy_ssim']:.3f} | {_fmt(m['persistence'])} | "
+                         f"{_fmt(m['copy_persistence'])} |")
+    lines += ["", "| task | controllability | chance | pairs | states |", "|---|---|---|---|---|"]
+    for task, r in results["tasks"].items():
+        c = r["controllability"]
+        lines.append(f"| {task} | {c['accuracy']:.2f} | {c['chance']:.2f} | {c['pairs']} | {c['states']} |")
+    colours = ", ".join(f"{t}: {'/'.join(TASK_COLOURS[t])}" for t in results["tasks"])
+    return "\n".join(lines) + f"\n\nPersistence colours: {colours}.\n\nLPIPS: {results['lpips']}.\n"
 
 
-def _strip(real: np.ndarray, imag: np.ndarray, actions, scale: int = 2) -> Image.Image:
-    """Real frames above imagined frames, left to right in time."""
-    top = np.concatenate(list(real), axis=1)
-    bottom = np.concatenate(list(imag), axis=1)
-    gap = np.full((2, top.shape[1], 3), 255, np.uint8)
-    img = Image.fromarray(np.concatenate([top, gap, bottom], axis=0))
+def _fmt(x: float) -> str:
+    return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
+
+
+def strip(real: np.ndarray, imagined: dict[str, np.ndarray], horizons: Sequence[int] = STRIP_HORIZONS,
+          scale: int = 2) -> Image.Image:
+    """Real frames above each model's imagined frames, at `horizons` left to right."""
+    hs = [h for h in horizons if h < len(real)]
+    rows = [np.concatenate([real[h] for h in hs], axis=1)]
+    rows += [np.concatenate([im[h] for h in hs], axis=1) for im in imagined.values()]
+    gap = np.full((2, rows[0].shape[1], 3), 255, np.uint8)
+    parts = []
+    for r in rows:
+        parts += [r, gap]
+    img = Image.fromarray(np.concatenate(parts[:-1], axis=0))
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 import logging
 import platform
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -53,9 +54,30 @@ class TrainConfig:
     lr: float = 3e-4
     seed: int = 0
     holdout_episodes: int = 8  # per task, kept out of training for scenarios and evaluation
-    bf16: bool = True
+    bf16: bool | None = None  # None: bf16 autocast where it is fast (CUDA, or a CPU with bf16 instructions)
     device: str = "cpu"  # cpu, cuda, cuda:1
+    init: str | None = None  # start from this checkpoint: its tokenizer, autoencoder and weights
+    # World-model levers (see WorldTrainArgs) and the sampling settings written to world.json.
+    action_dropout: float = 0.1
+    context_noise: float = 0.2
+    rope_gap: int = 1024
+    change_weight: float = 2.0
+    timestep_shift: float = 1.0
+    sample_steps: int = 5  # num_timesteps: 4 flow evaluations per frame
+    cfg_text_scale: float = 1.0
     extra: dict = field(default_factory=dict)
+
+
+def bf16_is_fast(device: str) -> bool:
+    """bf16 autocast helps on CUDA and on CPUs with bf16 instructions; elsewhere (AVX2 only)
+    oneDNN emulates it and a matmul is ~100x slower than fp32."""
+    if str(device).startswith("cuda"):
+        return True
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def small_config(c: TrainConfig, vocab: int, resolution: tuple[int, int]) -> BagelConfig:
@@ -116,13 +138,23 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     n_frames = sum(s.frames.shape[0] * s.frames.shape[1] for s in shards)
     log.info("training on %d shards, %d frames, tasks %s, resolution %s", len(shards), n_frames, tasks, resolution)
 
-    # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary.
+    if c.bf16 is None:
+        c = replace(c, bf16=bf16_is_fast(c.device))
+    init = _load_init(c.init) if c.init else None
+
+    # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary (or the init's).
     tok_dir = work / "tokenizer"
     if not (tok_dir / "tokenizer.json").is_file():
-        build_tokenizer(tok_dir, texts=_texts(shards), vocab_size=c.vocab_size)
+        if init is not None:
+            tok_dir.mkdir(parents=True, exist_ok=True)
+            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+                if (Path(c.init) / name).is_file():
+                    shutil.copy(Path(c.init) / name, tok_dir / name)
+        else:
+            build_tokenizer(tok_dir, texts=_texts(shards), vocab_size=c.vocab_size)
     tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
     vocab = int(np.ceil(len(tokenizer) / 64) * 64)
-    config = small_config(c, vocab, resolution)
+    config = copy.deepcopy(init.config) if init is not None else small_config(c, vocab, resolution)
 
     # 2. Autoencoder.
     device = torch.device(c.device)
@@ -134,6 +166,13 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         torch.save(vae.state_dict(), init_ae)
     all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
     ae_metrics_path = work / "ae_metrics.json"
+    if init is not None and not ae_metrics_path.is_file():
+        # The init's autoencoder is kept frozen as it is: its latents are what its weights read.
+        vae.load_state_dict(init.vae.state_dict())
+        torch.save({"vae": vae.state_dict()}, work / "ae_state.pt")
+        ae_metrics_path.write_text(json.dumps({
+            "shift_factor": init.config.vae.shift_factor, "scale_factor": init.config.vae.scale_factor,
+            "from": str(c.init), **init.ae_metrics}, indent=2))
     if ae_metrics_path.is_file():
         ae_metrics = json.loads(ae_metrics_path.read_text())
         vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
@@ -147,11 +186,16 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
 
     # 3. The MoT world model. The gen expert starts as a copy of the und expert (official init).
     model = Bagel(config)
-    init_random(model, c.seed)
-    copy_und_to_gen(model)
+    if init is not None:
+        model.load_state_dict({k: v.float() for k, v in init.model.state_dict().items()}, strict=True)
+    else:
+        init_random(model, c.seed)
+        copy_und_to_gen(model)
     model.to(device)
     args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, window=c.window, seed=c.seed,
-                          bf16=c.bf16, task_prompts=TASK_PROMPTS)
+                          bf16=bool(c.bf16), task_prompts=TASK_PROMPTS, action_dropout=c.action_dropout,
+                          context_noise=c.context_noise, rope_gap=c.rope_gap, change_weight=c.change_weight,
+                          timestep_shift=c.timestep_shift)
     trainer = WorldTrainer(config, model, vae, tokenizer, args)
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed))
 
@@ -161,6 +205,24 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     train_world(trainer, sampler, work, on_checkpoint=export, progress=progress)
     export(trainer)
     return out
+
+
+@dataclass
+class _Init:
+    config: BagelConfig
+    model: Bagel
+    vae: AutoEncoder
+    ae_metrics: dict
+
+
+def _load_init(folder: str) -> _Init:
+    """A checkpoint to start from (strict load, as for inference), in fp32 on the CPU."""
+    from bagel_world.model.loader import load_bagel
+
+    eng = load_bagel(folder, device="cpu", dtype=torch.float32)
+    meta = Path(folder) / "training.json"
+    ae = json.loads(meta.read_text()).get("ae_metrics", {}) if meta.is_file() else {}
+    return _Init(eng.config, eng.model, eng.vae, {k: v for k, v in ae.items() if k == "recon_psnr_db"})
 
 
 @torch.no_grad()
@@ -175,8 +237,6 @@ def copy_und_to_gen(model: Bagel) -> None:
 def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae: AutoEncoder, tok_dir: Path,
                       held: dict[str, Shard], c: TrainConfig, ae_metrics: dict, n_frames: int, elapsed_s: float) -> None:
     """Write the EMA weights (bf16) in the official layout, plus world.json, scenarios, card."""
-    import shutil
-
     ema_model = Bagel(config)
     ema_model.load_state_dict({k: v.cpu() for k, v in trainer.ema.items()})
     vae = copy.deepcopy(vae).cpu()
@@ -186,12 +246,15 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae
     save_checkpoint(tmp, config, ema_model, vae, dtype=torch.bfloat16)
     for f in tok_dir.iterdir():
         shutil.copy(f, tmp / f.name)
-    templates = default_templates(False)
+    templates = {t: replace(tpl, sampling=replace(tpl.sampling, num_timesteps=c.sample_steps,
+                                                      timestep_shift=c.timestep_shift,
+                                                      cfg_text_scale=c.cfg_text_scale))
+                 for t, tpl in default_templates(False).items()}
     world = {"tasks": {}}
     for t in TASK_NAMES:
         tpl = template_to_json(templates[t])
         world["tasks"][t] = {"system_prompt": TASK_PROMPTS[t], "resolution": list(config_resolution(held, t, tpl)),
-                             "window": c.window, "sampling": tpl["sampling"]}
+                             "window": c.window, "slide_window": c.rope_gap > 0, "sampling": tpl["sampling"]}
     (tmp / "world.json").write_text(json.dumps(world, indent=2) + "\n")
     for task, sh in held.items():
         # No instructions: the small model is trained without a task prompt, so the envs

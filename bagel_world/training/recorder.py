@@ -26,15 +26,29 @@ def make_bare_env(task: str, resolution: tuple[int, int]):
     return gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
 
 
-def record_episode(env, task: str, seed: int, steps: int, vary: float) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
-    """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame."""
-    from bagel_world.sims import explore_action, state_questions
+def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0
+                   ) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
+    """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame.
 
+    Each action is, with probability `uniform`, a canonical action drawn uniformly (so every
+    action is seen from every kind of state, which a world model needs to learn what each
+    one does), and otherwise the task's exploration policy. With `uniform=0` the draws are
+    exactly the exploration policy's, so evaluation episodes do not depend on this option.
+    """
+    from bagel_world.sims import explore_action, state_questions
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+
+    if not 0.0 <= uniform <= 1.0:
+        raise ValueError(f"uniform must be a probability in [0, 1], got {uniform!r}")
+    canon = CANONICAL_ACTIONS[task]
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     frames, actions, qa = [_frame(obs)], [], [state_questions(task, info)]
     for _ in range(steps):
-        action = explore_action(task, rng, info, vary=vary)
+        if uniform > 0 and rng.random() < uniform:
+            action = canon[int(rng.integers(len(canon)))]
+        else:
+            action = explore_action(task, rng, info, vary=vary)
         obs, _, terminated, truncated, info = env.step(action)
         frames.append(_frame(obs))
         actions.append(action)
@@ -55,6 +69,7 @@ def record(
     seed: int = 0,
     resolution: tuple[int, int] = (64, 64),
     vary: float = 0.1,
+    uniform: float = 0.0,
     progress: bool = True,
 ) -> list[Path]:
     """Record `episodes` episodes of `steps` actions of `task` into out/<task>/shard-*.npz."""
@@ -83,7 +98,7 @@ def record(
             continue
         if env is None:
             env = make_bare_env(task, resolution)
-        eps = [record_episode(env, task, seed + e, steps, vary) for e in _tick(range(first, last), bar)]
+        eps = [record_episode(env, task, seed + e, steps, vary, uniform) for e in _tick(range(first, last), bar)]
         n_q = max(len(q) for _, _, qa in eps for q in qa)
         qa_q = np.full((len(eps), steps + 1, n_q), "", dtype=object)
         qa_a = np.full_like(qa_q, "")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from bagel_world.config import BagelConfig
+from bagel_world.inference.sampler import shift_timesteps
 from bagel_world.inference.transforms import flattened_position_ids, patchify, to_tensor
 from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens
 from bagel_world.model.bagel import Bagel
@@ -48,6 +49,11 @@ class WorldTrainArgs:
     ce_weight: float = 0.25
     timestep_shift: float = 1.0
     window: int = 4
+    # Levers for a model that obeys its actions and stays stable over long rollouts:
+    action_dropout: float = 0.0  # share of actions left out (the text-free context), for cfg_text_scale > 1
+    context_noise: float = 0.0  # max noise level t of clean context latents, told by the timestep embedding
+    rope_gap: int = 0  # max random rope offset after the task text (a sliding window skips dropped frames)
+    change_weight: float = 0.0  # extra flow-loss weight on latent tokens that change from the previous frame
     seed: int = 0
     bf16: bool = True
     log_every: int = 50
@@ -115,8 +121,12 @@ class WorldTrainer:
         self.history: list[dict] = []
 
     # ---- batch construction ------------------------------------------------------------
-    def plan(self, clip: Clip) -> _Plan:
-        cfg, ids = self.config, self.ids
+    def plan(self, clip: Clip, gen: torch.Generator | None = None) -> _Plan:
+        """The layout of one clip; with `gen`, the random rope gap and action dropout are drawn."""
+        cfg, ids, a = self.config, self.ids, self.args
+
+        def draw() -> float:
+            return float(torch.rand((), generator=gen)) if gen is not None else 1.0
         H, W = clip.frames.shape[1:3]
         n_lat = (H // cfg.latent_downsample) * (W // cfg.latent_downsample)
         p = cfg.vit.patch_size
@@ -124,8 +134,12 @@ class WorldTrainer:
         pl = _Plan()
         head = self.args.task_prompts.get(clip.task, clip.task)
         pl.add_text(self.tok.encode(head, add_special_tokens=False), ids["bos"], ids["eos"])
+        if a.rope_gap > 0 and draw() < 0.5:
+            # The local simulator slides its window by dropping the oldest frame's cache
+            # entries, so later frames sit further from the task text than in a fresh context.
+            pl.rope += int(draw() * a.rope_gap)
         for f in range(len(clip.frames)):
-            if f > 0:
+            if f > 0 and not (a.action_dropout > 0 and draw() < a.action_dropout):
                 pl.add_text(self.tok.encode(clip.actions[f - 1], add_special_tokens=False), ids["bos"], ids["eos"])
                 pl.add_image(3, n_lat, ids["soi"], ids["eoi"], f)
             pl.add_image(2, n_lat, ids["soi"], ids["eoi"], f)
@@ -139,7 +153,7 @@ class WorldTrainer:
         """Forward one padded batch of clips; returns total loss and its parts."""
         cfg, model = self.config, self.model
         device = model.vae2llm.weight.device
-        plans = [self.plan(c) for c in clips]
+        plans = [self.plan(c, gen) for c in clips]
         B, L = len(plans), max(len(p.kinds) for p in plans)
         Hd = cfg.llm.hidden_size
         kinds = torch.full((B, L), -1, dtype=torch.long)
@@ -167,7 +181,7 @@ class WorldTrainer:
         x[vit_rows[:, 0], vit_rows[:, 1]] = model.embed_vit(torch.cat(patches).to(device), vpos_t, cu).float()
         # 3. Latent tokens: clean (t = 0) and noised (x_t, loss) from the frozen autoencoder.
         clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
-        x0_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n = [], [], [], [], []
+        x0_clean, t_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n, w_noised = [], [], [], [], [], [], []
         with torch.no_grad():
             frames = [torch.stack([to_tensor_uint8(f) for f in clip.frames]) for clip in clips]
             z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
@@ -179,16 +193,23 @@ class WorldTrainer:
                 tok = latent_to_tokens(zc[f], cfg.latent_patch_size)
                 if noised:
                     t = torch.sigmoid(torch.randn((), generator=gen))
-                    t = cfg_shift(t, self.args.timestep_shift)
+                    t = shift_timesteps(t, self.args.timestep_shift)
                     x0_noised.append(tok)
                     t_noised.append(t.expand(tok.shape[0]))
                     lat_pos_n.append(lp)
+                    w_noised.append(self._change_weights(tok, latent_to_tokens(zc[f - 1], cfg.latent_patch_size)))
                 else:
-                    x0_clean.append(tok)
+                    # Context-noise augmentation (GameNGen, DIAMOND): half of the context
+                    # frames are partly noised, and the model is told how much.
+                    tc = self.args.context_noise * float(torch.rand((), generator=gen))
+                    if self.args.context_noise <= 0 or float(torch.rand((), generator=gen)) < 0.5:
+                        tc = 0.0
+                    x0_clean.append(tok if tc == 0 else (1 - tc) * tok + tc * torch.randn(tok.shape, generator=gen).to(tok.device))
+                    t_clean.append(torch.full((tok.shape[0],), tc))
                     lat_pos_c.append(lp)
         xc = torch.cat(x0_clean)
         x[clean_rows[:, 0], clean_rows[:, 1]] = model.embed_latents(
-            xc, torch.zeros(xc.shape[0]), torch.cat(lat_pos_c).to(device)
+            xc.to(device), torch.cat(t_clean).to(device), torch.cat(lat_pos_c).to(device)
         ).float() if xc.numel() else x[clean_rows[:, 0], clean_rows[:, 1]]
         mse = torch.zeros((), device=device)
         if x0_noised:
@@ -206,7 +227,8 @@ class WorldTrainer:
             parts = {}
             if x0_noised:
                 v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
-                mse = ((v - (eps - x0)) ** 2).mean()
+                w = torch.cat(w_noised).to(device)  # (N,) per-token weights, mean ~1 per frame
+                mse = (w[:, None] * (v - (eps - x0)) ** 2).mean() / w.mean()
             ce = torch.zeros((), device=device)
             tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
             if tgt:
@@ -216,6 +238,14 @@ class WorldTrainer:
         total = self.args.mse_weight * mse + self.args.ce_weight * ce
         parts.update(mse=mse.item(), ce=ce.item(), tokens=int(sum(len(p.kinds) for p in plans)))
         return total, parts
+
+    def _change_weights(self, tok: Tensor, prev: Tensor) -> Tensor:
+        """(N,) flow-loss weights: 1 + change_weight * (token change from the previous frame,
+        relative to the frame's mean change). Where the action shows is where it is learnt."""
+        if self.args.change_weight <= 0:
+            return torch.ones(tok.shape[0], device=tok.device)
+        d = ((tok - prev) ** 2).mean(-1)
+        return 1 + self.args.change_weight * d / (d.mean() + 1e-6)
 
     # ---- optimisation ------------------------------------------------------------------
     def lr_at(self, step: int) -> float:
@@ -263,8 +293,6 @@ class WorldTrainer:
         self.history = st.get("history", [])
 
 
-def cfg_shift(t: Tensor, shift: float) -> Tensor:
-    return shift * t / (1 + (shift - 1) * t)
 
 
 def to_tensor_uint8(frame: np.ndarray) -> Tensor:
