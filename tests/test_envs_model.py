@@ -116,3 +116,32 @@ def test_sessions_rebuilt_together_past_the_window_match_sessions_alone(sim):
     finally:
         for sid in together + alone:
             sim.close(sid)
+
+
+def test_sliding_window_keeps_a_constant_cost_without_rebuilds(sim, monkeypatch):
+    # slide_window: past the window the oldest frame and its action leave the cache; the
+    # context never re-runs the model over the kept frames (no rebuild) and stops growing.
+    from dataclasses import replace
+
+    from bagel_world.simulator.local import LocalSimulator
+
+    tpl = sim.tasks()["navigate"]
+    slide = LocalSimulator(sim.engine, {"navigate": replace(tpl, slide_window=True)})
+    sid = slide.open("navigate", [np.random.default_rng(0).integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8)])
+    rebuilds = []
+    real_rebuild = slide._rebuild
+    monkeypatch.setattr(slide, "_rebuild", lambda s: rebuilds.append(len(s)) or real_rebuild(s))
+    lengths, segments = [], []
+    for t in range(tpl.window + 3):
+        out = slide.step([sid], ["turn left 30 degrees"], [t])[0]
+        s = slide._sessions[sid]
+        assert out.frame.shape == (*tpl.resolution, 3) and out.frame_index == t + 1
+        assert len(s.frames) == min(t + 2, tpl.window) and len(s.actions) == len(s.frames) - 1
+        lengths.append(s.base.length)
+        segments.append(list(s.base.segments))
+    assert rebuilds == []
+    full = tpl.window - 2  # the step that fills the window
+    assert len(set(lengths[full:])) == 1 and len({tuple(x) for x in segments[full:]}) == 1, lengths
+    # The text-only (image-free) context keeps the same actions as the conditional one.
+    assert len(s.text_only.segments) == len(s.head.segments) + len(s.actions)
+    slide.close(sid)

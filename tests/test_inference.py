@@ -157,3 +157,36 @@ def test_bad_inputs_raise_clear_errors(tiny_engine):
         eng.append_text(long, "this text is too long to fit")
     with pytest.raises(ValueError, match="one per context"):
         eng.append_text([eng.new_context(), eng.new_context()], ["only one"])
+
+
+def test_drop_segments_removes_exactly_their_cache_entries(tiny_engine):
+    eng = tiny_engine
+    ctx = eng.new_context()
+    eng.append_text(ctx, "head")
+    eng.append_image(ctx, _frame(1), generators=torch.Generator().manual_seed(0))
+    eng.append_text(ctx, "turn left")
+    eng.append_text(ctx, "tail")
+    assert [s.split("(")[0] for s in ctx.segments] == ["text", "vae", "vit", "text", "text"]
+    assert sum(ctx.segment_lengths) == ctx.length
+    cut = ctx.drop_segments(1, 3)  # the image (vae, vit) and the action after it
+    lens = ctx.segment_lengths
+    keep = [(0, lens[0]), (sum(lens[:4]), ctx.length)]
+    for (k0, v0), (k1, v1) in zip(ctx.kv, cut.kv):
+        torch.testing.assert_close(k1, torch.cat([k0[:, a:b] for a, b in keep], dim=1), rtol=0, atol=0)
+        torch.testing.assert_close(v1, torch.cat([v0[:, a:b] for a, b in keep], dim=1), rtol=0, atol=0)
+    assert cut.segments == [ctx.segments[0], ctx.segments[4]] and cut.length == lens[0] + lens[4]
+    assert cut.rope == ctx.rope and len(ctx.segments) == 5  # the original is untouched
+    with pytest.raises(ValueError, match=r"cannot drop segments \[4, 6\) of a context with 5 segments"):
+        ctx.drop_segments(4, 2)
+
+
+def test_batched_encode_and_decode_match_one_by_one(tiny_engine):
+    eng = tiny_engine
+    pils = [eng.prepare_image(_frame(s)) for s in (1, 2, 3)]
+    batch = eng.encode_images(pils, [torch.Generator().manual_seed(s) for s in (4, 5, 6)])
+    single = torch.stack([eng.encode_image(p, torch.Generator().manual_seed(s)) for p, s in zip(pils, (4, 5, 6))])
+    torch.testing.assert_close(batch, single, atol=1e-4, rtol=1e-4)
+    imgs = eng.decode_batch(batch, (64, 64))
+    for img, tok in zip(imgs, batch):
+        diff = np.abs(img.astype(int) - eng.decode_tokens(tok, (64, 64)).astype(int))
+        assert img.dtype == np.uint8 and img.shape == (64, 64, 3) and diff.max() <= 1
