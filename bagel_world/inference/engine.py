@@ -204,6 +204,7 @@ class BagelInference:
         p = self.config.latent_patch_size
         return latent_to_tokens(z[0], p)
 
+    @torch.no_grad()
     def encode_images(self, pils: Sequence[Image.Image], generators: Sequence[torch.Generator]) -> Tensor:
         """`encode_image` for B same-size images in one autoencoder call -> (B, N, 64).
 

@@ -85,15 +85,16 @@ def _layout_attention(q: Tensor, k: Tensor, v: Tensor, lay: KeyLayout, rep: int)
     for b in range(B):
         groups.setdefault((lay.kv_lens[b], lay.q_lens[b]), []).append(b)
     for (T, n), rows in groups.items():
-        idx = torch.tensor(rows, device=q.device)
-        kb = torch.cat([k[idx, :, :T], k[idx, :, Tm : Tm + n]], dim=2)
-        vb = torch.cat([v[idx, :, :T], v[idx, :, Tm : Tm + n]], dim=2)
-        if rep > 1:
-            kb, vb = kb.repeat_interleave(rep, dim=1), vb.repeat_interleave(rep, dim=1)
         mask = None
         if lay.causal and n > 1:
             mask = torch.ones(n, T + n, dtype=torch.bool, device=q.device).tril(diagonal=T)
-        out[idx, :, :n] = F.scaled_dot_product_attention(q[idx, :, :n], kb, vb, attn_mask=mask)
+        if len(groups) == 1 and T == Tm and n == Q:
+            # Every row has the same lengths (a vector env's step): no gathering or padding.
+            return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=rep > 1)
+        idx = torch.tensor(rows, device=q.device)
+        kb = torch.cat([k[idx, :, :T], k[idx, :, Tm : Tm + n]], dim=2)
+        vb = torch.cat([v[idx, :, :T], v[idx, :, Tm : Tm + n]], dim=2)
+        out[idx, :, :n] = F.scaled_dot_product_attention(q[idx, :, :n], kb, vb, attn_mask=mask, enable_gqa=rep > 1)
     return out
 
 
@@ -194,9 +195,7 @@ class Qwen2MoTAttention(nn.Module):
         if isinstance(attn_mask, KeyLayout):
             a = _layout_attention(q, k, v, attn_mask, rep)
         else:
-            if rep > 1:
-                k, v = k.repeat_interleave(rep, dim=1), v.repeat_interleave(rep, dim=1)
-            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            a = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, enable_gqa=rep > 1)
         a = a.transpose(1, 2).reshape(B * Q, self.num_heads * d)
         o = split.apply(a, self.o_proj, self.o_proj_moe_gen)
         return o.view(B, Q, H), new_k, new_v
