@@ -67,6 +67,9 @@ class BagelInference:
 
     def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer, config: BagelConfig):
         self.model, self.vae, self.tokenizer, self.config = model.eval(), vae.eval(), tokenizer, config
+        # oneDNN's convolutions run ~1.4x faster on channels-last tensors on the CPU.
+        self._conv_format = torch.channels_last if self.vae_device.type == "cpu" else torch.contiguous_format
+        self.vae.to(memory_format=self._conv_format)
         self.token_ids = _special_token_ids(tokenizer)
         if len(tokenizer) > config.llm.vocab_size:
             raise ValueError(
@@ -200,7 +203,8 @@ class BagelInference:
         """VAE-encode a (resized) image into latent tokens (N, 64), posterior sampled."""
         x = to_tensor(pil)[None].to(self.vae_device, torch.float32)
         with torch.autocast(self.vae_device.type, enabled=False):
-            z = self.vae.encode(x, sample=True, generator=generator, eps=eps)
+            z = self.vae.encode(x.contiguous(memory_format=self._conv_format), sample=True, generator=generator,
+                                eps=eps)
         p = self.config.latent_patch_size
         return latent_to_tokens(z[0], p)
 
@@ -214,7 +218,7 @@ class BagelInference:
             raise ValueError(f"got {len(pils)} images and {len(generators)} generators")
         x = torch.stack([to_tensor(p) for p in pils]).to(self.vae_device, torch.float32)
         with torch.autocast(self.vae_device.type, enabled=False):
-            mean, logvar = torch.chunk(self.vae.encode_moments(x), 2, dim=1)
+            mean, logvar = torch.chunk(self.vae.encode_moments(x.contiguous(memory_format=self._conv_format)), 2, dim=1)
             eps = torch.cat([torch.randn(mean[:1].shape, generator=g, device=g.device) for g in generators])
             z = mean + torch.exp(0.5 * logvar) * eps.to(mean.device)
             z = self.vae.scale_factor * (z - self.vae.shift_factor)
@@ -439,7 +443,7 @@ class BagelInference:
         s, p, c = self.config.latent_downsample, self.config.latent_patch_size, self.config.latent_channel
         z = torch.cat([tokens_to_latent(t.float().cpu(), H // s, W // s, p, c) for t in tokens])
         with torch.autocast(self.vae_device.type, enabled=False):
-            imgs = self.vae.decode(z.to(self.vae_device, torch.float32))
+            imgs = self.vae.decode(z.to(self.vae_device, torch.float32).contiguous(memory_format=self._conv_format))
         return [to_uint8(im) for im in imgs]
 
     @torch.no_grad()
@@ -448,7 +452,7 @@ class BagelInference:
         s = self.config.latent_downsample
         z = tokens_to_latent(tokens.float().cpu(), H // s, W // s, self.config.latent_patch_size, self.config.latent_channel)
         with torch.autocast(self.vae_device.type, enabled=False):
-            return self.vae.decode(z.to(self.vae_device, torch.float32))
+            return self.vae.decode(z.to(self.vae_device, torch.float32).contiguous(memory_format=self._conv_format))
 
     # ---- official three-context interleaved generation ----------------------------------
     @torch.no_grad()
