@@ -22,9 +22,10 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         "# bagel-world-small",
         "",
         "A BAGEL-architecture world model (Qwen2 Mixture-of-Transformers LLM with understanding and generation "
-        "experts, SigLIP NaViT encoder, FLUX autoencoder), trained from scratch on a CPU on rollouts of real "
-        "simulators, in the official checkpoint layout: `load_bagel` and `bagel-world inspect` treat it like "
-        "BAGEL-7B-MoT.",
+        "experts, SigLIP NaViT encoder, FLUX autoencoder), trained on a CPU on rollouts of real simulators"
+        + (f" (starting from the weights, tokenizer and autoencoder of `{Path(c['init']).name}`)" if c.get("init") else
+           " from scratch")
+        + ", in the official checkpoint layout: `load_bagel` and `bagel-world inspect` treat it like BAGEL-7B-MoT.",
         "",
         "## Size",
         "",
@@ -49,7 +50,12 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         f"reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB on training frames",
         f"- world model: {tr['step']} of {w['steps']} AdamW steps (cosine from {w['lr']} to {w['min_lr']}), batch "
         f"{w['batch_size']} clips of up to {w['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
-        f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers, EMA {w['ema_decay']}, bf16 autocast",
+        f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers, EMA {w['ema_decay']}, "
+        + ("bf16 autocast" if w.get("bf16") else "fp32"),
+        f"- levers: action dropout {w.get('action_dropout', 0)} (for text guidance), context-noise augmentation up "
+        f"to t = {w.get('context_noise', 0)}, random rope gap up to {w.get('rope_gap', 0)} after the task text "
+        f"(for the sliding window), change-weighted flow loss ({w.get('change_weight', 0)}), training timestep "
+        f"shift {w.get('timestep_shift', 1.0)}",
         f"- last logged losses: MSE {last.get('mse', float('nan')):.3f}, CE {last.get('ce', float('nan')):.3f} "
         f"at {last.get('tokens_per_s', float('nan')):.0f} tokens/s",
         f"- wall time {tr['elapsed_s'] / 3600:.2f} h on {tr['hardware']}",
@@ -62,7 +68,8 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         "",
     ]
     if eval_md:
-        lines += ["## Fidelity (imagined vs real, held-out seeds 0-7)", "", eval_md.strip(), ""]
+        lines += ["## Fidelity, persistence and controllability (imagined vs real, held-out seeds)", "",
+                  eval_md.strip(), ""]
     if notes:
         lines += ["## Limits", "", notes.strip(), ""]
     path = folder / "README.md"
