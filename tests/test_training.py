@@ -71,3 +71,53 @@ def test_debias_ema_recovers_the_average_of_the_trained_weights():
         ema = d * ema + (1 - d) * th
     avg = sum((1 - d) * d ** (len(thetas) - 1 - k) * th for k, th in enumerate(thetas)) / (1 - d ** len(thetas))
     torch.testing.assert_close(debias_ema({"w": ema}, init, d, len(thetas))["w"], avg)
+
+
+def test_init_resumes_from_a_checkpoint_and_plans_dropped_actions(tmp_path):
+    from dataclasses import replace
+
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    from bagel_world.training.pipeline import TASK_PROMPTS, _load_init
+    from bagel_world.training.world import WorldTrainArgs, WorldTrainer
+
+    _write_shards(tmp_path / "data")
+    small = dict(ae_steps=2, world_steps=2, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2,
+                 kv_heads=1, intermediate=64, vocab_size=300, window=2)
+    first = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "wa"),
+                                     **small), progress=False)
+    # --init: the same tokenizer and autoencoder, and the weights to start from.
+    second = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "b"), work=str(tmp_path / "wb"),
+                                      init=str(first), action_dropout=0.5, context_noise=0.2, rope_gap=64,
+                                      change_weight=2.0, timestep_shift=3.0, sample_steps=5, **small), progress=False)
+    assert (first / "tokenizer.json").read_text() == (second / "tokenizer.json").read_text()
+    for k, v in load_file(first / "ae.safetensors").items():
+        assert torch.equal(v, load_file(second / "ae.safetensors")[k]), k
+    world = json.loads((second / "world.json").read_text())["tasks"]["navigate"]
+    assert world["slide_window"] is True and world["sampling"]["num_timesteps"] == 5
+    assert world["sampling"]["timestep_shift"] == 3.0
+    # Planning a clip: a dropped action removes its text, never the frame to predict.
+    init = _load_init(str(first))
+    tok = AutoTokenizer.from_pretrained(str(first))
+    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], 2, np.random.default_rng(0)).sample()
+    texts = {}
+    for dropout in (0.0, 1.0):
+        tr = WorldTrainer(init.config, init.model, init.vae, tok,
+                          WorldTrainArgs(task_prompts=TASK_PROMPTS, action_dropout=dropout))
+        pl = tr.plan(clip, torch.Generator().manual_seed(0))
+        assert sum(m == "noise" for m in pl.split_modes) == len(clip.frames) - 1
+        texts[dropout] = sum(m == "causal" for m in pl.split_modes)  # task text, actions, question, answer
+    assert texts[0.0] - texts[1.0] == len(clip.actions) >= 1
+    # A rope gap moves every frame after the task text, and only those.
+    gapped = WorldTrainer(init.config, init.model, init.vae, tok, WorldTrainArgs(task_prompts=TASK_PROMPTS, rope_gap=50))
+    plain = gapped.plan(clip)
+    gaps = {gapped.plan(clip, torch.Generator().manual_seed(s)).positions[-1] - plain.positions[-1] for s in range(8)}
+    assert 0 in gaps and max(gaps) > 0 and max(gaps) < 50
+    # Change weights: tokens that move from the previous frame weigh more; mean 1 + change_weight.
+    tr = WorldTrainer(init.config, init.model, init.vae, tok, replace(gapped.args, change_weight=2.0))
+    prev = torch.zeros(4, 8)
+    tok_now = prev.clone()
+    tok_now[0] = 1.0
+    w = tr._change_weights(tok_now, prev)
+    assert w[0] > w[1] == w[2] == w[3] == 1.0 and float(w.mean()) == pytest.approx(3.0, abs=1e-4)

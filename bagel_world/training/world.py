@@ -139,8 +139,11 @@ class WorldTrainer:
             # entries, so later frames sit further from the task text than in a fresh context.
             pl.rope += int(draw() * a.rope_gap)
         for f in range(len(clip.frames)):
-            if f > 0 and not (a.action_dropout > 0 and draw() < a.action_dropout):
-                pl.add_text(self.tok.encode(clip.actions[f - 1], add_special_tokens=False), ids["bos"], ids["eos"])
+            if f > 0:
+                # A dropped action leaves the frame to be predicted from the history alone:
+                # the text-free context that text guidance contrasts with.
+                if not (a.action_dropout > 0 and draw() < a.action_dropout):
+                    pl.add_text(self.tok.encode(clip.actions[f - 1], add_special_tokens=False), ids["bos"], ids["eos"])
                 pl.add_image(3, n_lat, ids["soi"], ids["eoi"], f)
             pl.add_image(2, n_lat, ids["soi"], ids["eoi"], f)
             pl.add_image(1, n_vit, ids["soi"], ids["eoi"], f)
@@ -291,7 +294,6 @@ class WorldTrainer:
         sampler_rng.bit_generator.state = st["np_rng"]
         gen.set_state(st["torch_rng"].cpu())
         self.history = st.get("history", [])
-
 
 
 
