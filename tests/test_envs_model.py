@@ -86,11 +86,18 @@ def test_injected_model_simulator_survives_spec_copies(sim):
     assert env.unwrapped.spec.make().unwrapped.simulator is sim
 
 
-def test_sessions_rebuilt_together_past_the_window_match_sessions_alone(sim):
-    # Past `window` frames every step rebuilds the context from the kept frames; sessions
-    # rebuilt in one batch must see what each would alone (up to batch float rounding),
-    # with the same segments and a context that stops growing.
-    tpl = sim.tasks()["navigate"]
+@pytest.mark.parametrize("slide", [False, True])
+def test_sessions_rebuilt_together_past_the_window_match_sessions_alone(sim, slide):
+    # Past `window` frames every step rebuilds the context from the kept frames (or, with
+    # slide_window, drops the oldest frame from the cache); sessions stepped in one batch
+    # must see what each would alone (up to batch float rounding), with the same segments
+    # and a context that stops growing.
+    from dataclasses import replace
+
+    from bagel_world.simulator.local import LocalSimulator
+
+    tpl = replace(sim.tasks()["navigate"], slide_window=slide)
+    sim = LocalSimulator(sim.engine, {"navigate": tpl})
     rng = np.random.default_rng(0)
     starts = [rng.integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8) for _ in range(2)]
     actions = [["move forward 0.5 m", "turn left 30 degrees"], ["strafe right 0.5 m", "move backward 0.5 m"]]
