@@ -32,12 +32,13 @@ from typing import Sequence
 import numpy as np
 from PIL import Image
 
+from bagel_world.simulator.tasks import TASK_NAMES
 from bagel_world.training.controllability import Controllability, confusion_image, imagine_each, real_each
 from bagel_world.training.persistence import TASK_COLOURS, persistence
 
 log = logging.getLogger(__name__)
 
-TASKS = ("navigate", "multiview", "future_frame", "manipulate")
+TASKS = TASK_NAMES
 DEFAULT_HORIZONS = (1, 4, 8, 16, 32, 64)
 STRIP_HORIZONS = (0, 1, 2, 4, 8, 16, 32, 64)  # frames shown in a strip (those within the rollout)
 
@@ -109,11 +110,6 @@ def imagined_rollouts(sim, task: str, starts: Sequence[np.ndarray], actions: Seq
         for s in sids:
             sim.close(s)
     return np.stack([np.stack(f) for f in frames])
-
-
-def imagined_rollout(sim, task: str, start: np.ndarray, actions: Sequence[str], seed: int) -> np.ndarray:
-    """(T+1, H, W, 3): one episode imagined open loop."""
-    return imagined_rollouts(sim, task, [start], [actions], [seed])[0]
 
 
 def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: str | Path = "out/eval",
