@@ -156,7 +156,7 @@ def _cmd_train(args) -> int:
 def _cmd_eval(args) -> int:
     from bagel_world.simulator import default_checkpoint, make_simulator
     from bagel_world.simulator.tasks import trained_tasks
-    from bagel_world.training.evaluate import TASKS, check_eval_args, evaluate, markdown_table
+    from bagel_world.training.evaluate import TASKS, evaluate, markdown_table
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -171,7 +171,6 @@ def _cmd_eval(args) -> int:
     sim = make_simulator(args.checkpoint, device=args.device)
     seeds = range(args.seed, args.seed + args.episodes)
     trained = trained_tasks(args.checkpoint or default_checkpoint())
-    check_eval_args(sim, tasks, seeds, horizons, args.episode_steps, trained)
     res = evaluate(sim, tasks=tasks, seeds=seeds, horizons=horizons, out=args.out, episode_steps=args.episode_steps,
                    control_states=args.control_states, trained_tasks=trained)
     print(markdown_table(res))

@@ -20,35 +20,17 @@ import time
 import numpy as np
 import torch
 
-from bagel_world.config import preset
 from bagel_world.inference.engine import BagelInference
-from bagel_world.model.autoencoder import AutoEncoder
-from bagel_world.model.bagel import Bagel
-from bagel_world.model.checkpoint_io import build_tokenizer, init_random
 from bagel_world.simulator.base import SamplingSettings
 
 
 def build_engine(name: str, device: torch.device, dtype: torch.dtype, tmp: str) -> BagelInference:
-    from transformers import AutoTokenizer
+    """A preset with random weights, materialised on `device` (the GPU check's builder)."""
+    from gpu_check import build_random  # benchmarks/ is on sys.path when a script there runs
 
-    cfg = preset("bagel-7b-mot" if name == "7b" else "tiny")
     if name == "tiny":  # let the tiny model reach 1024 px (64 latent tokens per side)
-        cfg = dataclasses.replace(cfg, max_latent_size=64, vae_transform=(1024, 16, 16))
-    with torch.device("meta"):
-        model, vae = Bagel(cfg), AutoEncoder(cfg.vae)
-    model = model.to_empty(device=device).to(dtype)
-    vae = vae.to_empty(device=device).float()
-    init_random(model, 0)
-    init_random(vae, 1)
-    from bagel_world.model.bagel import sincos_2d_table
-    from bagel_world.model.qwen2_mot import RotaryEmbedding
-
-    with torch.no_grad():
-        for pe in (model.vit_pos_embed, model.latent_pos_embed):
-            pe.pos_embed.copy_(torch.from_numpy(sincos_2d_table(pe.pos_embed.shape[1], pe.grid)))
-    model.language_model.model.rotary_emb = RotaryEmbedding(cfg.llm.head_dim, cfg.llm.rope_theta).to(device)
-    build_tokenizer(tmp)
-    return BagelInference(model, vae, AutoTokenizer.from_pretrained(tmp), cfg)
+        return build_random("tiny", device, dtype, tmp, max_latent_size=64, vae_transform=(1024, 16, 16))
+    return build_random("bagel-7b-mot", device, dtype, tmp)
 
 
 def peak_memory_gb(device: torch.device) -> float:

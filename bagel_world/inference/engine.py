@@ -217,11 +217,11 @@ class BagelInference:
         if len(pils) != len(generators):
             raise ValueError(f"got {len(pils)} images and {len(generators)} generators")
         x = torch.stack([to_tensor(p) for p in pils]).to(self.vae_device, torch.float32)
+        s = self.config.vae.downsample  # pixels per latent (not per latent token)
+        shape = (1, self.config.latent_channel, x.shape[2] // s, x.shape[3] // s)
+        eps = torch.cat([torch.randn(shape, generator=g, device=g.device) for g in generators])
         with torch.autocast(self.vae_device.type, enabled=False):
-            mean, logvar = torch.chunk(self.vae.encode_moments(x.contiguous(memory_format=self._conv_format)), 2, dim=1)
-            eps = torch.cat([torch.randn(mean[:1].shape, generator=g, device=g.device) for g in generators])
-            z = mean + torch.exp(0.5 * logvar) * eps.to(mean.device)
-            z = self.vae.scale_factor * (z - self.vae.shift_factor)
+            z = self.vae.encode(x.contiguous(memory_format=self._conv_format), eps=eps)
         p = self.config.latent_patch_size
         return torch.stack([latent_to_tokens(zb, p) for zb in z])
 

@@ -28,14 +28,13 @@ import numpy as np
 @dataclass
 class Controllability:
     actions: tuple[str, ...]
-    confusion: np.ndarray = field(default=None)  # type: ignore[assignment]  # (K, K) int64
+    confusion: np.ndarray = field(init=False)  # (K, K) int64
     chance_sum: float = 0.0
     states: int = 0
     skipped: int = 0  # (state, action) pairs whose real outcome was not distinguishable
 
     def __post_init__(self) -> None:
-        if self.confusion is None:
-            self.confusion = np.zeros((len(self.actions), len(self.actions)), np.int64)
+        self.confusion = np.zeros((len(self.actions), len(self.actions)), np.int64)
 
     @property
     def pairs(self) -> int:
