@@ -126,7 +126,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from bagel_world.training.recorder import record
+    from bagel_world.training.recorder import record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else ["navigate", "multiview", "future_frame", "manipulate"]
     for t in tasks:
@@ -134,6 +134,9 @@ def _cmd_record(args) -> int:
                        seed=args.seed, resolution=(args.size, args.size), vary=args.vary,
                        uniform=args.uniform)
         print(f"{t}: {len(paths)} shards in {Path(args.out) / t}")
+        if args.branches:
+            paths = record_branches(t, args.out, points=args.branches, seed=args.seed)
+            print(f"{t}: {len(paths)} branch files in {Path(args.out) / t}")
     return 0
 
 
@@ -147,7 +150,9 @@ def _cmd_train(args) -> int:
                       bf16=args.bf16, device=args.device or ("cuda" if _cuda() else "cpu"), init=args.init,
                       action_dropout=args.action_dropout, context_noise=args.context_noise, rope_gap=args.rope_gap,
                       change_weight=args.change_weight, timestep_shift=args.timestep_shift,
-                      sample_steps=args.sample_steps, cfg_text_scale=args.cfg_text)
+                      sample_steps=args.sample_steps, cfg_text_scale=args.cfg_text,
+                      branch_share=args.branch_share, branch_group=args.branch_group, ckpt_every=args.ckpt_every,
+                      warmup=args.warmup)
     out = run_training(cfg)
     print(f"checkpoint written to {out}")
     return 0
@@ -263,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--uniform", type=float, default=0.5,
                    help="share of actions drawn uniformly from the canonical ones (the rest: the task's "
                         "exploration policy)")
+    r.add_argument("--branches", type=int, default=0,
+                   help="per episode, this many recorded states get the real outcome of every canonical "
+                        "action (exact replay), for counterfactual training groups")
     r.set_defaults(func=_cmd_record)
 
     t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
@@ -293,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--timestep-shift", type=float, default=1.0, help="shift of training and sampling timesteps")
     t.add_argument("--sample-steps", type=int, default=5, help="num_timesteps in world.json (n-1 flow evaluations)")
     t.add_argument("--cfg-text", type=float, default=1.0, help="cfg_text_scale in world.json")
+    t.add_argument("--branch-share", type=float, default=0.5,
+                   help="share of each batch made of counterfactual groups (when DATA has branch recordings)")
+    t.add_argument("--branch-group", type=int, default=4, help="clips per counterfactual group")
+    t.add_argument("--warmup", type=int, default=500, help="linear learning-rate warm-up steps")
+    t.add_argument("--ckpt-every", type=int, default=500, help="steps between resumable states and exports")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
     t.set_defaults(func=_cmd_train)
 

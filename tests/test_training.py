@@ -121,3 +121,68 @@ def test_init_resumes_from_a_checkpoint_and_plans_dropped_actions(tmp_path):
     tok_now[0] = 1.0
     w = tr._change_weights(tok_now, prev)
     assert w[0] > w[1] == w[2] == w[3] == 1.0 and float(w.mean()) == pytest.approx(3.0, abs=1e-4)
+
+
+def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path):
+    from bagel_world.training.data import Branches, BranchSampler, list_branches
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    N, C, K = 5, 3, 6
+    rng = np.random.default_rng(1)
+    canon = np.array([f"action {k}" for k in range(K)])
+    b = Branches("navigate", frames[:N, :C].copy(), np.full((N, C - 1), "turn left 30 degrees"),
+                 rng.integers(0, 256, (N, K, 64, 64, 3)).astype(np.uint8), canon, np.arange(N), np.full(N, C - 1))
+    b.save(tmp_path / "navigate" / "branches-00000.npz")
+    assert list_branches(tmp_path) == [tmp_path / "navigate" / "branches-00000.npz"]
+    b = Branches.load(list_branches(tmp_path)[0])
+    with pytest.raises(ValueError, match="outcomes must be"):
+        Branches("navigate", b.context, b.context_actions, b.outcomes[:, :2], b.actions, b.seeds, b.steps)
+    sampler = BranchSampler(ClipSampler([s], window=3, rng=np.random.default_rng(0)), [b], branch_share=0.5, group=4)
+    for _ in range(10):
+        batch = sampler.sample_batch(8)
+        assert len(batch) == 8
+        group, rest = batch[:4], batch[4:]
+        # One state: the same history frames and actions; four different last actions, each
+        # followed by its own recorded outcome.
+        p = group[0].key[1]
+        for c in group:
+            assert np.array_equal(c.frames[:-1], group[0].frames[:-1]) and c.actions[:-1] == group[0].actions[:-1]
+            k = int(np.flatnonzero(canon == c.actions[-1])[0])
+            assert np.array_equal(c.frames[-1], b.outcomes[p, k]) and len(c.actions) == len(c.frames) - 1
+        assert len({c.actions[-1] for c in group}) == 4
+        assert all(c.key[0] >= 0 for c in rest)  # the rest are trajectory clips
+    assert all(c.key[0] >= 0 for c in BranchSampler(sampler.clips, [b], branch_share=0.0).sample_batch(8))
+
+
+def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+    from bagel_world.training.data import Branches, list_branches
+    from bagel_world.training.recorder import record, record_branches
+
+    from bagel_world.sims import missing_packages
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    record("navigate", tmp_path, episodes=2, steps=5, seed=1000, uniform=1.0, progress=False)
+    [path] = record_branches("navigate", tmp_path, points=2, context=2, max_step=4, progress=False)
+    b = Branches.load(path)
+    s = Shard.load(list_shards(tmp_path, "navigate")[0])
+    canon = list(CANONICAL_ACTIONS["navigate"])
+    assert b.outcomes.shape == (4, len(canon), 64, 64, 3) and b.context.shape == (4, 2, 64, 64, 3)
+    for n in range(4):
+        e, t = int(np.flatnonzero(s.seeds == b.seeds[n])[0]), int(b.steps[n])
+        assert np.array_equal(b.context[n], s.frames[e, t - 1 : t + 1])
+        assert list(b.context_actions[n]) == [str(s.actions[e, t - 1])]
+        # The recorded action's branch is the recorded next frame (uniform=1: canonical actions).
+        assert np.array_equal(b.outcomes[n, canon.index(str(s.actions[e, t]))], s.frames[e, t + 1])
+        assert len({o.tobytes() for o in b.outcomes[n]}) > 1
+    # A second call finds the file and keeps it (resumable); a shard that replay cannot
+    # reproduce is an error, not silently wrong data.
+    assert record_branches("navigate", tmp_path, points=2, context=2, max_step=4, progress=False) == [path]
+    path.unlink()
+    s.frames[:, 1:] = 0
+    s.save(list_shards(tmp_path, "navigate")[0])
+    with pytest.raises(RuntimeError, match="did not reproduce"):
+        record_branches("navigate", tmp_path, points=2, context=2, max_step=4, progress=False)
+    assert list_branches(tmp_path) == []

@@ -77,6 +77,55 @@ class Clip:
     key: tuple[int, int, int]
 
 
+@dataclass
+class Branches:
+    """Every canonical action's real outcome from recorded states (`bagel-world record --branches`)."""
+
+    task: str
+    context: np.ndarray  # (N, C, H, W, 3) uint8: the frames up to the branch state
+    context_actions: np.ndarray  # (N, C-1) str
+    outcomes: np.ndarray  # (N, K, H, W, 3) uint8
+    actions: np.ndarray  # (K,) str
+    seeds: np.ndarray  # (N,) int64
+    steps: np.ndarray  # (N,) int64
+
+    def __post_init__(self) -> None:
+        N, C = self.context.shape[:2]
+        K = len(self.actions)
+        if self.context.dtype != np.uint8 or self.context.ndim != 5:
+            raise ValueError(f"context must be (N, C, H, W, 3) uint8, got {self.context.shape} {self.context.dtype}")
+        if self.outcomes.shape != (N, K, *self.context.shape[2:]):
+            raise ValueError(f"outcomes must be (N, K, H, W, 3) = {(N, K, *self.context.shape[2:])}, got {self.outcomes.shape}")
+        if self.context_actions.shape != (N, C - 1):
+            raise ValueError(f"context_actions must be (N, C-1) = {(N, C - 1)}, got {self.context_actions.shape}")
+
+    @property
+    def num_points(self) -> int:
+        return self.context.shape[0]
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, task=np.array(self.task), context=self.context,
+                            context_actions=self.context_actions.astype(str), outcomes=self.outcomes,
+                            actions=self.actions.astype(str), seeds=self.seeds.astype(np.int64),
+                            steps=self.steps.astype(np.int64))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Branches":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(str(z["task"]), z["context"], z["context_actions"], z["outcomes"], z["actions"],
+                       z["seeds"], z["steps"])
+
+
+def list_branches(folder: str | Path, task: str | None = None) -> list[Path]:
+    folder = Path(folder)
+    pattern = f"{task}/branches-*.npz" if task else "*/branches-*.npz"
+    return sorted(p for p in folder.glob(pattern) if ".tmp" not in p.name)
+
+
 class ClipSampler:
     """Uniform random clips over all loaded shards."""
 
@@ -88,6 +137,9 @@ class ClipSampler:
         if T1 < 2:
             raise ValueError(f"episodes need at least 2 frames, got {T1}")
         self._index = [(i, e) for i, s in enumerate(shards) for e in range(s.num_episodes)]
+
+    def sample_batch(self, n: int) -> list[Clip]:
+        return [self.sample() for _ in range(n)]
 
     def sample(self) -> Clip:
         i, e = self._index[int(self.rng.integers(len(self._index)))]
@@ -105,3 +157,44 @@ class ClipSampler:
             answer=None if q_idx is None else str(s.qa_a[e, last, q_idx]),
             key=(i, e, t0),
         )
+
+
+class BranchSampler:
+    """Trajectory clips mixed with groups of counterfactual clips.
+
+    A share `branch_share` of each batch is made of groups of `group` clips that share one
+    recorded state and its history and differ only in the last action (and its real
+    outcome). Within a group the history explains nothing of the differences between the
+    targets, so the flow loss can only fall by reading the action: the mirror pairs (turn
+    left / right) that trajectory data leaves ambiguous get a direct contrast in every batch.
+    """
+
+    def __init__(self, clips: ClipSampler, branches: list[Branches], branch_share: float = 0.5, group: int = 4):
+        if not branches:
+            raise ValueError("no branch recordings to sample from; run `bagel-world record --branches N` first")
+        if not 0.0 <= branch_share <= 1.0 or group < 2:
+            raise ValueError(f"branch_share must be in [0, 1] and group >= 2; got {branch_share}, {group}")
+        self.clips, self.branches, self.share, self.group = clips, branches, branch_share, group
+        self.rng = clips.rng  # one generator, saved and restored with the training state
+        self._index = [(i, n) for i, b in enumerate(branches) for n in range(b.num_points)]
+
+    def sample(self) -> Clip:
+        return self.clips.sample()
+
+    def sample_batch(self, n: int) -> list[Clip]:
+        n_groups = int(round(n * self.share)) // self.group
+        out: list[Clip] = []
+        for _ in range(n_groups):
+            out += self.sample_group()
+        return out + [self.clips.sample() for _ in range(n - len(out))]
+
+    def sample_group(self) -> list[Clip]:
+        i, p = self._index[int(self.rng.integers(len(self._index)))]
+        b = self.branches[i]
+        C, K = b.context.shape[1], len(b.actions)
+        c = int(self.rng.integers(1, min(C, self.clips.window) + 1))  # context frames kept
+        history = [str(a) for a in b.context_actions[p, C - c :]]
+        chosen = self.rng.choice(K, size=min(self.group, K), replace=False)
+        return [Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
+                     actions=history + [str(b.actions[k])], question=None, answer=None, key=(-1 - i, p, int(k)))
+                for k in chosen]

@@ -26,7 +26,7 @@ from bagel_world.model.checkpoint_io import build_tokenizer, init_random, save_c
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
 from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
-from bagel_world.training.data import ClipSampler, Shard, list_shards
+from bagel_world.training.data import Branches, BranchSampler, ClipSampler, Shard, list_branches, list_shards
 from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,11 @@ class TrainConfig:
     timestep_shift: float = 1.0
     sample_steps: int = 5  # num_timesteps: 4 flow evaluations per frame
     cfg_text_scale: float = 1.0
+    # Counterfactual groups from `record --branches` (used when the data folder has them).
+    branch_share: float = 0.5  # share of each batch made of branch groups
+    branch_group: int = 4  # clips per group: one state, different actions
+    ckpt_every: int = 500  # steps between resumable states (and exports)
+    warmup: int = 500  # linear learning-rate warm-up steps
     extra: dict = field(default_factory=dict)
 
 
@@ -114,6 +119,21 @@ def load_training_shards(data: Path, holdout: int) -> tuple[list[Shard], dict[st
     if not train:
         raise FileNotFoundError(f"no trajectory shards under {data}; run `bagel-world record --out {data}` first")
     return train, held
+
+
+def load_training_branches(data: Path, held: dict[str, Shard]) -> list[Branches]:
+    """Every branch recording under `data`, less the points of held-out episodes."""
+    out = []
+    for task in TASK_NAMES:
+        for p in list_branches(data, task):
+            b = Branches.load(p)
+            if task in held:
+                keep = ~np.isin(b.seeds, held[task].seeds)
+                b = Branches(task, b.context[keep], b.context_actions[keep], b.outcomes[keep], b.actions,
+                             b.seeds[keep], b.steps[keep])
+            if b.num_points:
+                out.append(b)
+    return out
 
 
 def _texts(shards: list[Shard]) -> list[str]:
@@ -195,9 +215,15 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, window=c.window, seed=c.seed,
                           bf16=bool(c.bf16), task_prompts=TASK_PROMPTS, action_dropout=c.action_dropout,
                           context_noise=c.context_noise, rope_gap=c.rope_gap, change_weight=c.change_weight,
-                          timestep_shift=c.timestep_shift)
+                          timestep_shift=c.timestep_shift, ckpt_every=c.ckpt_every,
+                          warmup=c.warmup)
     trainer = WorldTrainer(config, model, vae, tokenizer, args)
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed))
+    branches = load_training_branches(data, held) if c.branch_share > 0 else []
+    if branches:
+        log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),
+                 c.branch_share, c.branch_group)
+        sampler = BranchSampler(sampler, branches, c.branch_share, c.branch_group)
 
     def export(tr: WorldTrainer) -> None:
         export_checkpoint(out, config, tr, vae, tok_dir, held, c, ae_metrics, n_frames, time.perf_counter() - t_start)

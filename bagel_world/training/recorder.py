@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bagel_world.training.data import Shard
+from bagel_world.training.data import Shard, list_shards
 
 log = logging.getLogger(__name__)
 
@@ -115,6 +115,79 @@ def record(
             seeds=np.arange(seed + first, seed + last),
         ).save(path)
     bar.close()
+    if env is not None:
+        env.close()
+    return paths
+
+
+def record_branches(
+    task: str,
+    out: str | Path,
+    points: int = 2,
+    context: int = 4,
+    max_step: int = 16,
+    seed: int = 0,
+    progress: bool = True,
+) -> list[Path]:
+    """For each recorded episode of `task` under out/<task>/, pick `points` random steps t and
+    record the real outcome of every canonical action from the state at t (exact replay:
+    `reset(seed)` plus the episode's first t actions). Written next to each trajectory shard
+    as out/<task>/branches-<k>.npz (resumable per shard):
+
+      context          (N, C, H, W, 3) uint8   the frames t-C+1..t of the episode
+      context_actions  (N, C-1) str            the actions between them
+      outcomes         (N, K, H, W, 3) uint8   the next frame of each canonical action
+      actions          (K,) str                the canonical actions
+      seeds, steps     (N,) int64              where each point comes from
+
+    Trajectories only show one action per state. Branches show all of them from the same
+    state, so a batch of them leaves the action as the only thing that explains the target
+    (see `BranchSampler`).
+    """
+    from tqdm.auto import tqdm
+
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+    from bagel_world.training.controllability import real_each
+    from bagel_world.training.data import Branches
+
+    if points < 1 or context < 1 or max_step < context - 1:
+        raise ValueError(f"points and context must be >= 1 and max_step >= context - 1; got {points}, {context}, {max_step}")
+    shard_paths = list_shards(out, task)
+    if not shard_paths:
+        raise FileNotFoundError(f"no trajectory shards of {task!r} under {out}; run `bagel-world record` first")
+    canon = list(CANONICAL_ACTIONS[task])
+    rng = np.random.default_rng(seed)
+    env, paths = None, []
+    for sp in tqdm(shard_paths, desc=f"branches {task}", disable=not progress):
+        path = sp.with_name(sp.name.replace("shard-", "branches-"))
+        paths.append(path)
+        shard = Shard.load(sp)
+        T = shard.actions.shape[1]
+        lo, hi = context - 1, min(max_step, T - 1)
+        # Drawn before the skip check, so a resumed recording draws the same points.
+        draws = [rng.integers(lo, hi + 1, size=points) for _ in range(shard.num_episodes)]
+        if path.is_file():
+            continue
+        if env is None:
+            env = make_bare_env(task, tuple(shard.frames.shape[2:4]))
+        ctx, ctx_a, outs, seeds, steps = [], [], [], [], []
+        for e in range(shard.num_episodes):
+            s = int(shard.seeds[e])
+            for t in sorted(int(x) for x in draws[e]):
+                prefix = [str(a) for a in shard.actions[e, :t]]
+                outcome = real_each(env, s, prefix, canon)
+                ctx.append(shard.frames[e, t - context + 1 : t + 1])
+                ctx_a.append(prefix[t - context + 1 :] if context > 1 else [])
+                outs.append(outcome)
+                seeds.append(s)
+                steps.append(t)
+                # Replay must reach the recorded state: when the recorded action was a
+                # canonical one, its outcome is the recorded next frame.
+                a = str(shard.actions[e, t])
+                if a in canon and not np.array_equal(outcome[canon.index(a)], shard.frames[e, t + 1]):
+                    raise RuntimeError(f"replaying {task} seed {s} did not reproduce its recorded frame {t + 1}")
+        Branches(task=task, context=np.stack(ctx), context_actions=np.array(ctx_a, dtype=str).reshape(len(ctx), context - 1),
+                 outcomes=np.stack(outs), actions=np.array(canon), seeds=np.array(seeds), steps=np.array(steps)).save(path)
     if env is not None:
         env.close()
     return paths

@@ -326,7 +326,7 @@ def train_world(
     with open(out_dir / "loss.jsonl", "a") as logf:
         acc: list[dict] = []
         while trainer.step < a.steps:
-            parts = trainer.train_step([sampler.sample() for _ in range(a.batch_size)], gen)
+            parts = trainer.train_step(sampler.sample_batch(a.batch_size), gen)
             acc.append(parts)
             bar.update(1)
             if trainer.step % a.log_every == 0 or trainer.step == a.steps:
