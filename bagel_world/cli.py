@@ -152,7 +152,7 @@ def _cmd_train(args) -> int:
                       change_weight=args.change_weight, timestep_shift=args.timestep_shift,
                       sample_steps=args.sample_steps, cfg_text_scale=args.cfg_text,
                       branch_share=args.branch_share, branch_group=args.branch_group, ckpt_every=args.ckpt_every,
-                      warmup=args.warmup)
+                      warmup=args.warmup, progress_share=args.progress_share)
     out = run_training(cfg)
     print(f"checkpoint written to {out}")
     return 0
@@ -304,6 +304,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--branch-share", type=float, default=0.5,
                    help="share of each batch made of counterfactual groups (when DATA has branch recordings)")
     t.add_argument("--branch-group", type=int, default=4, help="clips per counterfactual group")
+    t.add_argument("--progress-share", type=float, default=0.5,
+                   help="share of clips that ask a goal-conditioned progress question (recordings with goals)")
     t.add_argument("--warmup", type=int, default=500, help="linear learning-rate warm-up steps")
     t.add_argument("--ckpt-every", type=int, default=500, help="steps between resumable states and exports")
     t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")

@@ -186,3 +186,77 @@ def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
     with pytest.raises(RuntimeError, match="did not reproduce"):
         record_branches("navigate", tmp_path, points=2, context=2, max_step=4, progress=False)
     assert list_branches(tmp_path) == []
+
+
+def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
+    from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    E, T1 = frames.shape[:2]
+    # Poses walk 1 m per step along x; the episode goal sits 3.2 m past the start.
+    poses = np.zeros((E, T1, 3), np.float32)
+    poses[:, :, 0] = np.arange(T1)
+    goals = np.full((E, 64, 64, 3), 7, np.uint8)
+    with pytest.raises(ValueError, match="all or none"):
+        Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals=goals)
+    s = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses, np.tile([[3.2, 0, 0]], (E, 1)))
+    s.save(tmp_path / "p.npz")
+    s = Shard.load(tmp_path / "p.npz")
+    assert s.has_progress and s.episodes(slice(0, 2)).poses.shape == (2, T1, 3)
+    sampler = ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0)
+    seen = set()
+    for _ in range(200):
+        c = sampler.sample()
+        assert c.goal is not None and c.question in (DISTANCE_QUESTION, REACHED_QUESTION)
+        t = c.key[2] + len(c.frames) - 1
+        if np.array_equal(c.goal, goals[0]):
+            d = abs(3.2 - t)
+        else:  # a hindsight goal: a frame of the same episode, whose pose is its index
+            g = next(g for g in range(T1) if np.array_equal(c.goal, frames[c.key[1], g]))
+            d = abs(g - t)
+        expected = DISTANCE_BINS["navigate"].answer(d) if c.question == DISTANCE_QUESTION else \
+            ("yes" if d <= 0.5 else "no")
+        assert c.answer == expected, (c.question, c.answer, d)
+        seen.add((c.question, c.answer))
+    assert ("Have you reached the goal view?", "yes") in seen and len(seen) >= 4
+    # Without progress_share the same shard asks its state questions, with no goal.
+    plain = ClipSampler([s], window=2, rng=np.random.default_rng(0)).sample()
+    assert plain.goal is None and plain.question == "Is the red box visible?"
+
+
+def test_distance_bins_answer_and_expectation():
+    from bagel_world.simulator.progress import DISTANCE_BINS, reached_probability
+
+    bins = DISTANCE_BINS["navigate"]
+    assert [bins.answer(d) for d in (0.0, 0.49, 0.5, 2.9, 100.0)] == ["0.25", "0.25", "0.75", "2.5", "7"]
+    logp = np.full(len(bins.centres), -50.0)
+    logp[3] = 0.0
+    assert bins.expected(logp) == pytest.approx(1.75)
+    assert bins.expected(np.zeros(len(bins.centres))) == pytest.approx(np.mean(bins.centres))
+    assert reached_probability(np.log([[0.3, 0.1]]))[0] == pytest.approx(0.75)
+
+
+def test_trainer_loss_runs_on_goal_clips(tmp_path):
+    from transformers import AutoTokenizer
+
+    from bagel_world.training.pipeline import TASK_PROMPTS, _load_init
+    from bagel_world.training.world import WorldTrainArgs, WorldTrainer
+
+    _write_shards(tmp_path / "data")
+    small = dict(ae_steps=2, world_steps=1, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2,
+                 kv_heads=1, intermediate=64, vocab_size=300, window=2)
+    ck = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "w"),
+                                  **small), progress=False)
+    init = _load_init(str(ck))
+    tr = WorldTrainer(init.config, init.model, init.vae, AutoTokenizer.from_pretrained(str(ck)),
+                      WorldTrainArgs(task_prompts=TASK_PROMPTS, bf16=False))
+    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], 2, np.random.default_rng(0)).sample()
+    plain = tr.plan(clip)
+    clip.goal, clip.question, clip.answer = clip.frames[0], "How far away is the goal view?", "0.25"
+    pl = tr.plan(clip)
+    # The goal adds one clean latent block and one ViT block, after the last frame.
+    assert len(pl.latent_frames) == len(plain.latent_frames) + 1 and pl.latent_frames[-1] == (len(clip.frames), False)
+    assert pl.vit_frames[-1] == len(clip.frames)
+    loss, parts = tr.loss([clip, clip], torch.Generator().manual_seed(0))
+    assert np.isfinite(parts["mse"]) and parts["ce"] > 0 and torch.isfinite(loss)

@@ -64,6 +64,22 @@ def state_questions(task: str, info: dict[str, Any]) -> list[tuple[str, str]]:
     return _module(task).state_questions(info)
 
 
+def progress_poses(task: str, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """(agent pose, goal pose) that goal progress is measured on (navigate: x, z in m and yaw
+    in degrees), or None for a task without a progress judge."""
+    m = _module(task)
+    if not hasattr(m, "progress_poses"):
+        return None
+    pose, goal = m.progress_poses(info)
+    return np.asarray(pose, np.float32), np.asarray(goal, np.float32)
+
+
+def pose_progress(task: str, pose: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
+    """(real distance to the goal, reached) between two poses of `progress_pose`, by the
+    same rule as the real env's success."""
+    return _module(task).pose_progress(pose, goal)
+
+
 def explore_action(task: str, rng: np.random.Generator, info: dict[str, Any], *, vary: float = 0.0) -> str:
     """A text action from the task's exploration policy (biased random over canonical actions).
 

@@ -313,6 +313,18 @@ def state_questions(info: dict[str, Any]) -> list[tuple[str, str]]:
     ]
 
 
+def progress_poses(info: dict[str, Any]) -> tuple[list[float], list[float]]:
+    """[x, z, yaw_deg] of the agent and of the goal: what goal progress is measured on."""
+    return [*info["agent_pos"], info["agent_yaw_deg"]], [*info["goal_pos"], info["goal_yaw_deg"]]
+
+
+def pose_progress(pose, goal, radius: float = 0.5, angle: float = 30.0) -> tuple[float, bool]:
+    """(metres between the two positions, whether `pose` counts as reaching `goal`): within
+    `radius` m and `angle` degrees of heading, the env's default success rule."""
+    d = float(np.hypot(pose[0] - goal[0], pose[1] - goal[1]))
+    return d, bool(d <= radius and abs(wrap_degrees(float(pose[2]) - float(goal[2]))) <= angle)
+
+
 def _turn_word(bearing: float, dead_zone: float, ahead: str = "none") -> str:
     if abs(bearing) < dead_zone:
         return ahead

@@ -7,6 +7,10 @@ A shard is one `.npz` file holding E episodes of T steps of one task:
   qa_a     (E, T+1, Q) str           their answers ("yes"/"no", ...)
   seeds    (E,) int64                the simulator seed of each episode
   task     () str
+and, for tasks with a progress judge (`bagel_world.simulator.progress`):
+  goals       (E, H, W, 3) uint8     the episode's goal image
+  poses       (E, T+1, P) float32    the pose progress is measured on, per frame
+  goal_poses  (E, P) float32         the goal's pose
 Shards are written atomically (tmp file + rename), so an interrupted recording resumes
 by skipping finished shard files.
 """
@@ -28,9 +32,21 @@ class Shard:
     qa_q: np.ndarray
     qa_a: np.ndarray
     seeds: np.ndarray
+    goals: np.ndarray | None = None
+    poses: np.ndarray | None = None
+    goal_poses: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         E, T1 = self.frames.shape[:2]
+        progress = (self.goals, self.poses, self.goal_poses)
+        if any(x is not None for x in progress):
+            if any(x is None for x in progress):
+                raise ValueError("goals, poses and goal_poses come together (all or none)")
+            P = self.poses.shape[-1]
+            if self.goals.shape != (E, *self.frames.shape[2:]) or self.poses.shape != (E, T1, P) \
+                    or self.goal_poses.shape != (E, P):
+                raise ValueError(f"goals (E, H, W, 3), poses (E, T+1, P), goal_poses (E, P) with E={E}, T+1={T1}; "
+                                 f"got {self.goals.shape}, {self.poses.shape}, {self.goal_poses.shape}")
         if self.frames.dtype != np.uint8 or self.frames.ndim != 5 or self.frames.shape[-1] != 3:
             raise ValueError(f"frames must be (E, T+1, H, W, 3) uint8, got {self.frames.shape} {self.frames.dtype}")
         if self.actions.shape != (E, T1 - 1):
@@ -42,20 +58,32 @@ class Shard:
     def num_episodes(self) -> int:
         return self.frames.shape[0]
 
+    @property
+    def has_progress(self) -> bool:
+        return self.goals is not None
+
+    def episodes(self, sl: slice) -> "Shard":
+        """The episodes `sl` of this shard, as a shard."""
+        opt = (None if x is None else x[sl] for x in (self.goals, self.poses, self.goal_poses))
+        return Shard(self.task, self.frames[sl], self.actions[sl], self.qa_q[sl], self.qa_a[sl], self.seeds[sl], *opt)
+
     def save(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + f".tmp{os.getpid()}.npz")
+        extra = {} if not self.has_progress else {
+            "goals": self.goals, "poses": self.poses.astype(np.float32), "goal_poses": self.goal_poses.astype(np.float32)}
         np.savez_compressed(
             tmp, task=np.array(self.task), frames=self.frames, actions=self.actions.astype(str),
-            qa_q=self.qa_q.astype(str), qa_a=self.qa_a.astype(str), seeds=self.seeds.astype(np.int64),
+            qa_q=self.qa_q.astype(str), qa_a=self.qa_a.astype(str), seeds=self.seeds.astype(np.int64), **extra,
         )
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> "Shard":
         with np.load(path, allow_pickle=False) as z:
-            return cls(str(z["task"]), z["frames"], z["actions"], z["qa_q"], z["qa_a"], z["seeds"])
+            opt = [z[k] if k in z.files else None for k in ("goals", "poses", "goal_poses")]
+            return cls(str(z["task"]), z["frames"], z["actions"], z["qa_q"], z["qa_a"], z["seeds"], *opt)
 
 
 def list_shards(folder: str | Path, task: str | None = None) -> list[Path]:
@@ -75,6 +103,13 @@ class Clip:
     answer: str | None
     # Where the frames come from, for latents cached per frame: (shard index, episode, t0).
     key: tuple[int, int, int]
+    # A goal image shown after the last frame, before a progress question about it.
+    goal: np.ndarray | None = None
+
+    @property
+    def images(self) -> list[np.ndarray]:
+        """The frames, then the goal image if there is one: every image of the sequence."""
+        return list(self.frames) + ([] if self.goal is None else [self.goal])
 
 
 @dataclass
@@ -127,9 +162,19 @@ def list_branches(folder: str | Path, task: str | None = None) -> list[Path]:
 
 
 class ClipSampler:
-    """Uniform random clips over all loaded shards."""
+    """Uniform random clips over all loaded shards.
 
-    def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator):
+    On shards with progress ground truth, a share `progress_share` of the clips ask a
+    goal-conditioned progress question (`bagel_world.simulator.progress`) instead of a state
+    question, about a goal image: the episode's own goal (30%), or a frame of the same episode
+    (hindsight goals: half of them within 2 steps of the last frame, so that "reached" has
+    positives and near distances are well covered).
+    """
+
+    def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0):
+        if not 0.0 <= progress_share <= 1.0:
+            raise ValueError(f"progress_share must be in [0, 1], got {progress_share}")
+        self.progress_share = progress_share
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
         self.shards, self.window, self.rng = shards, window, rng
@@ -149,7 +194,7 @@ class ClipSampler:
         t0 = int(self.rng.integers(0, s.frames.shape[1] - k + 1))
         q_idx = int(self.rng.integers(s.qa_q.shape[2])) if s.qa_q.shape[2] else None
         last = t0 + k - 1
-        return Clip(
+        clip = Clip(
             task=s.task,
             frames=s.frames[e, t0 : t0 + k],
             actions=[str(a) for a in s.actions[e, t0 : last]],
@@ -157,6 +202,26 @@ class ClipSampler:
             answer=None if q_idx is None else str(s.qa_a[e, last, q_idx]),
             key=(i, e, t0),
         )
+        if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
+            clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last)
+        return clip
+
+    def _progress_qa(self, s: Shard, e: int, t: int) -> tuple[np.ndarray, str, str]:
+        from bagel_world.sims import pose_progress
+        from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION,
+                                                    REACHED_ANSWERS)
+
+        T1 = s.frames.shape[1]
+        if self.rng.random() < 0.3:
+            goal, goal_pose = s.goals[e], s.goal_poses[e]
+        else:
+            near = self.rng.random() < 0.5
+            g = int(self.rng.integers(max(0, t - 2), min(T1, t + 3))) if near else int(self.rng.integers(T1))
+            goal, goal_pose = s.frames[e, g], s.poses[e, g]
+        dist, reached = pose_progress(s.task, s.poses[e, t], goal_pose)
+        if self.rng.random() < 0.5:
+            return goal, DISTANCE_QUESTION, DISTANCE_BINS[s.task].answer(dist)
+        return goal, REACHED_QUESTION, REACHED_ANSWERS[0 if reached else 1]
 
 
 class BranchSampler:

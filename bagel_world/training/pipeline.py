@@ -26,6 +26,7 @@ from bagel_world.model.checkpoint_io import build_tokenizer, init_random, save_c
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
 from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
+from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 from bagel_world.training.data import Branches, BranchSampler, ClipSampler, Shard, list_branches, list_shards
 from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
 
@@ -69,6 +70,7 @@ class TrainConfig:
     branch_share: float = 0.5  # share of each batch made of branch groups
     branch_group: int = 4  # clips per group: one state, different actions
     ckpt_every: int = 500  # steps between resumable states (and exports)
+    progress_share: float = 0.5  # share of clips with a goal-conditioned progress question (tasks with one)
     warmup: int = 500  # linear learning-rate warm-up steps
     extra: dict = field(default_factory=dict)
 
@@ -113,8 +115,8 @@ def load_training_shards(data: Path, holdout: int) -> tuple[list[Shard], dict[st
         k = min(holdout, last.num_episodes - 1) if len(shards) == 1 else min(holdout, last.num_episodes)
         if k > 0:
             cut = last.num_episodes - k
-            held[task] = Shard(task, last.frames[cut:], last.actions[cut:], last.qa_q[cut:], last.qa_a[cut:], last.seeds[cut:])
-            shards[-1] = Shard(task, last.frames[:cut], last.actions[:cut], last.qa_q[:cut], last.qa_a[:cut], last.seeds[:cut])
+            held[task] = last.episodes(slice(cut, None))
+            shards[-1] = last.episodes(slice(None, cut))
         train += [s for s in shards if s.num_episodes]
     if not train:
         raise FileNotFoundError(f"no trajectory shards under {data}; run `bagel-world record --out {data}` first")
@@ -142,6 +144,8 @@ def _texts(shards: list[Shard]) -> list[str]:
         out += list(np.unique(s.actions)) + list(np.unique(s.qa_q)) + list(np.unique(s.qa_a))
     for t in TASK_NAMES:  # canonical actions even if a recording never used one
         out += list(default_templates(False)[t].canonical_actions)
+    out += [DISTANCE_QUESTION, REACHED_QUESTION, *REACHED_ANSWERS]
+    out += [a for bins in DISTANCE_BINS.values() for a in bins.answers]
     return out
 
 
@@ -218,7 +222,7 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
                           timestep_shift=c.timestep_shift, ckpt_every=c.ckpt_every,
                           warmup=c.warmup)
     trainer = WorldTrainer(config, model, vae, tokenizer, args)
-    sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed))
+    sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed), progress_share=c.progress_share)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),

@@ -26,16 +26,18 @@ def make_bare_env(task: str, resolution: tuple[int, int]):
     return gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
 
 
-def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0
+def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0, progress: dict | None = None
                    ) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
-    """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame.
+    """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame. For a
+    task with a progress judge, a `progress` dict receives the goal image, the per-frame
+    poses and the goal pose (`bagel_world.sims.progress_poses`).
 
     Each action is, with probability `uniform`, a canonical action drawn uniformly (so every
     action is seen from every kind of state, which a world model needs to learn what each
     one does), and otherwise the task's exploration policy. With `uniform=0` the draws are
     exactly the exploration policy's, so evaluation episodes do not depend on this option.
     """
-    from bagel_world.sims import explore_action, state_questions
+    from bagel_world.sims import explore_action, progress_poses, state_questions
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
     if not 0.0 <= uniform <= 1.0:
@@ -44,6 +46,7 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     frames, actions, qa = [_frame(obs)], [], [state_questions(task, info)]
+    poses = [progress_poses(task, info)]
     for _ in range(steps):
         if uniform > 0 and rng.random() < uniform:
             action = canon[int(rng.integers(len(canon)))]
@@ -53,6 +56,9 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
         frames.append(_frame(obs))
         actions.append(action)
         qa.append(state_questions(task, info))
+        poses.append(progress_poses(task, info))
+    if progress is not None and poses[0] is not None:
+        progress.update(goal=obs["goal"], poses=np.stack([p for p, _ in poses]), goal_pose=poses[0][1])
     return np.stack(frames), actions, qa
 
 
@@ -98,7 +104,9 @@ def record(
             continue
         if env is None:
             env = make_bare_env(task, resolution)
-        eps = [record_episode(env, task, seed + e, steps, vary, uniform) for e in _tick(range(first, last), bar)]
+        prog = [{} for _ in range(first, last)]
+        eps = [record_episode(env, task, seed + e, steps, vary, uniform, prog[e - first])
+               for e in _tick(range(first, last), bar)]
         n_q = max(len(q) for _, _, qa in eps for q in qa)
         qa_q = np.full((len(eps), steps + 1, n_q), "", dtype=object)
         qa_a = np.full_like(qa_q, "")
@@ -113,6 +121,9 @@ def record(
             qa_q=qa_q.astype(str),
             qa_a=qa_a.astype(str),
             seeds=np.arange(seed + first, seed + last),
+            **({} if not prog[0] else {"goals": np.stack([p["goal"] for p in prog]),
+                                       "poses": np.stack([p["poses"] for p in prog]),
+                                       "goal_poses": np.stack([p["goal_pose"] for p in prog])}),
         ).save(path)
     bar.close()
     if env is not None:

@@ -4,6 +4,9 @@ One training sequence per clip, laid out as the local simulator lays out its con
 
   [task text] [f0 VAE][f0 ViT] [a0] [f1 noised][f1 VAE][f1 ViT] [a1] ... [fk noised][fk VAE][fk ViT] [q] [answer]
 
+with, for a goal-conditioned progress question, the goal image ([goal VAE][goal ViT]) between
+the last frame and [q].
+
 Noised latent blocks carry the flow-matching loss (v = eps - x0, one logit-normal t per
 block) and are invisible to every other split; they share the rope position of the clean
 copy that follows (fact sheet 4.13). The answer segment carries the cross-entropy loss.
@@ -147,6 +150,9 @@ class WorldTrainer:
                 pl.add_image(3, n_lat, ids["soi"], ids["eoi"], f)
             pl.add_image(2, n_lat, ids["soi"], ids["eoi"], f)
             pl.add_image(1, n_vit, ids["soi"], ids["eoi"], f)
+        if clip.goal is not None:  # the goal image a progress question asks about, clean as a frame
+            pl.add_image(2, n_lat, ids["soi"], ids["eoi"], len(clip.frames))
+            pl.add_image(1, n_vit, ids["soi"], ids["eoi"], len(clip.frames))
         if clip.question is not None:
             pl.add_text(self.tok.encode(clip.question, add_special_tokens=False), ids["bos"], ids["eos"])
             pl.add_text(self.tok.encode(clip.answer, add_special_tokens=False), ids["bos"], ids["eos"], loss=True)
@@ -173,8 +179,9 @@ class WorldTrainer:
         vit_rows = (kinds == 1).nonzero()
         patches, vpos, lens = [], [], []
         for pl, clip in zip(plans, clips):
+            images = clip.images
             for f in pl.vit_frames:
-                img = to_tensor_uint8(clip.frames[f])
+                img = to_tensor_uint8(images[f])
                 pp = cfg.vit.patch_size
                 patches.append(patchify(img, pp))
                 vpos.append(flattened_position_ids(img.shape[1] // pp, img.shape[2] // pp, cfg.vit_max_num_patch_per_side))
@@ -186,9 +193,9 @@ class WorldTrainer:
         clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
         x0_clean, t_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n, w_noised = [], [], [], [], [], [], []
         with torch.no_grad():
-            frames = [torch.stack([to_tensor_uint8(f) for f in clip.frames]) for clip in clips]
+            frames = [torch.stack([to_tensor_uint8(f) for f in clip.images]) for clip in clips]
             z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
-        z_per_clip = torch.split(z, [len(c.frames) for c in clips])
+        z_per_clip = torch.split(z, [len(c.images) for c in clips])
         for pl, zc in zip(plans, z_per_clip):
             h, w = zc.shape[2] // cfg.latent_patch_size, zc.shape[3] // cfg.latent_patch_size
             lp = flattened_position_ids(h, w, cfg.max_latent_size)

@@ -1,0 +1,62 @@
+"""Goal-conditioned progress questions: how the model is asked how far a goal view is.
+
+The understanding path is trained (`bagel-world train`, from recorded simulator ground
+truth) and asked (`Simulator.score(..., goals=...)`) the same two questions, with the goal
+image appended to the session's context right before the question:
+
+  [... current frame] [goal frame] "How far away is the goal view?"  -> a distance bin
+  [... current frame] [goal frame] "Have you reached the goal view?" -> "yes" / "no"
+
+A distance answer is the centre of its bin written as a number ("0.25", ..., "7"), so the
+judged *expected* distance is the probability-weighted mean of the bin centres. The same
+questions are asked zero-shot of BAGEL-7B-MoT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+DISTANCE_QUESTION = "How far away is the goal view?"
+REACHED_QUESTION = "Have you reached the goal view?"
+REACHED_ANSWERS = ("yes", "no")
+
+
+@dataclass(frozen=True)
+class DistanceBins:
+    """Bins of the real distance to the goal: edges (ascending) and the centre of each bin."""
+
+    unit: str
+    edges: tuple[float, ...]
+    centres: tuple[float, ...]
+
+    def __post_init__(self) -> None:
+        if len(self.centres) != len(self.edges) + 1 or list(self.edges) != sorted(self.edges):
+            raise ValueError(f"need ascending edges and one more centre than edges, got {self.edges}, {self.centres}")
+
+    @property
+    def answers(self) -> tuple[str, ...]:
+        return tuple(f"{c:g}" for c in self.centres)
+
+    def answer(self, distance: float) -> str:
+        """The answer of the bin that holds `distance`."""
+        return self.answers[int(np.searchsorted(self.edges, distance, side="right"))]
+
+    def expected(self, logp: np.ndarray) -> np.ndarray:
+        """(...,) judged expected distance from (..., bins) answer log-probabilities."""
+        p = np.exp(logp - logp.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        return p @ np.asarray(self.centres, np.float64)
+
+
+# Tasks with a trained progress judge. Navigate: metres between the agent and the goal pose.
+DISTANCE_BINS: dict[str, DistanceBins] = {
+    "navigate": DistanceBins("m", (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0), (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0)),
+}
+
+
+def reached_probability(logp: np.ndarray) -> np.ndarray:
+    """(...,) P("yes") from (..., 2) log-probabilities of `REACHED_ANSWERS`, renormalised."""
+    p = np.exp(logp - logp.max(-1, keepdims=True))
+    return p[..., 0] / p.sum(-1)
