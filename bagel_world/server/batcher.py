@@ -5,6 +5,8 @@ more for at most `max_wait_s` or until `max_batch_size`, and runs the batch on t
 simulator's single worker thread (the event loop never blocks on the model). While a
 batch runs, new requests pile up and form the next one. A session appears at most once
 per batch: a second step of the same session waits for the next batch, in order.
+A batch is one simulator call per task; when a call fails, its members are retried one
+by one, so a failure reaches only the request that causes it.
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ class Metrics:
 
 class StepBatcher:
     def __init__(self, simulator: Simulator, executor: Executor, max_batch_size: int, max_wait_s: float,
-                 is_alive: Callable[[str], bool], metrics: Metrics):
+                 is_alive: Callable[[str], bool], metrics: Metrics,
+                 task_of: Callable[[str], str | None] = lambda sim_id: None):
         self.simulator, self.executor = simulator, executor
         self.max_batch_size, self.max_wait_s = max_batch_size, max_wait_s
-        self.is_alive, self.metrics = is_alive, metrics
+        self.is_alive, self.metrics, self.task_of = is_alive, metrics, task_of
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._deferred: collections.deque[_Item] = collections.deque()  # same-session repeats, in order
         self._task: asyncio.Task | None = None
@@ -140,42 +143,61 @@ class StepBatcher:
         return batch
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            # Requests whose client gave up, or whose session was closed meanwhile, drop out.
-            live = []
+            # One simulator call per task: LocalSimulator steps task groups one after another,
+            # so a failed multi-task call may have advanced the groups before the failure,
+            # and retrying those sessions would step them twice. Within one task it is all or none.
+            groups: dict[str | None, list[_Item]] = {}
             for it in batch:
-                if it.future.done():
-                    continue
-                if not self.is_alive(it.sim_id):
-                    it.future.set_exception(
-                        ApiError(404, "unknown_session", "the session was closed before its step ran"))
-                    continue
-                live.append(it)
-            if not live:
+                groups.setdefault(self.task_of(it.sim_id), []).append(it)
+            for items in groups.values():
+                await self._run_group(items)
+
+    def _live(self, items: list[_Item]) -> list[_Item]:
+        """Requests whose client gave up, or whose session was closed meanwhile, drop out."""
+        live = []
+        for it in items:
+            if it.future.done():
                 continue
-            t0 = time.perf_counter()
-            try:
-                outs = await loop.run_in_executor(
-                    self.executor, self.simulator.step,
-                    [it.sim_id for it in live], [it.action for it in live], [it.seed for it in live],
-                )
-                if len(outs) != len(live):
-                    raise RuntimeError(f"simulator returned {len(outs)} outputs for a batch of {len(live)}")
-            except Exception as exc:  # the whole call failed: fail its requests, keep serving
-                err = from_simulator_error(exc)
-                log.warning("batched step of %d sessions failed: %s", len(live), err.message)
-                self.metrics.steps_failed += len(live)
+            if not self.is_alive(it.sim_id):
+                it.future.set_exception(ApiError(404, "unknown_session", "the session was closed before its step ran"))
+                continue
+            live.append(it)
+        return live
+
+    async def _run_group(self, items: list[_Item]) -> None:
+        live = self._live(items)
+        if not live:
+            return
+        t0 = time.perf_counter()
+        try:
+            outs = await asyncio.get_running_loop().run_in_executor(
+                self.executor, self.simulator.step,
+                [it.sim_id for it in live], [it.action for it in live], [it.seed for it in live],
+            )
+            if len(outs) != len(live):
+                raise RuntimeError(f"simulator returned {len(outs)} outputs for a batch of {len(live)}")
+        except Exception as exc:
+            if len(live) > 1:
+                # One member's bad input (or a batch too big for memory) must not fail the
+                # others: each runs alone, so only the request that causes a failure gets it.
+                log.warning("batched step of %d sessions failed (%s); retrying them one by one", len(live),
+                            type(exc).__name__)
                 for it in live:
-                    if not it.future.done():
-                        it.future.set_exception(err)
-                continue
-            now = time.perf_counter()
-            self.metrics.batches_run += 1
-            self.metrics.steps_run += len(live)
-            self.metrics.batch_latency_s.append(now - t0)
-            for it, out in zip(live, outs):
-                self.metrics.step_latency_s.append(now - it.enqueued)
-                if not it.future.done():
-                    it.future.set_result(out)
+                    await self._run_group([it])
+                return
+            err = from_simulator_error(exc)
+            log.warning("step failed: %s", err.message)
+            self.metrics.steps_failed += 1
+            if not live[0].future.done():
+                live[0].future.set_exception(err)
+            return
+        now = time.perf_counter()
+        self.metrics.batches_run += 1
+        self.metrics.steps_run += len(live)
+        self.metrics.batch_latency_s.append(now - t0)
+        for it, out in zip(live, outs):
+            self.metrics.step_latency_s.append(now - it.enqueued)
+            if not it.future.done():
+                it.future.set_result(out)

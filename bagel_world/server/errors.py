@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -10,6 +11,27 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+MAX_ECHO = 64  # characters of a client-supplied id or name that an error message repeats
+MAX_MESSAGE = 2000  # characters of any error message
+OBJECT_REPR = re.compile(r"<([\w.]+) object at 0x[0-9a-fA-F]+>")
+
+
+def clip(text: object, limit: int = MAX_ECHO) -> str:
+    """`text` as a quoted repr of at most `limit` characters (plus '…'), safe to echo back.
+
+    `ascii()` escapes control, zero-width and lone surrogate characters, so the echo can
+    neither break the JSON encoder nor hide text from whoever reads the message.
+    """
+    text = str(text)
+    return ascii(text[:limit]) + ("…" if len(text) > limit else "")
+
+
+def clean_message(message: str) -> str:
+    """A message safe to send: no object reprs (they leak addresses), no lone surrogates, bounded."""
+    message = OBJECT_REPR.sub(lambda m: f"<{m.group(1).rsplit('.', 1)[-1]}>", str(message))
+    message = message.encode("utf-8", "backslashreplace").decode("utf-8")
+    return message if len(message) <= MAX_MESSAGE else message[:MAX_MESSAGE] + "…"
 
 
 class ApiError(Exception):
@@ -25,7 +47,7 @@ class ApiError(Exception):
 
 def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None,
                    details: list | None = None) -> JSONResponse:
-    body: dict = {"error": {"code": code, "message": message}}
+    body: dict = {"error": {"code": code, "message": clean_message(message)}}
     if details is not None:
         body["error"]["details"] = details
     return JSONResponse(body, status_code=status, headers=headers)
@@ -58,11 +80,24 @@ _STATUS_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404:
                  415: "unsupported_media_type", 422: "invalid_request", 429: "too_many_requests"}
 
 
+def _loc_part(part: object) -> str:
+    # An unknown field's name is client text: bounded and escaped like any echoed id.
+    text = str(part)
+    plain = isinstance(part, int) or (len(text) <= MAX_ECHO and text.isascii() and text.isidentifier())
+    return text if plain else clip(text)
+
+
+def _error_text(e: dict) -> str:
+    if e.get("type") == "string_unicode":  # pydantic's wording does not say what is wrong
+        return "contains a lone UTF-16 surrogate (U+D800 to U+DFFF), which no field accepts"
+    return clean_message(str(e.get("msg", "invalid")))
+
+
 def _validation_message(errors: list[dict]) -> str:
     parts = []
     for e in errors[:5]:
-        loc = ".".join(str(p) for p in e.get("loc", ()) if p != "body")
-        parts.append(f"{loc or 'body'}: {e.get('msg', 'invalid')}")
+        loc = ".".join(_loc_part(p) for p in e.get("loc", ()) if p != "body")
+        parts.append(f"{loc or 'body'}: {_error_text(e)}")
     more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
     return "; ".join(parts) + more
 
@@ -76,7 +111,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _validation(request: Request, exc: RequestValidationError):
         errors = exc.errors()
         details = [
-            {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
+            {"loc": [_loc_part(p) for p in e.get("loc", ())], "msg": _error_text(e),
+             "type": str(e.get("type", ""))}
             for e in errors[:20]
         ]
         return error_response(422, "invalid_request", _validation_message(errors), details=details)

@@ -14,7 +14,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-from bagel_world.server.errors import ApiError
+from bagel_world.server.errors import OBJECT_REPR, ApiError, clip
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ACCEPTED = "PNG (8-bit grey, RGB, RGBA or palette), base64-encoded, optionally as a data:image/png;base64, URL"
@@ -63,7 +63,7 @@ def _b64_bytes(text: str, what: str) -> bytes:
     if text.startswith("data:"):
         head, _, text = text.partition(",")
         if head != "data:image/png;base64":
-            raise ApiError(422, "unsupported_image_format", f"{what}: data URL {head[:40]!r} is not accepted; "
+            raise ApiError(422, "unsupported_image_format", f"{what}: data URL {clip(head, 40)} is not accepted; "
                                                             f"only {ACCEPTED} is")
     try:
         return base64.b64decode(text, validate=True)
@@ -93,7 +93,9 @@ def decode_png_b64(text: str, max_side: int, max_pixels: int, what: str = "image
     except ApiError:
         raise
     except Exception as exc:  # PIL raises many types for corrupt data
-        raise ApiError(422, "invalid_image", f"{what} is not a readable PNG: {exc}") from None
+        # PIL names the buffer by its repr (<_io.BytesIO object at 0x...>): name the field instead.
+        reason = OBJECT_REPR.sub(what, str(exc))
+        raise ApiError(422, "invalid_image", f"{what} is not a readable PNG: {reason}") from None
     return np.asarray(rgb, dtype=np.uint8)
 
 

@@ -21,7 +21,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
 from bagel_world.server.deps import get_state, require_token
-from bagel_world.server.errors import ApiError, from_simulator_error
+from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.images import make_gif, png_b64
 from bagel_world.server.schemas import (
     Closed, EnvInfo, EnvList, EpisodeCreated, EpisodeStep, EpisodeStepResult, Frame, NewEpisode,
@@ -122,7 +122,7 @@ def jsonable(x: Any) -> Any:
         return None
     if x is None or isinstance(x, (str, int, float, bool)):
         return x
-    return repr(x)
+    return f"<{type(x).__name__}>"  # never a repr: it may carry addresses or internals
 
 
 def _resolve_action(action: int | str, env_info: EnvInfo, state: ServerState) -> str:
@@ -132,8 +132,19 @@ def _resolve_action(action: int | str, env_info: EnvInfo, state: ServerState) ->
             raise ApiError(422, "invalid_action", f"action index {action} is out of range for {env_info.env_id}; "
                                                   f"accepted 0..{len(env_info.actions) - 1}: {listed}")
         return env_info.actions[action]
-    check_action(action, state.settings)
+    check_action(action, state.settings, "action")
     return action
+
+
+def _check_still_open(state: ServerState, episode_id: str, rec: EpisodeRecord) -> None:
+    """404 when the episode was closed or expired while this request waited for its lock.
+
+    Call it right after taking `rec.lock`: whatever ran before (a DELETE queued ahead of a
+    fork, say) may have closed the env this request is about to use.
+    """
+    if state.episodes.get(episode_id) is not rec:
+        raise ApiError(404, "unknown_episode", f"episode {clip(episode_id)} was closed while this request waited "
+                                               f"for it")
 
 
 # ---- endpoints ---------------------------------------------------------------------------
@@ -146,11 +157,11 @@ def list_envs(state: ServerState = Depends(get_state)) -> EnvList:
 async def new_episode(env_id: str, body: NewEpisode, state: ServerState = Depends(get_state)) -> EpisodeCreated:
     envs = catalogue(state)
     if env_id not in envs:
-        raise ApiError(404, "unknown_env", f"unknown env {env_id!r}; this server runs {sorted(envs)}")
+        raise ApiError(404, "unknown_env", f"unknown env {clip(env_id)}; this server runs {sorted(envs)}")
     # 1. Options: only the documented keys reach the env (no paths, no URLs).
     options = body.options.model_dump(exclude_none=True) if body.options is not None else {}
     for key in ("instruction", "question"):
-        check_text(options.get(key), key, state.settings)
+        check_text(options.get(key), f"options.{key}", state.settings)
     images = [(k, v) for k, v in (("start_image", body.start_image), ("goal_image", body.goal_image)) if v]
     for key, b64 in images:
         options[key] = (await run_in_threadpool(decode_frames, [b64], state.settings, key))[0]
@@ -173,10 +184,9 @@ async def step_episode(episode_id: str, body: EpisodeStep,
     rec = await state.get_episode(episode_id)
     text = _resolve_action(body.action, catalogue(state)[rec.env_id], state)
     async with rec.lock:
-        if episode_id not in state.episodes:
-            raise ApiError(404, "unknown_episode", f"episode {episode_id!r} was closed")
+        _check_still_open(state, episode_id, rec)
         if rec.done:
-            raise ApiError(409, "episode_finished", f"episode {episode_id!r} has ended (terminated or truncated); "
+            raise ApiError(409, "episode_finished", f"episode {clip(episode_id)} has ended (terminated or truncated); "
                                                     f"start a new one with POST /v1/envs/{rec.env_id}/episodes")
         rec.busy += 1
         try:
@@ -198,6 +208,7 @@ async def step_episode(episode_id: str, body: EpisodeStep,
 async def fork_episode(episode_id: str, state: ServerState = Depends(get_state)) -> EpisodeCreated:
     rec = await state.get_episode(episode_id)
     async with rec.lock:
+        _check_still_open(state, episode_id, rec)
         state.reserve()
         try:
             env = await _env_call(state, _fork_env, rec.env, state.env_simulator)
@@ -231,5 +242,6 @@ async def episode_gif(episode_id: str, state: ServerState = Depends(get_state)) 
 async def close_episode(episode_id: str, state: ServerState = Depends(get_state)) -> Closed:
     rec = await state.get_episode(episode_id)
     async with rec.lock:
+        _check_still_open(state, episode_id, rec)
         await state.close_episode(episode_id)
     return Closed(closed=episode_id)

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from bagel_world.server.deps import get_state, require_token
-from bagel_world.server.errors import ApiError
+from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.schemas import Metrics
 from bagel_world.server.state import ServerState
 from bagel_world.simulator.tasks import template_to_json
@@ -52,9 +52,9 @@ def scenarios(task: str, state: ServerState = Depends(get_state)) -> Response:
     procedural scenes.
     """
     if task not in state.tasks():
-        raise ApiError(404, "unknown_task", f"unknown task {task!r}; this server has {sorted(state.tasks())}")
+        raise ApiError(404, "unknown_task", f"unknown task {clip(task)}; this server has {sorted(state.tasks())}")
     folder = getattr(state.simulator, "checkpoint_dir", None)
     path = Path(folder) / "scenarios" / f"{task}.npz" if folder is not None else None
     if path is None or not path.is_file():
-        raise ApiError(404, "no_scenarios", f"the checkpoint ships no scenario set for task {task!r}")
+        raise ApiError(404, "no_scenarios", f"the checkpoint ships no scenario set for task {clip(task)}")
     return Response(path.read_bytes(), media_type="application/octet-stream")

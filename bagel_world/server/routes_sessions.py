@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
 from bagel_world.server.deps import get_state, require_token
-from bagel_world.server.errors import ApiError
+from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.images import png_b64
 from bagel_world.server.schemas import (
     Closed, EmbedRequest, EmbedResult, Frame, OpenSession, ScoreRequest, ScoreResult, SessionCreated,
@@ -26,7 +26,7 @@ _FRAME_RESPONSES = {200: {"content": {"image/png": {}}, "description": "the fram
 async def open_session(body: OpenSession, state: ServerState = Depends(get_state)) -> SessionCreated:
     s = state.settings
     if body.task not in state.tasks():
-        raise ApiError(422, "unknown_task", f"unknown task {body.task!r}; this server has {sorted(state.tasks())}")
+        raise ApiError(422, "unknown_task", f"unknown task {clip(body.task)}; this server has {sorted(state.tasks())}")
     check_text(body.prompt, "prompt", s)
     frames = await run_in_threadpool(decode_frames, body.frames, s)
     state.reserve()
@@ -47,8 +47,8 @@ async def step_sessions(body: StepSessions, state: ServerState = Depends(get_sta
     if len(set(body.session_ids)) != n:
         raise ApiError(422, "duplicate_session", "a session may appear only once per step request")
     check_count(n, "sessions", state.settings.max_sessions)
-    for a in body.actions:
-        check_action(a, state.settings)
+    for i, a in enumerate(body.actions):
+        check_action(a, state.settings, f"actions[{i}]")
     recs = [await state.get_session(cid) for cid in body.session_ids]
     for r in recs:
         r.busy += 1
@@ -102,9 +102,9 @@ async def score(body: ScoreRequest, state: ServerState = Depends(get_state)) -> 
     if len(set(body.session_ids)) != len(body.session_ids):
         raise ApiError(422, "duplicate_session", "a session may appear only once per score request")
     check_count(len(body.session_ids), "sessions", s.max_sessions)
-    check_text(body.question, "question", s)
-    for a in body.answers:
-        check_text(a, "answer", s)
+    check_text(body.question, "question", s, required=True)
+    for i, a in enumerate(body.answers):
+        check_text(a, f"answers[{i}]", s)
     recs = [await state.get_session(cid) for cid in body.session_ids]
     out = await state.call(state.simulator.score, [r.sim_id for r in recs], body.question, body.answers)
     return ScoreResult(logprobs=out.astype("float32").tolist())

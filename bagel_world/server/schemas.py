@@ -11,9 +11,20 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-PngB64 = Annotated[str, Field(min_length=1, description="base64-encoded PNG (optionally a data:image/png;base64, URL)")]
-Seed = Annotated[int, Field(ge=0, lt=2**63, description="per-step noise seed")]
-Id = Annotated[str, Field(min_length=1, max_length=128)]
+# Strict types: JSON `true` or "5" is a 422, never coerced into an index or a seed.
+# The text patterns are documented in the schema and enforced by the handlers
+# (server/validate.py), which name the field and the rule in their message.
+_ASCII = "^[\\x20-\\x7e]*$"
+PngB64 = Annotated[str, Field(min_length=1, strict=True,
+                              description="base64-encoded PNG (optionally a data:image/png;base64, URL)")]
+Seed = Annotated[int, Field(ge=0, lt=2**63, strict=True, description="per-step noise seed (a JSON integer)")]
+Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
+ActionText = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII},
+                                  description="1 to max_action_length (GET /v1/limits) printable ASCII characters "
+                                              "(codes 32-126, space included), not all blank")]
+Text = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII},
+                            description="at most max_text_length (GET /v1/limits) printable ASCII characters "
+                                        "(codes 32-126, space included)")]
 
 
 class Request(BaseModel):
@@ -22,9 +33,9 @@ class Request(BaseModel):
 
 # ---- sessions (simulator level) ----------------------------------------------------------
 class OpenSession(Request):
-    task: str = Field(min_length=1, max_length=128, description="a task name from GET /v1/tasks")
+    task: str = Field(min_length=1, max_length=128, strict=True, description="a task name from GET /v1/tasks")
     frames: list[PngB64] = Field(min_length=1, description="start frames, oldest first")
-    prompt: str | None = None
+    prompt: Text | None = None
 
 
 class SessionCreated(BaseModel):
@@ -33,7 +44,7 @@ class SessionCreated(BaseModel):
 
 class StepSessions(Request):
     session_ids: list[Id] = Field(min_length=1)
-    actions: list[str] = Field(min_length=1)
+    actions: list[ActionText] = Field(min_length=1)
     seeds: list[Seed] = Field(min_length=1)
 
 
@@ -64,8 +75,8 @@ class EmbedResult(BaseModel):
 
 class ScoreRequest(Request):
     session_ids: list[Id] = Field(min_length=1)
-    question: str = Field(min_length=1)
-    answers: list[str] = Field(min_length=1, max_length=64)
+    question: Text  # not blank: checked by the handler with the rest of the text rule
+    answers: list[Text] = Field(min_length=1, max_length=64)
 
 
 class ScoreResult(BaseModel):
@@ -78,10 +89,10 @@ class Closed(BaseModel):
 
 # ---- env episodes ------------------------------------------------------------------------
 class EpisodeOptions(Request):
-    instruction: str | None = Field(None, description="the session's task prompt, e.g. 'find the red box'")
-    question: str | None = Field(None, description="BagelFutureFrame-v0 only: the yes/no goal question")
-    scene_index: int | None = Field(None, ge=0, lt=2**31, description="start from this scenario instead of a "
-                                                                      "seeded draw")
+    instruction: Text | None = Field(None, description="the session's task prompt, e.g. 'find the red box'")
+    question: Text | None = Field(None, description="BagelFutureFrame-v0 only: the yes/no goal question")
+    scene_index: int | None = Field(None, ge=0, lt=2**31, strict=True,
+                                    description="start from this scenario instead of a seeded draw")
 
 
 class NewEpisode(Request):
@@ -100,8 +111,8 @@ class EpisodeCreated(BaseModel):
 
 
 class EpisodeStep(Request):
-    action: Annotated[int, Field(ge=0, lt=2**31)] | str = Field(
-        description="an action text, or the index of one of the env's canonical actions")
+    action: Annotated[int, Field(ge=0, lt=2**31, strict=True)] | ActionText = Field(
+        description="an action text, or the index (a JSON integer) of one of the env's canonical actions")
 
 
 class EpisodeStepResult(BaseModel):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import secrets
 import time
@@ -19,7 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bagel_world.server.batcher import Metrics, StepBatcher
-from bagel_world.server.errors import ApiError, from_simulator_error
+from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.settings import ServerSettings
 from bagel_world.simulator.base import Simulator, StepOutput
 
@@ -57,7 +58,7 @@ class ServerState:
         self.env_executor = ThreadPoolExecutor(max_workers=max(8, settings.max_batch_size * 2),
                                                thread_name_prefix="bagel-env")
         self.metrics = Metrics()
-        self.live_sim_ids: set[str] = set()  # every simulator session this server holds
+        self.live_sim_ids: dict[str, str | None] = {}  # every simulator session this server holds -> its task
         self.sessions: dict[str, SessionRecord] = {}
         self.episodes: dict[str, EpisodeRecord] = {}
         self.expired: collections.OrderedDict[str, float] = collections.OrderedDict()  # id -> when
@@ -74,7 +75,7 @@ class ServerState:
         self.loop = asyncio.get_running_loop()
         self.batcher = StepBatcher(self.simulator, self.sim_executor, self.settings.max_batch_size,
                                    self.settings.max_batch_wait_ms / 1000.0, self.live_sim_ids.__contains__,
-                                   self.metrics)
+                                   self.metrics, self.live_sim_ids.get)
         self.batcher.start()
         self._sweeper = self.loop.create_task(self._sweep_forever(), name="session-sweeper")
 
@@ -129,12 +130,14 @@ class ServerState:
     # ---- lookup with idle expiry ---------------------------------------------------------
     def _missing(self, kind: str, cid: str) -> ApiError:
         if cid in self.expired:
-            return ApiError(404, f"{kind}_expired", f"{kind} {cid!r} expired after {self.settings.session_ttl_s:g} s "
+            return ApiError(404, f"{kind}_expired", f"{kind} {clip(cid)} expired after {self.settings.session_ttl_s:g} s "
                                                     f"idle and was closed; open a new one")
-        return ApiError(404, f"unknown_{kind}", f"unknown {kind} {cid!r} (never opened, or closed)")
+        return ApiError(404, f"unknown_{kind}", f"unknown {kind} {clip(cid)} (never opened, or closed)")
 
     def _is_stale(self, rec, now: float) -> bool:
-        return rec.busy == 0 and now - rec.last_used > self.settings.session_ttl_s
+        # An episode whose lock is held is in use (a fork holds it without counting as busy).
+        in_use = rec.busy > 0 or (isinstance(rec, EpisodeRecord) and rec.lock.locked())
+        return not in_use and now - rec.last_used > self.settings.session_ttl_s
 
     async def get_session(self, cid: str) -> SessionRecord:
         rec = self.sessions.get(cid)
@@ -174,7 +177,7 @@ class ServerState:
     # ---- registration --------------------------------------------------------------------
     def add_session(self, sim_id: str, task: str) -> str:
         cid = self.new_id("sess")
-        self.live_sim_ids.add(sim_id)
+        self.live_sim_ids[sim_id] = task
         self.sessions[cid] = SessionRecord(sim_id, task)
         return cid
 
@@ -184,7 +187,7 @@ class ServerState:
             return
         # Removed from live_sim_ids first, on the loop: a step still queued for it is
         # dropped by the batcher, and one already running finishes before this close.
-        self.live_sim_ids.discard(rec.sim_id)
+        self.live_sim_ids.pop(rec.sim_id, None)
         try:
             await self.call(self.simulator.close, rec.sim_id)
         except ApiError as exc:
@@ -256,7 +259,7 @@ class BatchedSimulator(Simulator):
 
     def open(self, task, frames, prompt=None):
         sid = self._sync(self._state.simulator.open, task, frames, prompt)
-        self._state.live_sim_ids.add(sid)
+        self._state.live_sim_ids[sid] = task
         return sid
 
     def step(self, session_ids, actions, seeds):
@@ -268,11 +271,11 @@ class BatchedSimulator(Simulator):
 
     def fork(self, session_id):
         sid = self._sync(self._state.simulator.fork, session_id)
-        self._state.live_sim_ids.add(sid)
+        self._state.live_sim_ids[sid] = self._state.live_sim_ids.get(session_id)
         return sid
 
     def close(self, session_id):
-        self._state.live_sim_ids.discard(session_id)
+        self._state.live_sim_ids.pop(session_id, None)
         return self._sync(self._state.simulator.close, session_id)
 
     def frame(self, session_id):
@@ -281,5 +284,7 @@ class BatchedSimulator(Simulator):
     def embed(self, frames):
         return self._sync(self._state.simulator.embed, frames)
 
-    def score(self, session_ids, question, answers):
-        return self._sync(self._state.simulator.score, session_ids, question, answers)
+    def score(self, session_ids, question, answers, goals=None):
+        if goals is None:  # a simulator without goal-conditioned scoring still serves plain questions
+            return self._sync(self._state.simulator.score, session_ids, question, answers)
+        return self._sync(functools.partial(self._state.simulator.score, goals=goals), session_ids, question, answers)

@@ -14,18 +14,44 @@ from bagel_world.server.schemas import Frame
 from bagel_world.server.settings import ServerSettings
 
 
-def check_action(action: str, s: ServerSettings) -> None:
+# One rule per text field, the same for sessions and env episodes (the envs' own rule:
+# their action space and reset options take printable ASCII). Control characters (NUL,
+# ESC, DEL), zero-width and bidi characters and lone UTF-16 surrogates are refused here,
+# at the boundary, so they never reach a batched model call that other clients share.
+PRINTABLE_ASCII = frozenset(chr(c) for c in range(32, 127))
+CHARSET = "printable ASCII (codes 32-126, space included)"
+ACTION_RULE = "1 to max_action_length characters of " + CHARSET + ", not all blank"
+TEXT_RULE = "at most max_text_length characters of " + CHARSET
+
+
+def _check_charset(text: str, field: str, rule: str) -> None:
+    bad = sorted({c for c in text if c not in PRINTABLE_ASCII})
+    if bad:
+        listed = ", ".join(f"U+{ord(c):04X}" for c in bad[:5]) + (" …" if len(bad) > 5 else "")
+        raise ApiError(422, "invalid_input", f"{field} contains characters that are not accepted ({listed}); "
+                                             f"accepted: {rule}")
+
+
+def check_action(action: str, s: ServerSettings, field: str = "action") -> None:
+    """An action text (session steps and episode steps): ACTION_RULE."""
     if not action.strip():
-        raise ApiError(422, "invalid_action", "an action must be a non-empty string")
+        raise ApiError(422, "invalid_action", f"{field} must be a non-empty string; accepted: {ACTION_RULE}")
     if len(action) > s.max_action_length:
-        raise ApiError(422, "action_too_long", f"action has {len(action)} characters; the server accepts at most "
+        raise ApiError(422, "action_too_long", f"{field} has {len(action)} characters; the server accepts at most "
                                                f"{s.max_action_length}")
+    _check_charset(action, field, ACTION_RULE)
 
 
-def check_text(text: str | None, what: str, s: ServerSettings) -> None:
-    if text is not None and len(text) > s.max_text_length:
-        raise ApiError(422, "text_too_long", f"{what} has {len(text)} characters; the server accepts at most "
+def check_text(text: str | None, field: str, s: ServerSettings, required: bool = False) -> None:
+    """A prompt, instruction, question or answer: TEXT_RULE (and not blank when `required`)."""
+    if required and (text is None or not text.strip()):
+        raise ApiError(422, "invalid_input", f"{field} must be a non-empty string; accepted: {TEXT_RULE}")
+    if text is None:
+        return
+    if len(text) > s.max_text_length:
+        raise ApiError(422, "text_too_long", f"{field} has {len(text)} characters; the server accepts at most "
                                              f"{s.max_text_length}")
+    _check_charset(text, field, TEXT_RULE)
 
 
 def check_count(n: int, what: str, limit: int) -> None:

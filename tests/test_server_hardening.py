@@ -1,0 +1,175 @@
+"""Issue 12: one client can never hurt another, and every bad input gets a clear error.
+
+Each test fails on the server as it was before the fix; races are run concurrently on a
+real uvicorn (`run_in_thread`), with a simulator that holds a step until the test lets it go.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import httpx
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+import bagel_world.envs  # noqa: E402,F401  (registers the ids)
+from fastapi.testclient import TestClient  # noqa: E402
+
+from bagel_world.server import ServerSettings, create_app  # noqa: E402
+from bagel_world.server.images import png_b64  # noqa: E402
+from bagel_world.server.testing import run_in_thread  # noqa: E402
+from bagel_world.simulator.tasks import default_templates  # noqa: E402
+from fakes import FakeSimulator  # noqa: E402
+from test_server import assert_error, frame, png_with_header  # noqa: E402
+
+TEMPLATES = default_templates(large=False)
+LOOPBACK = "http://127.0.0.1:8000"
+
+
+def client(sim=None, **settings) -> TestClient:
+    app = create_app(sim if sim is not None else FakeSimulator(TEMPLATES), ServerSettings(**settings))
+    return TestClient(app, base_url=LOOPBACK)
+
+
+def post_raw(c, url: str, body: dict):
+    """POST `body` as JSON with every non-ASCII character escaped, lone surrogates included."""
+    return c.post(url, content=json.dumps(body, ensure_ascii=True), headers={"Content-Type": "application/json"})
+
+
+def open_session(c, seed: int = 0) -> str:
+    r = c.post("/v1/sessions", json={"task": "navigate", "frames": [png_b64(frame(seed))]})
+    assert r.status_code == 201, r.text
+    return r.json()["session_id"]
+
+
+def new_episode(c, env_id: str = "BagelMultiview-v0") -> str:
+    r = c.post(f"/v1/envs/{env_id}/episodes", json={"seed": 0})
+    assert r.status_code == 201, r.text
+    return r.json()["episode_id"]
+
+
+def run_threads(*fns) -> list:
+    """Run each fn on its own thread; their results (or exceptions) in order."""
+    out: list = [None] * len(fns)
+
+    def run(i, fn):
+        try:
+            out[i] = fn()
+        except BaseException as exc:  # surfaced by the caller's asserts
+            out[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i, fn)) for i, fn in enumerate(fns)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return out
+
+
+# ---- defect 1: one rule per text field, at the boundary ----------------------------------
+BAD_TEXT = {"NUL": "a\x00b", "ESC": "a\x1b[31m", "DEL": "a\x7f", "zero-width space": "a\u200bb",
+            "bidi override": "a\u202eb", "lone surrogate": "a\ud800b", "non-ASCII": "caf\u00e9"}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TEXT))
+def test_every_text_field_refuses_the_same_characters_on_sessions_and_episodes(name):
+    bad = BAD_TEXT[name]
+    with client() as c:
+        sid, eid = open_session(c), new_episode(c)
+        f = png_b64(frame(0))
+        cases = [
+            ("/v1/sessions/step", {"session_ids": [sid], "actions": [bad], "seeds": [0]}, "actions[0]"),
+            (f"/v1/episodes/{eid}/step", {"action": bad}, "action"),
+            ("/v1/sessions", {"task": "navigate", "frames": [f], "prompt": bad}, "prompt"),
+            ("/v1/envs/BagelNavigate-v0/episodes", {"options": {"instruction": bad}}, "options.instruction"),
+            ("/v1/envs/BagelFutureFrame-v0/episodes", {"options": {"question": bad}}, "options.question"),
+            ("/v1/score", {"session_ids": [sid], "question": bad, "answers": ["yes"]}, "question"),
+            ("/v1/score", {"session_ids": [sid], "question": "red?", "answers": ["yes", bad]}, "answers[1]"),
+        ]
+        for url, body, field in cases:
+            err = assert_error(post_raw(c, url, body), 422, "invalid_input", "printable ASCII")
+            assert err["message"].startswith(field + " "), (url, err)
+            assert "U+" in err["message"], err  # the refused character, named by its code point
+        # Nothing refused reached the model: both are still at their first frame.
+        r = c.post("/v1/sessions/step", json={"session_ids": [sid], "actions": ["wait"], "seeds": [0]})
+        assert r.json()["outputs"][0]["frame_index"] == 1
+        assert c.post(f"/v1/episodes/{eid}/step", json={"action": 0}).json()["step"] == 1
+
+
+def test_the_text_rule_is_in_the_openapi_schema():
+    with client() as c:
+        schemas = c.get("/openapi.json").json()["components"]["schemas"]
+    action = schemas["StepSessions"]["properties"]["actions"]["items"]
+    assert action["pattern"] == "^[\\x20-\\x7e]*$" and "printable ASCII" in action["description"]
+    assert "printable ASCII" in json.dumps(schemas["ScoreRequest"]["properties"]["question"])
+
+
+class RecordingSimulator(FakeSimulator):
+    """Records the actions of every step call; 'poison' fails the whole call, like a tokenizer error."""
+
+    def __init__(self, templates):
+        super().__init__(templates)
+        self.calls: list[list[str]] = []
+
+    def step(self, session_ids, actions, seeds):
+        self.calls.append(list(actions))
+        if "poison" in actions:
+            raise ValueError("the tokenizer cannot encode action 'poison'")
+        return super().step(session_ids, actions, seeds)
+
+
+def _concurrent_steps(url: str, actions: list[str], raw: bool = False) -> list[httpx.Response]:
+    """Open one session per action, then step them all at once (so they share a batch)."""
+    with httpx.Client(base_url=url, timeout=30) as c:
+        sids = [open_session(c, seed=k) for k in range(len(actions))]
+    barrier = threading.Barrier(len(actions))
+
+    def step(sid, action):
+        body = json.dumps({"session_ids": [sid], "actions": [action], "seeds": [0]}, ensure_ascii=True)
+        with httpx.Client(base_url=url, timeout=30) as c:
+            barrier.wait()
+            return c.post("/v1/sessions/step", content=body, headers={"Content-Type": "application/json"})
+
+    return run_threads(*[lambda s=s, a=a: step(s, a) for s, a in zip(sids, actions)])
+
+
+def test_a_failed_batch_fails_only_the_request_that_caused_it():
+    sim = RecordingSimulator(TEMPLATES)
+    with run_in_thread(create_app(sim, ServerSettings(max_batch_wait_ms=300))) as url:
+        bad, good, good2 = _concurrent_steps(url, ["poison", "move forward 0.5 m", "turn left 30 degrees"])
+        metrics = httpx.get(url + "/v1/metrics").json()
+    assert any(len(call) == 3 for call in sim.calls), sim.calls  # they did share a batch
+    assert_error(bad, 422, "invalid_input", "poison")
+    for r in (good, good2):
+        assert r.status_code == 200, r.text
+        assert r.json()["outputs"][0]["frame_index"] == 1  # advanced exactly once
+    assert metrics["steps_failed"] == 1
+
+
+def test_a_lone_surrogate_in_one_step_does_not_fail_a_concurrent_innocent_step():
+    sim = RecordingSimulator(TEMPLATES)
+    with run_in_thread(create_app(sim, ServerSettings(max_batch_wait_ms=300))) as url:
+        bad, good = _concurrent_steps(url, ["\ud800", "move forward 0.5 m"])
+    err = assert_error(bad, 422, "invalid_input", "actions[0]")
+    assert "U+D800" in err["message"]
+    assert good.status_code == 200, good.text
+    assert good.json()["outputs"][0]["frame_index"] == 1
+
+
+# ---- defect 8: error bodies echo bounded ids and never an object repr --------------------
+def test_error_bodies_cap_echoed_ids_and_leak_no_reprs():
+    long_id = "x" * 20_000
+    with client() as c:
+        for r in (c.get(f"/v1/sessions/{long_id}/frame"), c.post(f"/v1/episodes/{long_id}/step", json={"action": 0}),
+                  c.post(f"/v1/envs/{long_id}/episodes", json={}), c.get(f"/v1/tasks/{long_id}/scenarios")):
+            err = assert_error(r, 404)
+            assert len(err["message"]) < 400 and "x" * 64 + "'…" in err["message"], err
+        # A PNG header with a bogus body: PIL's message names its buffer by repr.
+        err = assert_error(c.post("/v1/sessions", json={"task": "navigate", "frames": [png_with_header(64, 64)]}),
+                           422, "invalid_image")
+        assert "frames[0]" in err["message"] and "object at 0x" not in err["message"], err
+        r = c.post("/v1/sessions/step", content=json.dumps({"x" * 5000: 1}), headers={"Content-Type": "application/json"})
+        assert len(r.text) < 2000, r.text
