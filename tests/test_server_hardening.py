@@ -173,3 +173,84 @@ def test_error_bodies_cap_echoed_ids_and_leak_no_reprs():
         assert "frames[0]" in err["message"] and "object at 0x" not in err["message"], err
         r = c.post("/v1/sessions/step", content=json.dumps({"x" * 5000: 1}), headers={"Content-Type": "application/json"})
         assert len(r.text) < 2000, r.text
+
+
+# ---- defect 2: a request queued behind a DELETE finds the episode gone -------------------
+class GatedSimulator(FakeSimulator):
+    """A step whose actions include 'slow' waits until the test opens the gate."""
+
+    def __init__(self, templates):
+        super().__init__(templates)
+        self.entered, self.gate = threading.Event(), threading.Event()
+
+    def step(self, session_ids, actions, seeds):
+        if "slow" in actions:
+            self.entered.set()
+            assert self.gate.wait(30), "the test never opened the gate"
+        return super().step(session_ids, actions, seeds)
+
+
+def _wait_for_waiters(lock, n: int) -> None:
+    deadline = time.monotonic() + 10
+    while len(getattr(lock, "_waiters", None) or ()) < n:  # asyncio.Lock's queue of waiting requests
+        assert time.monotonic() < deadline, f"{n} requests never queued on the episode's lock"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("late", ["fork", "step", "delete"])
+def test_a_request_queued_behind_a_close_gets_404_not_a_dead_episode(late):
+    sim = GatedSimulator(TEMPLATES)
+    app = create_app(sim)
+    with run_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        eid = new_episode(c)
+        lock = app.state.server.episodes[eid].lock
+        late_call = {"fork": lambda: c.post(f"/v1/episodes/{eid}/fork"),
+                     "step": lambda: c.post(f"/v1/episodes/{eid}/step", json={"action": 0}),
+                     "delete": lambda: c.delete(f"/v1/episodes/{eid}")}[late]
+        results: dict = {}
+
+        def in_order():
+            # 1. A step holds the episode's lock inside the model; 2. a DELETE queues on it;
+            # 3. then the late request queues behind the DELETE; 4. the step finishes.
+            t_step = threading.Thread(target=lambda: results.update(step=c.post(f"/v1/episodes/{eid}/step",
+                                                                              json={"action": "slow"})))
+            t_step.start()
+            assert sim.entered.wait(10)
+            t_del = threading.Thread(target=lambda: results.update(closed=c.delete(f"/v1/episodes/{eid}")))
+            t_del.start()
+            _wait_for_waiters(lock, 1)
+            t_late = threading.Thread(target=lambda: results.update(late=late_call()))
+            t_late.start()
+            _wait_for_waiters(lock, 2)
+            sim.gate.set()
+            for t in (t_step, t_del, t_late):
+                t.join(30)
+
+        in_order()
+        step, closed, late_r = results["step"], results["closed"], results["late"]
+        assert step.status_code == 200 and closed.status_code == 200, (step.text, closed.text)
+        assert_error(late_r, 404, "unknown_episode", "closed")
+        assert app.state.server.episodes == {}  # nothing was forked from the closed episode
+
+
+# ---- defect 6: only the documented types ------------------------------------------------
+def test_booleans_and_strings_are_not_coerced_into_indices_or_seeds():
+    with client() as c:
+        sid, eid = open_session(c), new_episode(c)
+        for action in (True, False, 1.0):
+            assert_error(c.post(f"/v1/episodes/{eid}/step", json={"action": action}), 422, "invalid_request")
+        for seed in (True, "5", 5.0):
+            r = c.post("/v1/sessions/step", json={"session_ids": [sid], "actions": ["wait"], "seeds": [seed]})
+            assert_error(r, 422, "invalid_request", "seeds.0")
+            assert_error(c.post("/v1/envs/BagelMultiview-v0/episodes", json={"seed": seed}), 422, "invalid_request")
+        for index in (True, "1"):
+            body = {"options": {"scene_index": index}}
+            assert_error(c.post("/v1/envs/BagelMultiview-v0/episodes", json=body), 422, "invalid_request")
+        for bad in ({"task": 1}, {"prompt": 5}, {"frames": [True]}):
+            body = {"task": "navigate", "frames": [png_b64(frame(0))]} | bad
+            assert_error(c.post("/v1/sessions", json=body), 422, "invalid_request")
+        # The documented types still work, "5" included as an action text.
+        assert c.post(f"/v1/episodes/{eid}/step", json={"action": 1}).status_code == 200
+        assert c.post(f"/v1/episodes/{eid}/step", json={"action": "5"}).status_code == 200
+        r = c.post("/v1/sessions/step", json={"session_ids": [sid], "actions": ["wait"], "seeds": [5]})
+        assert r.status_code == 200
