@@ -254,3 +254,43 @@ def test_booleans_and_strings_are_not_coerced_into_indices_or_seeds():
         assert c.post(f"/v1/episodes/{eid}/step", json={"action": "5"}).status_code == 200
         r = c.post("/v1/sessions/step", json={"session_ids": [sid], "actions": ["wait"], "seeds": [5]})
         assert r.status_code == 200
+
+
+# ---- defect 4: one client cannot take every slot -----------------------------------------
+def _client_at(url: str, address: str) -> httpx.Client:
+    """An HTTP client whose requests come from `address` (any 127.x address is loopback on Linux)."""
+    return httpx.Client(base_url=url, timeout=30, transport=httpx.HTTPTransport(local_address=address))
+
+
+def test_a_client_over_its_quota_gets_429_with_retry_after_and_others_still_get_slots():
+    app = create_app(FakeSimulator(TEMPLATES), ServerSettings(max_sessions=10, max_sessions_per_client=3,
+                                                             session_ttl_s=60))
+    with run_in_thread(app) as url, _client_at(url, "127.0.0.1") as hog, _client_at(url, "127.0.0.2") as other:
+        # The hog asks for twice its quota at once: exactly its quota is granted.
+        got = run_threads(*[lambda: hog.post("/v1/sessions", json={"task": "navigate",
+                                                                    "frames": [png_b64(frame(0))]})] * 6)
+        assert sorted(r.status_code for r in got) == [201] * 3 + [429] * 3
+        sid = next(r.json()["session_id"] for r in got if r.status_code == 201)
+        for r in (got[[g.status_code for g in got].index(429)], hog.post(f"/v1/sessions/{sid}/fork"),
+                  hog.post("/v1/envs/BagelMultiview-v0/episodes", json={})):
+            err = assert_error(r, 429, "client_quota_exceeded", "quota of 3")
+            assert 1 <= int(r.headers["Retry-After"]) <= 60, r.headers
+            assert "Retry-After" in r.headers and "retry in" in err["message"]
+        # Another client is not affected, and the hog gets a slot back by closing one.
+        for _ in range(3):
+            assert other.post("/v1/envs/BagelMultiview-v0/episodes", json={}).status_code == 201
+        assert hog.delete(f"/v1/sessions/{sid}").status_code == 200
+        assert hog.post("/v1/envs/BagelMultiview-v0/episodes", json={}).status_code == 201
+        assert hog.get("/v1/limits").json()["max_sessions_per_client"] == 3
+
+
+def test_the_default_quota_is_half_the_server_on_a_token_server_and_none_on_loopback():
+    assert ServerSettings(token="t").client_quota == 128
+    assert ServerSettings(token="t", max_sessions=10, max_sessions_per_client=7).client_quota == 7
+    assert ServerSettings().client_quota is None  # loopback only: all clients share one address
+    with client(token="t", max_sessions=4) as c:
+        auth = {"Authorization": "Bearer t"}
+        assert c.get("/v1/limits", headers=auth).json()["max_sessions_per_client"] == 2
+        for expected in (201, 201, 429):
+            r = c.post("/v1/envs/BagelMultiview-v0/episodes", json={}, headers=auth)
+            assert r.status_code == expected, r.text

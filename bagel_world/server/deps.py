@@ -23,6 +23,15 @@ def get_settings(request: Request) -> ServerSettings:
     return request.app.state.settings
 
 
+def client_key(request: Request) -> str:
+    """Who a session counts against for `max_sessions_per_client`: the peer's address.
+
+    Not the token: a server has one token, shared by all its clients, so it tells no
+    client apart. Behind a proxy every client has the proxy's address.
+    """
+    return request.client.host if request.client is not None else "unknown"
+
+
 def require_token(request: Request) -> None:
     token = request.app.state.settings.token
     if token is None:

@@ -20,7 +20,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response
 
-from bagel_world.server.deps import get_state, require_token
+from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.images import make_gif, png_b64
 from bagel_world.server.schemas import (
@@ -154,7 +154,8 @@ def list_envs(state: ServerState = Depends(get_state)) -> EnvList:
 
 
 @router.post("/envs/{env_id}/episodes", status_code=201)
-async def new_episode(env_id: str, body: NewEpisode, state: ServerState = Depends(get_state)) -> EpisodeCreated:
+async def new_episode(env_id: str, body: NewEpisode, request: Request,
+                      state: ServerState = Depends(get_state)) -> EpisodeCreated:
     envs = catalogue(state)
     if env_id not in envs:
         raise ApiError(404, "unknown_env", f"unknown env {clip(env_id)}; this server runs {sorted(envs)}")
@@ -166,14 +167,15 @@ async def new_episode(env_id: str, body: NewEpisode, state: ServerState = Depend
     for key, b64 in images:
         options[key] = (await run_in_threadpool(decode_frames, [b64], state.settings, key))[0]
     # 2. Make the env and reset it on an env thread (reset may step the model for rewards).
-    state.reserve()
+    owner = client_key(request)
+    state.reserve(owner)
     try:
         env, obs, info = await _env_call(state, _make_and_reset, state, env_id, body.seed, options)
     finally:
-        state.release()
+        state.release(owner)
     frame, goal = _split(obs)
     eid = state.new_id("ep")
-    state.episodes[eid] = EpisodeRecord(env=env, env_id=env_id, frames=[frame], rewards=[], goal=goal)
+    state.episodes[eid] = EpisodeRecord(env=env, env_id=env_id, frames=[frame], rewards=[], goal=goal, owner=owner)
     return EpisodeCreated(episode_id=eid, env_id=env_id, frame=png_b64(frame),
                           goal=None if goal is None else png_b64(goal), info=jsonable(info))
 
@@ -205,18 +207,20 @@ async def step_episode(episode_id: str, body: EpisodeStep,
 
 
 @router.post("/episodes/{episode_id}/fork", status_code=201)
-async def fork_episode(episode_id: str, state: ServerState = Depends(get_state)) -> EpisodeCreated:
+async def fork_episode(episode_id: str, request: Request,
+                       state: ServerState = Depends(get_state)) -> EpisodeCreated:
     rec = await state.get_episode(episode_id)
+    owner = client_key(request)
     async with rec.lock:
         _check_still_open(state, episode_id, rec)
-        state.reserve()
+        state.reserve(owner)
         try:
             env = await _env_call(state, _fork_env, rec.env, state.env_simulator)
         finally:
-            state.release()
+            state.release(owner)
         eid = state.new_id("ep")
         state.episodes[eid] = EpisodeRecord(env=env, env_id=rec.env_id, frames=list(rec.frames),
-                                            rewards=list(rec.rewards), goal=rec.goal, done=rec.done)
+                                            rewards=list(rec.rewards), goal=rec.goal, done=rec.done, owner=owner)
     return EpisodeCreated(episode_id=eid, env_id=rec.env_id, frame=png_b64(rec.frames[-1]),
                           goal=None if rec.goal is None else png_b64(rec.goal),
                           info={"forked_from": episode_id, "step": len(rec.rewards)})

@@ -34,7 +34,7 @@ def metrics(state: ServerState = Depends(get_state)) -> Metrics:
 def limits(request: Request) -> dict:
     """The server's limits, so clients can size their requests (the token is not shown)."""
     s = request.app.state.settings
-    return {k: v for k, v in asdict(s).items() if k != "token"}
+    return {k: v for k, v in asdict(s).items() if k != "token"} | {"max_sessions_per_client": s.client_quota}
 
 
 @v1.get("/tasks", tags=["tasks"])

@@ -7,7 +7,7 @@ import time
 from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 
-from bagel_world.server.deps import get_state, require_token
+from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.images import png_b64
 from bagel_world.server.schemas import (
@@ -23,18 +23,20 @@ _FRAME_RESPONSES = {200: {"content": {"image/png": {}}, "description": "the fram
 
 
 @router.post("/sessions", status_code=201)
-async def open_session(body: OpenSession, state: ServerState = Depends(get_state)) -> SessionCreated:
+async def open_session(body: OpenSession, request: Request,
+                       state: ServerState = Depends(get_state)) -> SessionCreated:
     s = state.settings
     if body.task not in state.tasks():
         raise ApiError(422, "unknown_task", f"unknown task {clip(body.task)}; this server has {sorted(state.tasks())}")
     check_text(body.prompt, "prompt", s)
     frames = await run_in_threadpool(decode_frames, body.frames, s)
-    state.reserve()
+    owner = client_key(request)
+    state.reserve(owner)
     try:
         sim_id = await state.call(state.simulator.open, body.task, frames, body.prompt)
     finally:
-        state.release()
-    return SessionCreated(session_id=state.add_session(sim_id, body.task))
+        state.release(owner)
+    return SessionCreated(session_id=state.add_session(sim_id, body.task, owner))
 
 
 @router.post("/sessions/step")
@@ -66,14 +68,16 @@ async def step_sessions(body: StepSessions, state: ServerState = Depends(get_sta
 
 
 @router.post("/sessions/{session_id}/fork", status_code=201)
-async def fork_session(session_id: str, state: ServerState = Depends(get_state)) -> SessionCreated:
+async def fork_session(session_id: str, request: Request,
+                       state: ServerState = Depends(get_state)) -> SessionCreated:
     rec = await state.get_session(session_id)
-    state.reserve()
+    owner = client_key(request)
+    state.reserve(owner)
     try:
         sim_id = await state.call(state.simulator.fork, rec.sim_id)
     finally:
-        state.release()
-    return SessionCreated(session_id=state.add_session(sim_id, rec.task))
+        state.release(owner)
+    return SessionCreated(session_id=state.add_session(sim_id, rec.task, owner))
 
 
 @router.get("/sessions/{session_id}/frame", responses=_FRAME_RESPONSES)

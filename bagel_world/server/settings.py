@@ -9,6 +9,9 @@ from dataclasses import dataclass
 @dataclass
 class ServerSettings:
     max_sessions: int = 256  # open sessions + env episodes, all clients together
+    # Of those, per client address. None: half of max_sessions on a server with a token; no
+    # quota without one (it answers only on loopback, where every client has one address).
+    max_sessions_per_client: int | None = None
     session_ttl_s: float = 900.0  # idle sessions/episodes are closed after this long
     max_body_bytes: int = 8 * 1024 * 1024  # whole request body, before any parsing
     max_image_side: int = 2048  # width or height of an uploaded PNG, read from its header
@@ -27,12 +30,22 @@ class ServerSettings:
                      "max_episode_frames"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)!r}")
+        if self.max_sessions_per_client is not None and int(self.max_sessions_per_client) < 1:
+            raise ValueError(f"max_sessions_per_client must be >= 1 or None, got {self.max_sessions_per_client!r}")
         if self.session_ttl_s <= 0:
             raise ValueError(f"session_ttl_s must be > 0, got {self.session_ttl_s!r}")
         if self.max_batch_wait_ms < 0:
             raise ValueError(f"max_batch_wait_ms must be >= 0, got {self.max_batch_wait_ms!r}")
         if self.token is not None and not self.token.strip():
             raise ValueError("token must be a non-empty string or None")
+
+
+    @property
+    def client_quota(self) -> int | None:
+        """The per-client limit in force (see max_sessions_per_client), or None."""
+        if self.max_sessions_per_client is not None:
+            return int(self.max_sessions_per_client)
+        return max(1, self.max_sessions // 2) if self.token is not None else None
 
 
 def is_loopback(host: str) -> bool:

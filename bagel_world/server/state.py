@@ -11,6 +11,7 @@ import asyncio
 import collections
 import functools
 import logging
+import math
 import secrets
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ class SessionRecord:
     task: str
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0  # requests in flight; a busy session never expires
+    owner: str = ""  # the client it counts against (deps.client_key)
 
 
 @dataclass
@@ -46,6 +48,7 @@ class EpisodeRecord:
     goal: np.ndarray | None = None
     last_used: float = field(default_factory=time.monotonic)
     busy: int = 0
+    owner: str = ""
 
 
 class ServerState:
@@ -62,7 +65,7 @@ class ServerState:
         self.sessions: dict[str, SessionRecord] = {}
         self.episodes: dict[str, EpisodeRecord] = {}
         self.expired: collections.OrderedDict[str, float] = collections.OrderedDict()  # id -> when
-        self._reserved = 0  # slots promised to creations still in flight
+        self._reserved: collections.Counter[str] = collections.Counter()  # owner -> creations in flight
         self.loop: asyncio.AbstractEventLoop | None = None
         self.batcher: StepBatcher | None = None
         self._sweeper: asyncio.Task | None = None
@@ -110,18 +113,38 @@ class ServerState:
         return self._tasks_cache
 
     # ---- capacity ------------------------------------------------------------------------
-    def reserve(self) -> None:
-        """Claim a slot for a new session/episode, or 429 when the server is full."""
-        used = len(self.sessions) + len(self.episodes) + self._reserved
-        if used >= self.settings.max_sessions:
+    def reserve(self, owner: str = "") -> None:
+        """Claim a slot for a new session/episode of `owner`, or 429 when the server or the
+        client's quota is full."""
+        s = self.settings
+        used = len(self.sessions) + len(self.episodes) + self._reserved.total()
+        if used >= s.max_sessions:
             raise ApiError(429, "too_many_sessions",
-                           f"the server already holds its maximum of {self.settings.max_sessions} sessions and "
+                           f"the server already holds its maximum of {s.max_sessions} sessions and "
                            f"episodes; close some (DELETE) or wait for idle ones to expire after "
-                           f"{self.settings.session_ttl_s:g} s", headers={"Retry-After": "5"})
-        self._reserved += 1
+                           f"{s.session_ttl_s:g} s", headers={"Retry-After": "5"})
+        held = self._held_by(owner)
+        if s.client_quota is not None and len(held) + self._reserved[owner] >= s.client_quota:
+            wait = self._retry_after(held)
+            raise ApiError(429, "client_quota_exceeded",
+                           f"client {clip(owner)} already holds its quota of {s.client_quota} sessions "
+                           f"and episodes (max_sessions_per_client); close some (DELETE), or retry in {wait} s, "
+                           f"when its least recently used one expires if it stays idle",
+                           headers={"Retry-After": str(wait)})
+        self._reserved[owner] += 1
 
-    def release(self) -> None:
-        self._reserved -= 1
+    def release(self, owner: str = "") -> None:
+        self._reserved[owner] -= 1
+
+    def _held_by(self, owner: str) -> list:
+        return [r for r in (*self.sessions.values(), *self.episodes.values()) if r.owner == owner]
+
+    def _retry_after(self, held: list) -> int:
+        """Whole seconds until the least recently used of `held` would expire (at least 1)."""
+        if not held:
+            return 1
+        idle = time.monotonic() - min(r.last_used for r in held)
+        return max(1, math.ceil(self.settings.session_ttl_s - idle))
 
     @staticmethod
     def new_id(prefix: str) -> str:
@@ -175,10 +198,10 @@ class ServerState:
         await self._drop_episode(cid)
 
     # ---- registration --------------------------------------------------------------------
-    def add_session(self, sim_id: str, task: str) -> str:
+    def add_session(self, sim_id: str, task: str, owner: str = "") -> str:
         cid = self.new_id("sess")
         self.live_sim_ids[sim_id] = task
-        self.sessions[cid] = SessionRecord(sim_id, task)
+        self.sessions[cid] = SessionRecord(sim_id, task, owner=owner)
         return cid
 
     async def _drop_session(self, cid: str) -> None:
