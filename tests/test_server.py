@@ -32,7 +32,8 @@ def decode(b64: str) -> np.ndarray:
 
 
 def client(sim=None, **settings) -> TestClient:
-    return TestClient(create_app(sim if sim is not None else FakeSimulator(TEMPLATES), ServerSettings(**settings)))
+    app = create_app(sim if sim is not None else FakeSimulator(TEMPLATES), ServerSettings(**settings))
+    return TestClient(app, base_url="http://127.0.0.1:8000")  # a loopback Host: no-token servers need one
 
 
 def open_session(c: TestClient, seed: int = 0, task: str = "navigate", headers=None) -> str:
@@ -309,7 +310,7 @@ def test_factory_is_called_once_at_startup():
 
     app = create_app(factory, ServerSettings())
     assert calls == []  # nothing loads at import or app creation
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1:8000") as c:
         open_session(c)
         open_session(c)
     assert calls == [1]

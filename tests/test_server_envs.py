@@ -28,7 +28,8 @@ ENV_IDS = ("BagelNavigate-v0", "BagelMultiview-v0", "BagelFutureFrame-v0", "Bage
 
 
 def client(sim=None, **settings) -> TestClient:
-    return TestClient(create_app(sim if sim is not None else FakeSimulator(TEMPLATES), ServerSettings(**settings)))
+    app = create_app(sim if sim is not None else FakeSimulator(TEMPLATES), ServerSettings(**settings))
+    return TestClient(app, base_url="http://127.0.0.1:8000")  # a loopback Host: no-token servers need one
 
 
 def local_env(env_id: str):

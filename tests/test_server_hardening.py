@@ -294,3 +294,21 @@ def test_the_default_quota_is_half_the_server_on_a_token_server_and_none_on_loop
         for expected in (201, 201, 429):
             r = c.post("/v1/envs/BagelMultiview-v0/episodes", json={}, headers=auth)
             assert r.status_code == expected, r.text
+
+
+# ---- defect 3: DNS rebinding: without a token, only loopback Host names -----------------
+def test_a_server_without_token_answers_only_loopback_host_names():
+    app = create_app(FakeSimulator(TEMPLATES), ServerSettings(allowed_hosts=("My-Box.lan",)))
+    with run_in_thread(app) as url, httpx.Client(base_url=url, timeout=30) as c:
+        for host in ("localhost", "localhost:8000", "127.0.0.1:1", "[::1]:8000", "[::1]", "my-box.lan:8000"):
+            assert c.get("/v1/tasks", headers={"Host": host}).status_code == 200, host
+        for host in ("evil.example", "evil.example:8000", "127.0.0.1.evil.example", "localhost.evil", "[::2]:80"):
+            err = assert_error(c.get("/v1/tasks", headers={"Host": host}), 421, "host_not_allowed", "localhost")
+            assert "--token" in err["message"], err
+        r = c.post("/v1/sessions", json={"task": "navigate", "frames": [png_b64(frame(0))]},
+                   headers={"Host": "rebound.example"})
+        assert_error(r, 421, "host_not_allowed")
+        assert c.get("/healthz", headers={"Host": "evil.example"}).status_code == 200  # probes: no API behind it
+    with run_in_thread(create_app(FakeSimulator(TEMPLATES), ServerSettings(token="t"))) as url:
+        r = httpx.get(url + "/v1/tasks", headers={"Host": "api.example", "Authorization": "Bearer t"})
+        assert r.status_code == 200  # a token server is reached by any name; the token guards it

@@ -23,6 +23,7 @@ class ServerSettings:
     max_batch_wait_ms: float = 5.0  # how long the first request of a batch waits for company
     max_episode_frames: int = 1000  # frames an episode keeps for its GIF
     token: str | None = None  # when set, every /v1 request needs `Authorization: Bearer <token>`
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted without a token, besides loopback ones
 
     def __post_init__(self) -> None:
         for name in ("max_sessions", "max_body_bytes", "max_image_side", "max_image_pixels",
@@ -36,6 +37,7 @@ class ServerSettings:
             raise ValueError(f"session_ttl_s must be > 0, got {self.session_ttl_s!r}")
         if self.max_batch_wait_ms < 0:
             raise ValueError(f"max_batch_wait_ms must be >= 0, got {self.max_batch_wait_ms!r}")
+        self.allowed_hosts = tuple(h.strip().lower().strip("[]") for h in self.allowed_hosts if h.strip())
         if self.token is not None and not self.token.strip():
             raise ValueError("token must be a non-empty string or None")
 
