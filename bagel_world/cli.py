@@ -203,9 +203,15 @@ def _cmd_scenarios(args) -> int:
 
 
 def _cmd_serve(args) -> int:
-    from bagel_world.server import serve
+    import os
 
-    serve(checkpoint=args.checkpoint, host=args.host, port=args.port, token=args.token, device=args.device)
+    from bagel_world.server import ServerSettings, serve
+    from bagel_world.server.settings import settings_kwargs
+
+    limits = settings_kwargs(args, os.environ)
+    ServerSettings(**limits)  # a bad limit fails here, before the model loads
+    serve(checkpoint=args.checkpoint, host=args.host, port=args.port, token=args.token, device=args.device,
+          **limits)
     return 0
 
 
@@ -340,11 +346,19 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ea)  # defines its own --checkpoint/--device
     ea.set_defaults(func=_cmd_evaluate_agent)
 
+    from bagel_world.server.settings import add_arguments as add_settings_arguments  # light: no FastAPI
+
     s = sub.add_parser("serve", help="serve the simulator over HTTP")
     add_model_args(s)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
-    s.add_argument("--token", default=None, help="bearer token (required for non-loopback hosts)")
+    s.add_argument("--token", default=None, help="bearer token (required for non-loopback hosts; "
+                                                 "env BAGEL_WORLD_TOKEN)")
+    s.add_argument("--allowed-host", action="append", metavar="NAME",
+                   help="a Host name a server without a token answers besides localhost, 127.0.0.1 and [::1] "
+                        "(repeatable; env BAGEL_WORLD_ALLOWED_HOSTS, comma-separated)")
+    limits = s.add_argument_group("limits", "each also read from its environment variable; a flag wins")
+    add_settings_arguments(limits)
     s.set_defaults(func=_cmd_serve)
     return p
 

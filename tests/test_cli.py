@@ -84,3 +84,35 @@ def test_scenarios_command_saves_real_starts_that_imagined_envs_load(tmp_path, c
     env.close()
     assert main(["scenarios", "--task", "multiview", "--layout", "maze", "--out", str(out)]) == 2
     assert "--layout applies to the navigate task only" in capsys.readouterr().err
+
+
+def test_serve_help_shows_every_limit_with_its_environment_variable():
+    r = subprocess.run([sys.executable, "-m", "bagel_world.cli", "serve", "--help"], capture_output=True, text=True,
+                       timeout=120, cwd=REPO)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stdout.split())
+    for flag in ("--session-ttl-s", "--max-sessions", "--max-sessions-per-client", "--max-body-bytes",
+                 "--body-timeout-s", "--max-action-length", "--max-batch-size", "--allowed-host"):
+        assert flag in text, flag
+    assert "BAGEL_WORLD_SESSION_TTL_S" in text and "default 900.0" in text
+
+
+def test_serve_takes_limits_from_flags_then_environment(monkeypatch, capsys):
+    import bagel_world.server.app as server_app
+
+    got = {}
+    monkeypatch.setattr(server_app, "serve", lambda **kw: got.update(kw))
+    monkeypatch.setenv("BAGEL_WORLD_SESSION_TTL_S", "60")
+    monkeypatch.setenv("BAGEL_WORLD_MAX_SESSIONS", "9")
+    monkeypatch.setenv("BAGEL_WORLD_ALLOWED_HOSTS", "box.lan, other.lan")
+    assert main(["serve", "--max-sessions", "7", "--max-sessions-per-client", "none"]) == 0
+    assert got["session_ttl_s"] == 60.0 and got["max_sessions"] == 7 and got["max_sessions_per_client"] is None
+    assert got["allowed_hosts"] == ("box.lan", "other.lan")
+    got.clear()
+    monkeypatch.setenv("BAGEL_WORLD_SESSION_TTL_S", "soon")
+    assert main(["serve"]) == 2 and not got
+    err = capsys.readouterr().err
+    assert "BAGEL_WORLD_SESSION_TTL_S='soon'" in err and "a number" in err and "Traceback" not in err
+    monkeypatch.delenv("BAGEL_WORLD_SESSION_TTL_S")
+    assert main(["serve", "--max-batch-size", "0"]) == 2 and not got
+    assert "max_batch_size must be >= 1" in capsys.readouterr().err

@@ -312,3 +312,28 @@ def test_a_server_without_token_answers_only_loopback_host_names():
     with run_in_thread(create_app(FakeSimulator(TEMPLATES), ServerSettings(token="t"))) as url:
         r = httpx.get(url + "/v1/tasks", headers={"Host": "api.example", "Authorization": "Bearer t"})
         assert r.status_code == 200  # a token server is reached by any name; the token guards it
+
+
+# ---- defect 5: a stalled body is cut off ----------------------------------------------------
+def test_a_stalled_request_body_gets_408_and_its_connection_closed():
+    import socket
+
+    app = create_app(FakeSimulator(TEMPLATES), ServerSettings(body_timeout_s=0.5))
+    with run_in_thread(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        socks = []
+        t0 = time.monotonic()
+        for _ in range(5):  # several at once: each is cut off on its own clock
+            s = socket.create_connection((host, int(port)), timeout=10)
+            s.sendall(b"POST /v1/sessions HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                      b"Content-Length: 1000\r\n\r\n{\"task\": ")  # ...and then nothing more
+            socks.append(s)
+        for s in socks:
+            data = b""
+            while chunk := s.recv(4096):  # until the server closes the connection
+                data += chunk
+            s.close()
+            assert data.startswith(b"HTTP/1.1 408"), data[:200]
+            assert b"request_timeout" in data and b"0.5 s" in data
+        assert time.monotonic() - t0 < 5
+        assert httpx.get(url + "/v1/tasks").status_code == 200  # the server goes on

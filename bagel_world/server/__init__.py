@@ -32,7 +32,16 @@ Every /v1 route needs `Authorization: Bearer <token>` when the server has a toke
 server without one answers only on loopback. OpenAPI docs are at /docs.
 """
 
-from bagel_world.server.app import create_app, serve
 from bagel_world.server.settings import ServerSettings
 
 __all__ = ["ServerSettings", "create_app", "serve"]
+
+
+def __getattr__(name: str):
+    # The app (and FastAPI) load on first use, so `bagel-world --help` and the serve flags,
+    # which read ServerSettings, need neither the [server] extra nor its import time.
+    if name in ("create_app", "serve"):
+        from bagel_world.server import app
+
+        return getattr(app, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -6,8 +6,10 @@ by the routers through `Depends(get_state)`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import time
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Callable
@@ -30,14 +32,21 @@ API_VERSION = "v1"
 
 
 class BodyLimitMiddleware:
-    """413 for request bodies over `max_bytes`, by Content-Length or as they stream in.
+    """413 for request bodies over `max_bytes`, by Content-Length or as they stream in;
+    408 for bodies not complete within `timeout_s` (a stalled client must not hold a
+    connection and its buffer forever).
 
     Pure ASGI so it runs before any parsing; the body is buffered (it is small by then)
     and replayed to the app.
     """
 
-    def __init__(self, app, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app, max_bytes: int, timeout_s: float = 30.0):
+        self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
+
+    async def _too_slow(self, scope, receive, send) -> None:
+        resp = error_response(408, "request_timeout", f"the request body did not arrive within the server's limit "
+                                                      f"of {self.timeout_s:g} s", headers={"Connection": "close"})
+        await resp(scope, receive, send)
 
     async def _too_large(self, scope, receive, send) -> None:
         resp = error_response(413, "body_too_large", f"request body exceeds the server's limit of "
@@ -51,8 +60,12 @@ class BodyLimitMiddleware:
         if length is not None and (not length.isdigit() or int(length) > self.max_bytes):
             return await self._too_large(scope, receive, send)
         chunks, total = [], 0
+        deadline = time.monotonic() + self.timeout_s  # for the whole body: a trickle must not reset it
         while True:
-            msg = await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                return await self._too_slow(scope, receive, send)
             if msg["type"] != "http.request":  # client went away
                 return
             chunk = msg.get("body", b"")
@@ -109,7 +122,7 @@ def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerS
     app.state.settings = settings
     app.state.server = None
     install_error_handlers(app)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.include_router(routes_health.router)
     app.include_router(routes_health.v1)
     app.include_router(routes_sessions.router)
