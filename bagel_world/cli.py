@@ -12,7 +12,9 @@ from pathlib import Path
 
 def _cmd_inspect(args) -> int:
     from bagel_world.config import BagelConfig, preset
-    from bagel_world.model.loader import check_file, expected_state, parameter_counts, resolve_checkpoint
+    from bagel_world.model.loader import (
+        CheckpointError, check_file, expected_state, parameter_counts, resolve_checkpoint,
+    )
 
     if args.preset:
         cfg = preset(args.preset)
@@ -40,7 +42,12 @@ def _cmd_inspect(args) -> int:
             print(f"{fname}: MISSING FILE")
             bad += 1
             continue
-        rep = check_file(path, layout)
+        try:
+            rep = check_file(path, layout)
+        except CheckpointError as e:  # truncated or not safetensors at all
+            print(f"{fname}: UNREADABLE: {e}")
+            bad += 1
+            continue
         if rep.ok:
             print(f"{fname}: OK ({len(layout)} tensors match)")
         else:
@@ -208,8 +215,14 @@ def _cmd_serve(args) -> int:
     from bagel_world.server import ServerSettings, serve
     from bagel_world.server.settings import settings_kwargs
 
+    from bagel_world.model.loader import check_checkpoint
+    from bagel_world.simulator import default_checkpoint
+
+    # Bad limits and a bad checkpoint (configs, safetensors headers) fail here, with a
+    # message and exit code 2, not as a traceback from inside the server's startup.
     limits = settings_kwargs(args, os.environ)
-    ServerSettings(**limits)  # a bad limit fails here, before the model loads
+    ServerSettings(**limits)
+    check_checkpoint(args.checkpoint if args.checkpoint is not None else default_checkpoint())
     serve(checkpoint=args.checkpoint, host=args.host, port=args.port, token=args.token, device=args.device,
           **limits)
     return 0

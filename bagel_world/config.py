@@ -49,8 +49,7 @@ class Qwen2MoTConfig:
     def from_json_dict(cls, d: dict[str, Any]) -> "Qwen2MoTConfig":
         # The official loader forces qk_norm=True, tie_word_embeddings=False and the MoT
         # layer; those are not options here, so only the sizes are read.
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**_fields_from(cls, d))
 
     def to_json_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -98,10 +97,11 @@ class SiglipConfig:
 
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> "SiglipConfig":
-        names = {f.name for f in fields(cls)}
-        kw = {k: v for k, v in d.items() if k in names}
+        kw = _fields_from(cls, d)
+        if "num_hidden_layers" not in kw:
+            raise ConfigError("field 'num_hidden_layers' is missing; accepted: a positive integer")
         # Official edit: the penultimate layer is the feature layer.
-        kw["num_hidden_layers"] = int(d["num_hidden_layers"]) - 1
+        kw["num_hidden_layers"] -= 1
         return cls(**kw)
 
     def to_json_dict(self) -> dict[str, Any]:
@@ -136,8 +136,9 @@ class AutoEncoderConfig:
     @classmethod
     def from_json_dict(cls, d: dict[str, Any]) -> "AutoEncoderConfig":
         d = d.get("params", d)
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        if not isinstance(d, dict):
+            raise ConfigError(f"field 'params' is {_json_type(d)}; accepted: an object of autoencoder parameters")
+        return cls(**_fields_from(cls, d))
 
     def to_json_dict(self) -> dict[str, Any]:
         return {"params": asdict(self)}
@@ -207,30 +208,16 @@ class BagelConfig:
                     f"{folder} has no {name}; a BAGEL checkpoint folder holds llm_config.json, "
                     "vit_config.json, ema.safetensors, ae.safetensors and the tokenizer files"
                 )
-        llm = Qwen2MoTConfig.from_json_dict(_read_json(folder / "llm_config.json"))
-        vit = SiglipConfig.from_json_dict(_read_json(folder / "vit_config.json"))
+        llm = _read_component(Qwen2MoTConfig.from_json_dict, folder / "llm_config.json")
+        vit = _read_component(SiglipConfig.from_json_dict, folder / "vit_config.json")
         ae_path = folder / "ae_config.json"
-        vae = AutoEncoderConfig.from_json_dict(_read_json(ae_path)) if ae_path.is_file() else AutoEncoderConfig()
-        kw: dict[str, Any] = {}
+        vae = _read_component(AutoEncoderConfig.from_json_dict, ae_path) if ae_path.is_file() else AutoEncoderConfig()
         bagel_path = folder / "bagel_config.json"
-        if bagel_path.is_file():
-            d = _read_json(bagel_path)
-            for name in (
-                "latent_patch_size",
-                "max_latent_size",
-                "vit_max_num_patch_per_side",
-                "connector_act",
-                "interpolate_pos",
-                "timestep_shift",
-            ):
-                if name in d:
-                    kw[name] = d[name]
-            tr = d.get("transforms", {})
-            if "vae_transform" in tr:
-                kw["vae_transform"] = tuple(tr["vae_transform"])
-            if "vit_transform" in tr:
-                kw["vit_transform"] = tuple(tr["vit_transform"])
-        return cls(llm=llm, vit=vit, vae=vae, **kw)
+        kw = _read_component(_bagel_fields, bagel_path) if bagel_path.is_file() else {}
+        try:
+            return cls(llm=llm, vit=vit, vae=vae, **kw)
+        except ValueError as e:  # a cross-file invariant (__post_init__)
+            raise ConfigError(f"{folder}: {e}") from None
 
     def save_pretrained(self, folder: str | Path) -> None:
         folder = Path(folder)
@@ -293,11 +280,85 @@ def preset(name: str) -> BagelConfig:
     raise ValueError(f"unknown preset {name!r}; known presets: 'bagel-7b-mot', 'tiny'")
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+class ConfigError(ValueError):
+    """A config file that cannot describe a model; the message names the file and the field."""
+
+
+_ACCEPTED = {"int": "a positive integer", "float": "a number", "bool": "true or false", "str": "a string",
+             "list[int]": "a list of positive integers", "tuple[int, int, int]": "a list of 3 positive integers"}
+
+
+def _json_type(v: Any) -> str:
+    names = {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
+             dict: "an object", type(None): "null"}
+    return f"{names.get(type(v), type(v).__name__)} ({json.dumps(v)[:40]})"
+
+
+def _accepts(kind: str, v: Any) -> bool:
+    def pos_int(x: Any) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and x >= 1
+
+    if kind == "int":
+        return pos_int(v)
+    if kind == "float":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if kind == "bool":
+        return isinstance(v, bool)
+    if kind == "str":
+        return isinstance(v, str)
+    if kind.startswith(("list[", "tuple[")):
+        n = kind.count(",") + 1 if kind.startswith("tuple") else None
+        return isinstance(v, list) and all(pos_int(x) for x in v) and (n is None or len(v) == n)
+    raise AssertionError(f"no JSON check for field type {kind}")
+
+
+def _fields_from(cls, d: Any, names: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """The fields of dataclass `cls` present in `d`, each checked against its annotated type.
+
+    Unknown keys are ignored (the official files carry many); a known key with a value of the
+    wrong type (a string "256", null, a list) is a ConfigError naming the field and what fits.
+    """
+    if not isinstance(d, dict):
+        raise ConfigError(f"the top level is {_json_type(d)}; accepted: a JSON object")
+    out = {}
+    for f in fields(cls):
+        if f.name not in d or (names is not None and f.name not in names):
+            continue
+        kind = str(f.type)
+        if kind not in _ACCEPTED:
+            continue  # nested configs: read from their own files
+        if not _accepts(kind, d[f.name]):
+            raise ConfigError(f"field {f.name!r} is {_json_type(d[f.name])}; accepted: {_ACCEPTED[kind]}")
+        out[f.name] = tuple(d[f.name]) if kind.startswith("tuple") else d[f.name]
+    return out
+
+
+def _bagel_fields(d: Any) -> dict[str, Any]:
+    """BagelConfig keywords from `bagel_config.json` (its transforms sit in a sub-object)."""
+    kw = _fields_from(BagelConfig, d, names=("latent_patch_size", "max_latent_size", "vit_max_num_patch_per_side",
+                                             "connector_act", "interpolate_pos", "timestep_shift"))
+    tr = d.get("transforms", {})
+    if not isinstance(tr, dict):
+        raise ConfigError(f"field 'transforms' is {_json_type(tr)}; accepted: an object with vae_transform "
+                          "and vit_transform")
+    return kw | _fields_from(BagelConfig, tr, names=("vae_transform", "vit_transform"))
+
+
+def _read_component(parse, path: Path):
+    """`parse(json of path)`, with any error saying which file it is about."""
+    try:
+        return parse(_read_json(path))
+    except ConfigError as e:
+        raise ConfigError(str(e) if str(e).startswith(str(path)) else f"{path}: {e}") from None
+    except ValueError as e:  # a dataclass invariant (__post_init__)
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def _read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path} is not valid JSON: {e}") from e
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid JSON: {e}") from e
 
 
 def _write_json(path: Path, d: dict[str, Any]) -> None:

@@ -116,3 +116,25 @@ def test_serve_takes_limits_from_flags_then_environment(monkeypatch, capsys):
     monkeypatch.delenv("BAGEL_WORLD_SESSION_TTL_S")
     assert main(["serve", "--max-batch-size", "0"]) == 2 and not got
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_inspect_and_serve_refuse_bad_checkpoints_without_a_traceback(tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    ema = bad / "ema.safetensors"
+    ema.write_bytes(ema.read_bytes()[: ema.stat().st_size // 2])
+
+    def run(*argv):
+        return subprocess.run([sys.executable, "-m", "bagel_world.cli", *argv], capture_output=True, text=True,
+                              timeout=300, cwd=REPO)
+
+    r = run("inspect", str(bad))  # a bad tensor file is a finding: exit 1, the file named
+    assert r.returncode == 1 and "ema.safetensors: UNREADABLE" in r.stdout and "Traceback" not in r.stderr, r
+    r = run("serve", "--checkpoint", str(bad), "--port", "1")  # refused before the server starts
+    assert r.returncode == 2 and "ema.safetensors" in r.stderr and "Traceback" not in r.stderr, r
+    shutil.copy(tiny_ckpt / "ema.safetensors", ema)
+    (bad / "llm_config.json").write_text("[1, 2]")
+    for argv in (("inspect", str(bad)), ("serve", "--checkpoint", str(bad), "--port", "1")):
+        r = run(*argv)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r
+        assert "llm_config.json: the top level is a list" in r.stderr and "accepted: a JSON object" in r.stderr

@@ -151,3 +151,45 @@ def test_gen_expert_drives_latent_tokens(tiny_ckpt):
         engine.model.language_model.model.layers[1].mlp_moe_gen.down_proj.weight.mul_(2.0)
     assert not torch.allclose(engine.velocity(ctx, x, 0.5, (64, 64))[0], v0)
     assert np.isfinite(v0.numpy()).all()
+
+
+@pytest.mark.parametrize("file, edit, says", [
+    ("llm_config.json", lambda d: d | {"hidden_size": "64"}, "field 'hidden_size' is a string (\"64\"); accepted: a positive integer"),
+    ("llm_config.json", lambda d: d | {"num_attention_heads": None}, "field 'num_attention_heads' is null"),
+    ("llm_config.json", lambda d: d | {"rms_norm_eps": [1e-6]}, "field 'rms_norm_eps' is a list ([1e-06]); accepted: a number"),
+    ("llm_config.json", lambda d: [d], "the top level is a list"),
+    ("vit_config.json", lambda d: d | {"num_hidden_layers": True}, "field 'num_hidden_layers' is a boolean"),
+    ("vit_config.json", lambda d: {k: v for k, v in d.items() if k != "num_hidden_layers"},
+     "field 'num_hidden_layers' is missing"),
+    ("ae_config.json", lambda d: {"params": d["params"] | {"ch_mult": "1,1,2,2"}}, "field 'ch_mult' is a string"),
+    ("ae_config.json", lambda d: {"params": 3}, "field 'params' is an integer"),
+    ("bagel_config.json", lambda d: d | {"transforms": []}, "field 'transforms' is a list"),
+    ("bagel_config.json", lambda d: d | {"transforms": {"vae_transform": [128, 64]}},
+     "field 'vae_transform' is a list ([128, 64]); accepted: a list of 3 positive integers"),
+    ("bagel_config.json", lambda d: d | {"max_latent_size": 0}, "field 'max_latent_size' is an integer (0)"),
+])
+def test_config_files_with_wrong_types_name_the_file_field_and_what_is_accepted(tiny_ckpt, tmp_path, file, edit, says):
+    import json
+
+    from bagel_world.config import ConfigError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    (bad / file).write_text(json.dumps(edit(json.loads((bad / file).read_text()))))
+    with pytest.raises(ConfigError) as e:
+        BagelConfig.from_pretrained(bad)
+    assert str(e.value).startswith(f"{bad / file}: ") and says in str(e.value), str(e.value)
+    with pytest.raises(ConfigError):
+        load_bagel(bad)
+
+
+def test_a_truncated_safetensors_file_is_named(tiny_ckpt, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    path = bad / "ema.safetensors"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=r"ema\.safetensors .* is not a readable safetensors file.*accepted"):
+        load_bagel(bad)
+    path.write_bytes(b"not safetensors at all")
+    with pytest.raises(CheckpointError, match=r"ema\.safetensors"):
+        check_file(path, {})

@@ -91,10 +91,24 @@ def expected_state(config: BagelConfig) -> tuple[dict[str, tuple], dict[str, tup
             {k: tuple(v.shape) for k, v in vae.state_dict().items()})
 
 
+def _open_safetensors(path: Path):
+    """safe_open, or a CheckpointError naming the file when it is not a complete safetensors file.
+
+    safetensors checks the header and that the file holds every byte the header promises,
+    so a truncated download fails here, before any tensor is read.
+    """
+    try:
+        return safe_open(str(path), framework="pt", device="cpu")
+    except Exception as e:  # noqa: BLE001 - SafetensorError and OSError, re-raised with the file named
+        size = path.stat().st_size if path.is_file() else 0
+        raise CheckpointError(f"{path} ({size:,} bytes) is not a readable safetensors file: {e}; accepted: a "
+                              "complete safetensors file (re-download it if it was cut short)") from None
+
+
 def check_file(path: Path, expected: dict[str, tuple]) -> CheckReport:
     """Compare a safetensors file's names and shapes with `expected` (reads headers only)."""
     found = {}
-    with safe_open(str(path), framework="pt") as f:
+    with _open_safetensors(path) as f:
         for k in f.keys():
             found[k] = tuple(f.get_slice(k).get_shape())
     rep = CheckReport(file=path.name)
@@ -106,7 +120,7 @@ def check_file(path: Path, expected: dict[str, tuple]) -> CheckReport:
 
 def _load_tensors(path: Path, device: torch.device, dtype: torch.dtype | None) -> dict[str, torch.Tensor]:
     out = {}
-    with safe_open(str(path), framework="pt", device="cpu") as f:  # memory-mapped
+    with _open_safetensors(path) as f:  # memory-mapped
         for k in f.keys():
             t = f.get_tensor(k)
             out[k] = t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point() else t.dtype)
@@ -120,6 +134,29 @@ def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.d
     return device, dtype
 
 
+def check_checkpoint(path_or_repo_id) -> tuple[Path, BagelConfig]:
+    """(folder, config) of a checkpoint whose files, configs and tensor layout are all right.
+
+    Reads the json files and the safetensors headers only (seconds, even for 7B), so a
+    server can refuse a bad checkpoint before it starts. Raises FileNotFoundError,
+    ConfigError or CheckpointError, each naming the file.
+    """
+    folder = resolve_checkpoint(path_or_repo_id)
+    missing = [n for n in REQUIRED_FILES if not (folder / n).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}; a BAGEL checkpoint needs {', '.join(REQUIRED_FILES)}")
+    config = BagelConfig.from_pretrained(folder)
+    exp_ema, exp_ae = expected_state(config)
+    reports = [check_file(folder / "ema.safetensors", exp_ema), check_file(folder / "ae.safetensors", exp_ae)]
+    bad = [r for r in reports if not r.ok]
+    if bad:
+        raise CheckpointError(
+            f"checkpoint {folder} does not match the architecture of its config:\n"
+            + "\n".join(r.describe() for r in bad)
+        )
+    return folder, config
+
+
 def load_bagel(path_or_repo_id, device=None, dtype=None):
     """Load a checkpoint and return a ready `BagelInference`.
 
@@ -130,20 +167,8 @@ def load_bagel(path_or_repo_id, device=None, dtype=None):
 
     from bagel_world.inference.engine import BagelInference
 
-    folder = resolve_checkpoint(path_or_repo_id)
-    missing = [n for n in REQUIRED_FILES if not (folder / n).is_file()]
-    if missing:
-        raise FileNotFoundError(f"{folder} lacks {', '.join(missing)}; a BAGEL checkpoint needs {', '.join(REQUIRED_FILES)}")
+    folder, config = check_checkpoint(path_or_repo_id)
     device, dtype = default_device_dtype(device, dtype)
-    config = BagelConfig.from_pretrained(folder)
-    exp_ema, exp_ae = expected_state(config)
-    reports = [check_file(folder / "ema.safetensors", exp_ema), check_file(folder / "ae.safetensors", exp_ae)]
-    bad = [r for r in reports if not r.ok]
-    if bad:
-        raise CheckpointError(
-            f"checkpoint {folder} does not match the architecture of its config:\n"
-            + "\n".join(r.describe() for r in bad)
-        )
     with torch.device("meta"):
         model, vae = Bagel(config), AutoEncoder(config.vae)
     model.load_state_dict(_load_tensors(folder / "ema.safetensors", device, dtype), strict=True, assign=True)
