@@ -337,3 +337,25 @@ def test_a_stalled_request_body_gets_408_and_its_connection_closed():
             assert b"request_timeout" in data and b"0.5 s" in data
         assert time.monotonic() - t0 < 5
         assert httpx.get(url + "/v1/tasks").status_code == 200  # the server goes on
+
+
+# ---- defect 7: the OpenAPI document states every error status --------------------------
+def test_openapi_documents_the_error_statuses_of_every_route():
+    with client() as c:
+        doc = c.get("/openapi.json").json()
+    assert set(doc["components"]["schemas"]["ErrorDetail"]["required"]) == {"code", "message"}
+    want_extra = {("post", "/v1/sessions"): {"429"}, ("post", "/v1/sessions/{session_id}/fork"): {"404", "429"},
+                  ("post", "/v1/envs/{env_id}/episodes"): {"404", "429"},
+                  ("post", "/v1/episodes/{episode_id}/step"): {"404", "409"},
+                  ("post", "/v1/episodes/{episode_id}/fork"): {"404", "429"},
+                  ("post", "/v1/sessions/step"): {"404"}, ("post", "/v1/score"): {"404"}}
+    routes = [(m, path, op) for path, ops in doc["paths"].items() if path.startswith("/v1/") for m, op in ops.items()]
+    assert len(routes) == 18
+    for method, path, op in routes:
+        documented = set(op["responses"])
+        expected = {"401", "408", "413", "421", "422", "500", "503"} | want_extra.get((method, path), set())
+        if "{" in path:
+            expected.add("404")
+        assert expected <= documented, (method, path, sorted(expected - documented))
+        ref = op["responses"]["422"]["content"]["application/json"]["schema"]["$ref"]
+        assert ref.endswith("/ErrorBody"), (method, path, ref)

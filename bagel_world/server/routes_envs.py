@@ -24,12 +24,13 @@ from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.images import make_gif, png_b64
 from bagel_world.server.schemas import (
-    Closed, EnvInfo, EnvList, EpisodeCreated, EpisodeStep, EpisodeStepResult, Frame, NewEpisode,
+    COMMON_ERRORS, Closed, EnvInfo, EnvList, EpisodeCreated, EpisodeStep, EpisodeStepResult, Frame, NewEpisode,
+    error_responses,
 )
 from bagel_world.server.state import EpisodeRecord, ServerState
 from bagel_world.server.validate import check_action, check_text, decode_frames, frame_response
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["envs"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["envs"], responses=COMMON_ERRORS)
 
 
 # ---- the catalogue -----------------------------------------------------------------------
@@ -153,7 +154,7 @@ def list_envs(state: ServerState = Depends(get_state)) -> EnvList:
     return EnvList(envs=list(catalogue(state).values()))
 
 
-@router.post("/envs/{env_id}/episodes", status_code=201)
+@router.post("/envs/{env_id}/episodes", status_code=201, responses=error_responses(404, 429))
 async def new_episode(env_id: str, body: NewEpisode, request: Request,
                       state: ServerState = Depends(get_state)) -> EpisodeCreated:
     envs = catalogue(state)
@@ -180,7 +181,7 @@ async def new_episode(env_id: str, body: NewEpisode, request: Request,
                           goal=None if goal is None else png_b64(goal), info=jsonable(info))
 
 
-@router.post("/episodes/{episode_id}/step")
+@router.post("/episodes/{episode_id}/step", responses=error_responses(404, 409))
 async def step_episode(episode_id: str, body: EpisodeStep,
                        state: ServerState = Depends(get_state)) -> EpisodeStepResult:
     rec = await state.get_episode(episode_id)
@@ -206,7 +207,7 @@ async def step_episode(episode_id: str, body: EpisodeStep,
                              step=len(rec.rewards), episode_return=float(sum(rec.rewards)))
 
 
-@router.post("/episodes/{episode_id}/fork", status_code=201)
+@router.post("/episodes/{episode_id}/fork", status_code=201, responses=error_responses(404, 429))
 async def fork_episode(episode_id: str, request: Request,
                        state: ServerState = Depends(get_state)) -> EpisodeCreated:
     rec = await state.get_episode(episode_id)
@@ -226,14 +227,15 @@ async def fork_episode(episode_id: str, request: Request,
                           info={"forked_from": episode_id, "step": len(rec.rewards)})
 
 
-@router.get("/episodes/{episode_id}/frame", responses={200: {"content": {"image/png": {}}}})
+@router.get("/episodes/{episode_id}/frame", responses={200: {"content": {"image/png": {}}}, **error_responses(404)})
 async def episode_frame(episode_id: str, request: Request, state: ServerState = Depends(get_state)) -> Frame:
     rec = await state.get_episode(episode_id)
     return await run_in_threadpool(frame_response, request, rec.frames[-1])
 
 
 @router.get("/episodes/{episode_id}/gif", response_class=Response,
-            responses={200: {"content": {"image/gif": {}}, "description": "the episode's frames as an animated GIF"}})
+            responses={200: {"content": {"image/gif": {}}, "description": "the episode's frames as an animated GIF"},
+                       **error_responses(404)})
 async def episode_gif(episode_id: str, state: ServerState = Depends(get_state)) -> Response:
     rec = await state.get_episode(episode_id)
     fps = float(rec.env.metadata.get("render_fps", 4))
@@ -242,7 +244,7 @@ async def episode_gif(episode_id: str, state: ServerState = Depends(get_state)) 
                     headers={"Content-Disposition": f'attachment; filename="{rec.env_id}-{episode_id}.gif"'})
 
 
-@router.delete("/episodes/{episode_id}")
+@router.delete("/episodes/{episode_id}", responses=error_responses(404))
 async def close_episode(episode_id: str, state: ServerState = Depends(get_state)) -> Closed:
     rec = await state.get_episode(episode_id)
     async with rec.lock:

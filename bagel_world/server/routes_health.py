@@ -10,12 +10,12 @@ from fastapi.responses import Response
 
 from bagel_world.server.deps import get_state, require_token
 from bagel_world.server.errors import ApiError, clip
-from bagel_world.server.schemas import Metrics
+from bagel_world.server.schemas import COMMON_ERRORS, Metrics, error_responses
 from bagel_world.server.state import ServerState
 from bagel_world.simulator.tasks import template_to_json
 
 router = APIRouter()
-v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)])
+v1 = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], responses=COMMON_ERRORS)
 
 
 @router.get("/healthz", tags=["health"])
@@ -44,7 +44,8 @@ def tasks(state: ServerState = Depends(get_state)) -> dict:
 
 @v1.get("/tasks/{task}/scenarios", tags=["tasks"], response_class=Response,
         responses={200: {"content": {"application/octet-stream": {}},
-                         "description": "the checkpoint's scenario set for the task, as .npz"}})
+                         "description": "the checkpoint's scenario set for the task, as .npz"},
+                    **error_responses(404)})
 def scenarios(task: str, state: ServerState = Depends(get_state)) -> Response:
     """The start scenes the server's envs draw from, so remote envs reset to the same frames.
 

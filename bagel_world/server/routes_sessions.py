@@ -11,18 +11,19 @@ from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.images import png_b64
 from bagel_world.server.schemas import (
-    Closed, EmbedRequest, EmbedResult, Frame, OpenSession, ScoreRequest, ScoreResult, SessionCreated,
-    StepResult, StepSessions, StepSessionsResult,
+    COMMON_ERRORS, Closed, EmbedRequest, EmbedResult, Frame, OpenSession, ScoreRequest, ScoreResult, SessionCreated,
+    StepResult, StepSessions, StepSessionsResult, error_responses,
 )
 from bagel_world.server.state import ServerState
 from bagel_world.server.validate import check_action, check_count, check_text, decode_frames, frame_response
 
-router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["sessions"])
+router = APIRouter(prefix="/v1", dependencies=[Depends(require_token)], tags=["sessions"], responses=COMMON_ERRORS)
 
-_FRAME_RESPONSES = {200: {"content": {"image/png": {}}, "description": "the frame, as JSON or raw PNG (Accept)"}}
+_FRAME_RESPONSES = {200: {"content": {"image/png": {}}, "description": "the frame, as JSON or raw PNG (Accept)"},
+                    **error_responses(404)}
 
 
-@router.post("/sessions", status_code=201)
+@router.post("/sessions", status_code=201, responses=error_responses(429))
 async def open_session(body: OpenSession, request: Request,
                        state: ServerState = Depends(get_state)) -> SessionCreated:
     s = state.settings
@@ -39,7 +40,7 @@ async def open_session(body: OpenSession, request: Request,
     return SessionCreated(session_id=state.add_session(sim_id, body.task, owner))
 
 
-@router.post("/sessions/step")
+@router.post("/sessions/step", responses=error_responses(404))
 async def step_sessions(body: StepSessions, state: ServerState = Depends(get_state)) -> StepSessionsResult:
     """Step several sessions at once; concurrent requests are batched together too."""
     n = len(body.session_ids)
@@ -67,7 +68,7 @@ async def step_sessions(body: StepSessions, state: ServerState = Depends(get_sta
     ])
 
 
-@router.post("/sessions/{session_id}/fork", status_code=201)
+@router.post("/sessions/{session_id}/fork", status_code=201, responses=error_responses(404, 429))
 async def fork_session(session_id: str, request: Request,
                        state: ServerState = Depends(get_state)) -> SessionCreated:
     rec = await state.get_session(session_id)
@@ -87,7 +88,7 @@ async def session_frame(session_id: str, request: Request, state: ServerState = 
     return await run_in_threadpool(frame_response, request, frame)
 
 
-@router.delete("/sessions/{session_id}")
+@router.delete("/sessions/{session_id}", responses=error_responses(404))
 async def close_session(session_id: str, state: ServerState = Depends(get_state)) -> Closed:
     await state.close_session(session_id)
     return Closed(closed=session_id)
@@ -100,7 +101,7 @@ async def embed(body: EmbedRequest, state: ServerState = Depends(get_state)) -> 
     return EmbedResult(features=feats.astype("float32").tolist())
 
 
-@router.post("/score")
+@router.post("/score", responses=error_responses(404))
 async def score(body: ScoreRequest, state: ServerState = Depends(get_state)) -> ScoreResult:
     s = state.settings
     if len(set(body.session_ids)) != len(body.session_ids):

@@ -153,3 +153,37 @@ class Metrics(BaseModel):
     step_latency_ms_p95: float | None
     batch_latency_ms_p50: float | None  # the model call alone, per batch
     batch_latency_ms_p95: float | None
+
+
+# ---- errors, for the OpenAPI document ----------------------------------------------------
+class ErrorDetail(BaseModel):
+    code: str  # stable and machine-readable, e.g. "unknown_session"
+    message: str  # for people: names the field or limit and what is accepted
+    details: list[dict[str, Any]] | None = None  # body validation errors: loc, msg, type
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+_WHEN = {
+    401: "no or wrong bearer token (servers with a token)",
+    404: "unknown or expired session, episode, env or task",
+    408: "the request body did not arrive within body_timeout_s",
+    409: "the episode has ended (terminated or truncated)",
+    413: "request body or uploaded image over the server's limits",
+    421: "Host header not a loopback or configured name (servers without a token)",
+    422: "invalid input: the message names the field and what is accepted",
+    429: "the server, or this client's quota, is full; see Retry-After",
+    500: "the model call failed",
+    503: "out of memory (retry, see Retry-After), still loading, or shutting down",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the ErrorBody schema."""
+    return {status: {"model": ErrorBody, "description": _WHEN[status]} for status in statuses}
+
+
+# Every /v1 route can answer these; routes add 404, 409 and 429 where they apply.
+COMMON_ERRORS = error_responses(401, 408, 413, 421, 422, 500, 503)
