@@ -149,6 +149,47 @@ def test_a_failed_batch_fails_only_the_request_that_caused_it():
     assert metrics["steps_failed"] == 1
 
 
+class GroupedSimulator(RecordingSimulator):
+    """Steps task groups one after another, as LocalSimulator does: a group can commit
+    before another group's failure."""
+
+    def __init__(self, templates):
+        super().__init__(templates)
+        self.call_tasks: list[set[str]] = []  # the tasks of each call the server made
+
+    def step(self, session_ids, actions, seeds):
+        tasks = {self._sessions[sid]["task"] for sid in session_ids}
+        self.call_tasks.append(tasks)
+        out = {}
+        for task in sorted(tasks):
+            idx = [i for i, sid in enumerate(session_ids) if self._sessions[sid]["task"] == task]
+            outs = super().step([session_ids[i] for i in idx], [actions[i] for i in idx], [seeds[i] for i in idx])
+            out.update(zip(idx, outs))
+        return [out[i] for i in range(len(session_ids))]
+
+
+def test_a_failed_batch_of_several_tasks_never_steps_a_session_twice():
+    sim = GroupedSimulator(TEMPLATES)
+    mv = png_b64(frame(9, *TEMPLATES["multiview"].resolution))
+    with run_in_thread(create_app(sim, ServerSettings(max_batch_wait_ms=300))) as url:
+        with httpx.Client(base_url=url, timeout=30) as c:
+            nav = open_session(c)
+            r = c.post("/v1/sessions", json={"task": "multiview", "frames": [mv]})
+            multi = r.json()["session_id"]
+        barrier = threading.Barrier(2)
+
+        def step(sid, action):
+            with httpx.Client(base_url=url, timeout=30) as c:
+                barrier.wait()
+                return c.post("/v1/sessions/step", json={"session_ids": [sid], "actions": [action], "seeds": [0]})
+
+        good, bad = run_threads(lambda: step(nav, "wait"), lambda: step(multi, "poison"))
+    assert_error(bad, 422, "invalid_input", "poison")
+    assert good.status_code == 200 and good.json()["outputs"][0]["frame_index"] == 1, good.text
+    assert all(len(tasks) == 1 for tasks in sim.call_tasks), sim.call_tasks
+    assert sim.calls.count(["wait"]) == 1 and ["poison"] in sim.calls
+
+
 def test_a_lone_surrogate_in_one_step_does_not_fail_a_concurrent_innocent_step():
     sim = RecordingSimulator(TEMPLATES)
     with run_in_thread(create_app(sim, ServerSettings(max_batch_wait_ms=300))) as url:
