@@ -10,20 +10,45 @@ from gymnasium import spaces
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_image
 
 
+REWARDS = ("judged", "feature")
+
+
 class GoalImageEnv(BagelWorldEnv):
     """Shared logic of goal-image envs; the task subclasses carry the docs.
 
-    Observation: ``{"frame": (H, W, 3) uint8, "goal": (H, W, 3) uint8}``. Reward: centred
-    cosine similarity of the frame's and the goal's features (see `BagelWorldEnv._features`),
-    plus `success_bonus` on the step it first reaches `success_threshold`, which also
-    terminates the episode.
+    Observation: ``{"frame": (H, W, 3) uint8, "goal": (H, W, 3) uint8}``. Two rewards:
+
+    - ``reward="judged"`` (the default for tasks with a progress judge,
+      `bagel_world.simulator.progress.DISTANCE_BINS`): the same model is asked, with the goal
+      image in its context, how far the goal is (expected distance over the answer bins) and
+      whether it is reached. Reward = the decrease of the judged distance since the previous
+      frame, plus `success_bonus` when P(reached) >= `reached_threshold`, which also
+      terminates the episode.
+    - ``reward="feature"``: centred cosine similarity of the frame's and the goal's features
+      (see `BagelWorldEnv._features`), plus `success_bonus` on the step it first reaches
+      `success_threshold`, which also terminates the episode.
     """
 
     option_keys: ClassVar[tuple[str, ...]] = ("scene_index", "start_image", "goal_image", "instruction")
 
-    def __init__(self, *args, success_threshold: float = 0.8, success_bonus: float = 1.0, **kwargs):
+    def __init__(self, *args, reward: str | None = None, success_threshold: float = 0.8,
+                 reached_threshold: float = 0.5, success_bonus: float = 1.0, **kwargs):
+        from bagel_world.simulator.progress import DISTANCE_BINS
+
+        if reward is None:
+            reward = "judged" if self.task in DISTANCE_BINS else "feature"
+        if reward not in REWARDS:
+            raise ValueError(f"reward must be one of {REWARDS}, got {reward!r}")
+        if reward == "judged" and self.task not in DISTANCE_BINS:
+            raise ValueError(f"reward='judged' needs a progress judge; tasks with one: {sorted(DISTANCE_BINS)}, "
+                             f"not {self.task!r} (use reward='feature')")
         if not -1.0 < float(success_threshold) <= 1.0:
             raise ValueError(f"success_threshold is a cosine similarity in (-1, 1], got {success_threshold!r}")
+        if not 0.0 < float(reached_threshold) <= 1.0:
+            raise ValueError(f"reached_threshold is a probability in (0, 1], got {reached_threshold!r}")
+        self.reward_kind = reward
+        self.reached_threshold = float(reached_threshold)
+        self._judged_distance: float | None = None
         self.success_threshold = float(success_threshold)
         self.success_bonus = float(success_bonus)
         super().__init__(*args, **kwargs)
@@ -58,25 +83,60 @@ class GoalImageEnv(BagelWorldEnv):
 
     def _reset_info(self) -> dict[str, Any]:
         info = super()._reset_info()
-        info["goal_similarity"] = self._start_similarity
+        if self.reward_kind == "judged":
+            info["judged_distance"] = self._judged_distance
+        else:
+            info["goal_similarity"] = self._start_similarity
         return info
 
     @classmethod
     def _begin_episodes(cls, envs: Sequence["GoalImageEnv"]) -> None:
-        # One embed call for all goals and start frames: (2B, D).
-        feats = envs[0]._features([e._scene.goal for e in envs] + [e._scene.start for e in envs])
-        n = len(envs)
-        for i, e in enumerate(envs):
-            e._goal_feature = feats[i]
-            e._start_similarity = float(feats[i] @ feats[n + i])
+        judged = [e for e in envs if e.reward_kind == "judged"]
+        if judged:
+            for e, (d, _) in zip(judged, cls._judge(judged, reached=False)):
+                e._judged_distance = d
+        featured = [e for e in envs if e.reward_kind == "feature"]
+        if featured:
+            # One embed call for all goals and start frames: (2B, D).
+            feats = featured[0]._features([e._scene.goal for e in featured] + [e._scene.start for e in featured])
+            n = len(featured)
+            for i, e in enumerate(featured):
+                e._goal_feature = feats[i]
+                e._start_similarity = float(feats[i] @ feats[n + i])
 
     @classmethod
     def _rewards(cls, envs: Sequence["GoalImageEnv"]) -> list[tuple[float, bool, dict[str, Any]]]:
-        feats = envs[0]._features([e._frame for e in envs])  # (B, D), one embed call
-        out = []
-        for e, f in zip(envs, feats):
-            sim = float(f @ e._goal_feature)
-            success = sim >= e.success_threshold
-            out.append((sim + (e.success_bonus if success else 0.0), success,
-                        {"goal_similarity": sim, "is_success": success}))
+        out: list[Any] = [None] * len(envs)
+        judged = [i for i, e in enumerate(envs) if e.reward_kind == "judged"]
+        if judged:
+            for i, (d, p) in zip(judged, cls._judge([envs[i] for i in judged], reached=True)):
+                e = envs[i]
+                success = p >= e.reached_threshold
+                progress, e._judged_distance = e._judged_distance - d, d
+                out[i] = (progress + (e.success_bonus if success else 0.0), success,
+                          {"judged_distance": d, "judged_reached": p, "is_success": success})
+        featured = [i for i, e in enumerate(envs) if e.reward_kind == "feature"]
+        if featured:
+            feats = envs[featured[0]]._features([envs[i]._frame for i in featured])  # (B, D), one embed call
+            for i, f in zip(featured, feats):
+                e = envs[i]
+                sim = float(f @ e._goal_feature)
+                success = sim >= e.success_threshold
+                out[i] = (sim + (e.success_bonus if success else 0.0), success,
+                          {"goal_similarity": sim, "is_success": success})
         return out
+
+    @classmethod
+    def _judge(cls, envs: Sequence["GoalImageEnv"], reached: bool) -> list[tuple[float, float]]:
+        """(judged expected distance, P(reached) or nan) of each env's current frame, asked
+        of the simulator with the goal image in context: one score call per question."""
+        from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS,
+                                                    REACHED_QUESTION, reached_probability)
+
+        sim, sids, goals = envs[0].simulator, [e._sid for e in envs], [e._scene.goal for e in envs]
+        bins = DISTANCE_BINS[envs[0].task]
+        dist = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=goals), np.float64))
+        if not reached:
+            return [(float(d), float("nan")) for d in dist]
+        p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=goals), np.float64))
+        return [(float(d), float(q)) for d, q in zip(dist, p)]

@@ -43,11 +43,22 @@ class BagelNavigateEnv(GoalImageEnv):
 
     ## Rewards
 
-    Every step: the cosine similarity, in the model's own visual feature space
+    `reward="judged"` (default): the same model judges progress. With the goal image shown
+    after the current frame, it is asked "How far away is the goal view?" (answers: the
+    centres of the distance bins 0.5, 1, 1.5, 2, 3, 4, 6 m, i.e. "0.25" ... "7") and "Have
+    you reached the goal view?" ("yes"/"no"); see `bagel_world.simulator.progress`. The
+    judged distance is the expected bin centre under the model's answer probabilities.
+    Every step: the judged distance before the step minus the judged distance after it (m,
+    positive when the agent got closer), plus `success_bonus` when P(yes) to the second
+    question is at least `reached_threshold` (default 0.5). `info` carries
+    `judged_distance`, `judged_reached` and `is_success`.
+
+    `reward="feature"`: the cosine similarity, in the model's own visual feature space
     (`Simulator.embed`, mean-pooled SigLIP features), between the new frame and the goal,
     after subtracting the mean feature of the task's scenario set (so unrelated scenes
     score about 0 and identical ones 1). When it reaches `success_threshold` the step
-    earns `success_bonus` on top. Range: [-1, 1 + success_bonus].
+    earns `success_bonus` on top. Range: [-1, 1 + success_bonus]. `info` carries
+    `goal_similarity` and `is_success`.
 
     ## Starting State
 
@@ -60,24 +71,27 @@ class BagelNavigateEnv(GoalImageEnv):
 
     ## Episode End
 
-    Terminated when the goal similarity reaches `success_threshold`
-    (`info["is_success"]`). Truncated by `TimeLimit` after `max_episode_steps`
-    (64 as registered).
+    Terminated when the goal is judged reached (`reward="judged"`: P(yes) >=
+    `reached_threshold`) or the goal similarity reaches `success_threshold`
+    (`reward="feature"`); both set `info["is_success"]`. Truncated by `TimeLimit` after
+    `max_episode_steps` (64 as registered).
 
     ## Info
 
     `reset`: `scene_index` (-1 for a user's image), `instruction`, `frame_index` (0),
-    `goal_similarity` (of the start frame). `step`: `step_latency_s` (wall time of the
-    batched simulator step; leave out with `report_latency=False`), `model_text` (text the
-    model produced, or None), `frame_index`, `action_text` (what the model was told),
-    `noise_seed`, `goal_similarity`, `is_success`.
+    `judged_distance` or `goal_similarity` (of the start frame). `step`: `step_latency_s`
+    (wall time of the batched simulator step; leave out with `report_latency=False`),
+    `model_text` (text the model produced, or None), `frame_index`, `action_text` (what
+    the model was told), `noise_seed`, `is_success`, and `judged_distance` +
+    `judged_reached` or `goal_similarity`.
 
     ## Arguments
 
     ```python
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             success_threshold=0.8, success_bonus=1.0, report_latency=True, scenarios=None)
+             reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0,
+             report_latency=True, scenarios=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with
     `make_simulator(checkpoint, backend, device)` and shared by every env of the process
@@ -91,7 +105,8 @@ class BagelNavigateEnv(GoalImageEnv):
 
     ## Version History
 
-    * v0: Initial version.
+    * v0: Initial version. The judged-progress reward became the default (the feature
+      reward is `reward="feature"`).
     """
 
     task: ClassVar[str] = "navigate"

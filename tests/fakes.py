@@ -21,6 +21,7 @@ class FakeSimulator(Simulator):
         self._sessions: dict[str, dict] = {}
         self._ids = itertools.count()
         self.step_calls = 0  # how many batched calls were made (to check batching)
+        self.score_calls: list[tuple[str, tuple[str, ...], bool]] = []  # (question, answers, with goals)
 
     def tasks(self):
         return dict(self._templates)
@@ -63,10 +64,30 @@ class FakeSimulator(Simulator):
         feats -= feats.mean(axis=1, keepdims=True)
         return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
 
-    def score(self, session_ids, question, answers):
+    def score(self, session_ids, question, answers, goals=None):
+        """Without goals: answer 0 is as likely as the frame is bright. With goals, a known
+        judge: answer k = round(gap * (A-1)) is the likeliest, gap = mean |frame - goal| / 255
+        (for two answers, "yes" when gap < `REACHED_GAP`)."""
+        if goals is not None and len(goals) != len(session_ids):
+            raise ValueError("one goal per session")
+        self.score_calls.append((question, tuple(answers), goals is not None))
         out = np.zeros((len(session_ids), len(answers)), np.float32)
         for i, sid in enumerate(session_ids):
-            m = float(self._sessions[sid]["frames"][-1].mean()) / 255.0
-            logits = np.array([m if j == 0 else 1 - m for j in range(len(answers))], np.float32)
+            frame = self._sessions[sid]["frames"][-1]
+            if goals is None:
+                m = float(frame.mean()) / 255.0
+                logits = np.array([m if j == 0 else 1 - m for j in range(len(answers))], np.float32)
+            else:
+                k = self.judged_answer(frame, goals[i], len(answers))
+                logits = -((np.arange(len(answers)) - k) ** 2).astype(np.float32)
             out[i] = logits - np.log(np.exp(logits).sum())
         return out
+
+    REACHED_GAP = 0.05
+
+    @classmethod
+    def judged_answer(cls, frame, goal, n_answers: int) -> int:
+        gap = float(np.abs(frame.astype(np.float64) - np.asarray(goal, np.float64)).mean()) / 255.0
+        if n_answers == 2:
+            return 0 if gap < cls.REACHED_GAP else 1
+        return int(round(gap * (n_answers - 1)))

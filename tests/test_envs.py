@@ -248,7 +248,7 @@ def test_step_before_reset():
 # ---- user scenes and rewards -----------------------------------------------------------------
 def test_user_start_goal_and_instruction():
     sim = fake()
-    env = make("BagelNavigate-v0", sim)
+    env = make("BagelNavigate-v0", sim, reward="feature")
     rng = np.random.default_rng(0)
     start = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)
     obs, info = env.reset(options={"start_image": Image.fromarray(start), "goal_image": start,
@@ -307,14 +307,52 @@ def test_bad_custom_scenarios_raise(tmp_path):
 
 
 def test_navigation_success_terminates_with_bonus():
-    env = make("BagelNavigate-v0", success_threshold=-0.99, success_bonus=5.0)
+    env = make("BagelNavigate-v0", reward="feature", success_threshold=-0.99, success_bonus=5.0)
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step("move forward 0.5 m")
     assert terminated and info["is_success"] and reward == pytest.approx(info["goal_similarity"] + 5.0)
-    env = make("BagelNavigate-v0", success_threshold=1.0)
+    env = make("BagelNavigate-v0", reward="feature", success_threshold=1.0)
     env.reset(seed=0)
     _, reward, terminated, _, info = env.step("move forward 0.5 m")
     assert not terminated and reward == info["goal_similarity"] and -1 <= reward <= 1
+
+
+def test_judged_reward_is_the_decrease_of_judged_distance_plus_bonus():
+    from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION
+
+    sim = fake()
+    env = make("BagelNavigate-v0", sim, success_bonus=3.0).unwrapped  # judged: navigate's default
+    assert env.reward_kind == "judged"
+    bins = DISTANCE_BINS["navigate"]
+    rng = np.random.default_rng(0)
+    goal = np.full((H, W, 3), 128, np.uint8)
+    start = np.clip(goal.astype(int) + rng.integers(-120, 121, (H, W, 3)), 0, 255).astype(np.uint8)
+
+    def judged(frame):  # what the fake judge answers, as the env must read it
+        logp = sim.score([sim.open("navigate", [frame])], DISTANCE_QUESTION, bins.answers, goals=[goal])
+        return float(bins.expected(np.asarray(logp, np.float64))[0])
+
+    _, info = env.reset(options={"start_image": start, "goal_image": goal})
+    d0 = judged(start)
+    assert info["judged_distance"] == pytest.approx(d0) and d0 > 1.0
+    assert sim.score_calls[-1] == (DISTANCE_QUESTION, bins.answers, True)
+    obs, reward, terminated, _, info = env.step("move forward 0.5 m")
+    d1 = judged(obs["frame"])
+    assert info["judged_distance"] == pytest.approx(d1) and reward == pytest.approx(d0 - d1)
+    assert not terminated and not info["is_success"] and info["judged_reached"] < 0.5
+    assert {q for q, _, with_goal in sim.score_calls if with_goal} == {DISTANCE_QUESTION, REACHED_QUESTION}
+    # At the goal: judged distance near 0, reached, the bonus, and the episode ends.
+    env.reset(options={"start_image": goal, "goal_image": goal})
+    obs, reward, terminated, _, info = env.step("move forward 0.5 m")  # the fake moves a few grey levels
+    assert terminated and info["is_success"] and info["judged_reached"] > 0.5
+    assert reward == pytest.approx(judged(goal) - judged(obs["frame"]) + 3.0)
+    # The feature reward stays available; judged needs a task with a judge.
+    assert "goal_similarity" in make("BagelNavigate-v0", reward="feature").reset(seed=0)[1]
+    assert make("BagelManipulate-v0").unwrapped.reward_kind == "feature"
+    with pytest.raises(ValueError, match="tasks with one: \\['navigate'\\]"):
+        make("BagelManipulate-v0", reward="judged")
+    with pytest.raises(ValueError, match="reward must be one of"):
+        make("BagelNavigate-v0", reward="distance")
 
 
 def test_future_frame_reward_is_p_yes_of_the_question():

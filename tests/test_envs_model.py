@@ -152,3 +152,26 @@ def test_sliding_window_keeps_a_constant_cost_without_rebuilds(sim, monkeypatch)
     # The text-only (image-free) context keeps the same actions as the conditional one.
     assert len(s.text_only.segments) == len(s.head.segments) + len(s.actions)
     slide.close(sid)
+
+
+def test_score_with_goals_shows_the_goal_before_the_question(sim):
+    from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION
+
+    rng = np.random.default_rng(3)
+    start, goal, other = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3))
+    sids = [sim.open("navigate", [start]) for _ in range(2)]
+    answers = DISTANCE_BINS["navigate"].answers
+    try:
+        plain = sim.score(sids, DISTANCE_QUESTION, answers)
+        a = sim.score(sids, DISTANCE_QUESTION, answers, goals=[goal, other])
+        assert a.shape == (2, len(answers)) and np.isfinite(a).all()
+        # The goal is in the context: different goals, different answers; the same goal, the same.
+        assert not np.allclose(a[0], a[1]) and not np.allclose(a[0], plain[0])
+        np.testing.assert_allclose(sim.score(sids[:1], DISTANCE_QUESTION, answers, goals=[goal])[0], a[0], rtol=1e-5)
+        with pytest.raises(ValueError, match="one goal frame per session"):
+            sim.score(sids, DISTANCE_QUESTION, answers, goals=[goal])
+        with pytest.raises(ValueError, match="frame"):
+            sim.score(sids[:1], DISTANCE_QUESTION, answers, goals=[goal[:32]])
+    finally:
+        for s in sids:
+            sim.close(s)

@@ -125,6 +125,13 @@ def test_remote_simulator_equals_local():
             np.testing.assert_array_equal(remote.embed([frame(9)]), local.embed([frame(9)]))
             np.testing.assert_allclose(remote.score(rs, "q?", ["yes", "no"]), local.score(ls, "q?", ["yes", "no"]),
                                        rtol=1e-6)
+            # Goal-conditioned questions carry one goal image per session.
+            goals = [frame(5), frame(6), frame(7)]
+            bins = ["0", "1", "2", "3"]
+            np.testing.assert_allclose(remote.score(rs, "How far?", bins, goals=goals),
+                                       local.score(ls, "How far?", bins, goals=goals), rtol=1e-6)
+            with pytest.raises(ValueError, match="goals: one per session"):
+                remote.score(rs, "How far?", bins, goals=goals[:2])
             assert remote.step([], [], []) == []
             # Errors come back as the local simulator's exception types, with the server's message.
             remote.close(rf)

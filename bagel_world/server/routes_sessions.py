@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -110,6 +112,13 @@ async def score(body: ScoreRequest, state: ServerState = Depends(get_state)) -> 
     check_text(body.question, "question", s, required=True)
     for i, a in enumerate(body.answers):
         check_text(a, f"answers[{i}]", s)
+    goals = None
+    if body.goals is not None:
+        if len(body.goals) != len(body.session_ids):
+            raise ApiError(422, "invalid_input", f"goals: one per session; got {len(body.goals)} for "
+                           f"{len(body.session_ids)} sessions")
+        goals = await run_in_threadpool(decode_frames, body.goals, s, "goals")
     recs = [await state.get_session(cid) for cid in body.session_ids]
-    out = await state.call(state.simulator.score, [r.sim_id for r in recs], body.question, body.answers)
+    out = await state.call(functools.partial(state.simulator.score, goals=goals), [r.sim_id for r in recs],
+                           body.question, body.answers)
     return ScoreResult(logprobs=out.astype("float32").tolist())

@@ -77,6 +77,8 @@ class ScoreRequest(Request):
     session_ids: list[Id] = Field(min_length=1)
     question: Text  # not blank: checked by the handler with the rest of the text rule
     answers: list[Text] = Field(min_length=1, max_length=64)
+    goals: list[PngB64] | None = Field(None, description="one goal image per session, shown before the question "
+                                       "(goal-conditioned progress questions)")
 
 
 class ScoreResult(BaseModel):

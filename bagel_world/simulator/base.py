@@ -117,10 +117,14 @@ class Simulator(abc.ABC):
         """Unit-norm features of frames in the model's visual feature space, (B, D) float32."""
 
     @abc.abstractmethod
-    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str]) -> np.ndarray:
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
+              goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
         """Log-probability of each answer to `question` about each session's current frame.
 
-        Returns (len(session_ids), len(answers)) float32: the model-judged reward path.
+        With `goals` (one (H, W, 3) uint8 frame per session), the goal image is shown after
+        the current frame and before the question: the goal-conditioned progress questions
+        of `bagel_world.simulator.progress`. Returns (len(session_ids), len(answers))
+        float32: the model-judged reward path.
         """
 
     def close_all(self) -> None:

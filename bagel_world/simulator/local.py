@@ -152,12 +152,21 @@ class LocalSimulator(Simulator):
         with self._lock:
             return self.engine.image_features(list(frames)).cpu().numpy().astype(np.float32)
 
-    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str]) -> np.ndarray:
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
+              goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
         if not isinstance(question, str) or not question.strip():
             raise ValueError(f"question must be a non-empty string, got {question!r}")
         sessions = [self._get(sid) for sid in session_ids]
-        with self._lock:
+        if goals is not None:
+            if len(goals) != len(sessions):
+                raise ValueError(f"score needs one goal frame per session; got {len(goals)} for {len(sessions)}")
+            goals = [self._check_frame(g, self._template(s.task)) for g, s in zip(goals, sessions)]
+        with self._lock, torch.no_grad():
             ctxs = [s.base.fork() for s in sessions]
+            if goals is not None:
+                # Seeded from the goal's bytes like start frames: the same goal, the same context.
+                gens = [torch.Generator().manual_seed(zlib.crc32(g.tobytes())) for g in goals]
+                self.engine.append_image(ctxs, goals, generators=gens)
             self.engine.append_text(ctxs, [question] * len(ctxs))
             return self.engine.score_answers(ctxs, list(answers)).numpy().astype(np.float32)
 

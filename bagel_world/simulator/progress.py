@@ -47,7 +47,7 @@ class DistanceBins:
         """(...,) judged expected distance from (..., bins) answer log-probabilities."""
         p = np.exp(logp - logp.max(-1, keepdims=True))
         p /= p.sum(-1, keepdims=True)
-        return p @ np.asarray(self.centres, np.float64)
+        return (p * np.asarray(self.centres, np.float64)).sum(-1)  # row by row: batch-size independent
 
 
 # Tasks with a trained progress judge. Navigate: metres between the agent and the goal pose.

@@ -202,10 +202,13 @@ class RemoteSimulator(Simulator):
         feats = [self._json("POST", "/v1/embed", json={"frames": c})["features"] for c in chunks]
         return np.asarray([row for part in feats for row in part], dtype=np.float32)
 
-    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str]) -> np.ndarray:
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
+              goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
         if len(session_ids) == 0:
             return np.zeros((0, len(answers)), np.float32)
         body = {"session_ids": list(session_ids), "question": question, "answers": list(answers)}
+        if goals is not None:
+            body["goals"] = [_png_b64(np.asarray(g, np.uint8)) for g in goals]
         return np.asarray(self._json("POST", "/v1/score", json=body)["logprobs"], dtype=np.float32)
 
     def __repr__(self) -> str:
