@@ -190,6 +190,22 @@ def _cmd_eval(args) -> int:
     return 0
 
 
+def _cmd_eval_progress(args) -> int:
+    from bagel_world.evaluate_progress import evaluate_progress
+    from bagel_world.simulator import make_simulator
+
+    if args.episodes < 1:
+        raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    sim = make_simulator(args.checkpoint, device=args.device)
+    res = evaluate_progress(sim, task=args.task, seeds=range(args.seed, args.seed + args.episodes), steps=args.steps,
+                            explore=args.explore, ahead=args.ahead, layout=args.layout)
+    print(json.dumps(res, indent=2))
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(res, indent=2))
+    return 0
+
+
 def _cmd_evaluate_agent(args) -> int:
     from bagel_world.evaluate_agents import run
 
@@ -351,6 +367,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="real states per episode (every 3rd step) from which every action is imagined")
     e.add_argument("--out", default="out/eval")
     e.set_defaults(func=_cmd_eval)
+
+    ep = sub.add_parser("eval-progress", help="judged progress vs real distance and success on held-out seeds "
+                        "(Spearman, AUROC)")
+    add_model_args(ep)
+    ep.add_argument("--task", default="navigate")
+    ep.add_argument("--layout", default=None, help="navigate: one_room, four_rooms or maze (default: the twin's)")
+    ep.add_argument("--episodes", type=int, default=8)
+    ep.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
+    ep.add_argument("--steps", type=int, default=40, help="most steps per episode (the scripted agent may end it)")
+    ep.add_argument("--explore", type=float, default=0.3, help="share of random actions in the scripted walk")
+    ep.add_argument("--ahead", type=int, default=4, help="steps imagined before judging")
+    ep.add_argument("--out", default=None, help="write the figures to this JSON file")
+    ep.set_defaults(func=_cmd_eval_progress)
 
     from bagel_world.evaluate_agents import add_arguments  # light: argparse/numpy only
 

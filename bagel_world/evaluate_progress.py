@@ -1,0 +1,137 @@
+"""`bagel-world eval-progress`: how well the model judges progress toward a goal image.
+
+On held-out seeds of a real twin, episodes are walked by the privileged scripted agent with
+a share `explore` of uniformly random canonical actions (so frames range from far away to
+the goal itself, from every heading). For each frame the model is asked the two progress
+questions of `bagel_world.simulator.progress`, with the episode's goal image in context:
+
+- **Spearman** (scipy) between the judged expected distance and the real distance to the
+  goal (`info["goal_distance"]`), on real frames and on frames imagined `ahead` steps from a
+  real frame with the actions the real episode took next (compared with the real distance
+  at that later step);
+- **AUROC** of P("yes") to "Have you reached the goal view?" against the real env's
+  success (`info["is_success"]`), on real frames: the Mann-Whitney U statistic divided by
+  (positives x negatives), from scipy.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Sequence
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+def judge(sim, task: str, frames: Sequence[np.ndarray], goals: Sequence[np.ndarray], context: int = 1
+          ) -> tuple[np.ndarray, np.ndarray]:
+    """(judged expected distance, P(reached)) of each frame against its goal, one batch per question."""
+    from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS,
+                                                REACHED_QUESTION, reached_probability)
+
+    bins = DISTANCE_BINS[task]
+    sids = [sim.open(task, [f]) for f in frames]
+    try:
+        d = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=list(goals)), np.float64))
+        p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=list(goals)),
+                                           np.float64))
+    finally:
+        for s in sids:
+            sim.close(s)
+    return d, p
+
+
+def imagine_ahead(sim, task: str, starts: Sequence[np.ndarray], actions: Sequence[Sequence[str]], seed: int
+                  ) -> list[np.ndarray]:
+    """The frame imagined after each start frame's action sequence (equal lengths), one batch per step."""
+    sids = [sim.open(task, [f]) for f in starts]
+    try:
+        for k in range(len(actions[0])):
+            outs = sim.step(sids, [a[k] for a in actions], [seed + 1000 * i + k for i in range(len(sids))])
+        return [o.frame for o in outs]
+    finally:
+        for s in sids:
+            sim.close(s)
+
+
+def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None):
+    """One real episode: frames (T+1), actions (T), real distances and successes (T+1), goal."""
+    import gymnasium as gym
+
+    from bagel_world.agents.scripted import scripted_agent
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+    from bagel_world.sims import REAL_ENVS
+
+    kwargs = {} if layout is None else {"layout": layout}
+    env = gym.make(REAL_ENVS[task][0], max_episode_steps=None, **kwargs)
+    try:
+        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        agent = scripted_agent(task)
+        agent.reset(env, obs, info, seed)
+        frames, actions = [obs["frame"]], []
+        dist, success = [info["goal_distance"]], [info["is_success"]]
+        canon = CANONICAL_ACTIONS[task]
+        for _ in range(steps):
+            a = canon[int(rng.integers(len(canon)))] if rng.random() < explore else agent.choose(info)
+            obs, _, terminated, _, info = env.step(a)
+            frames.append(obs["frame"])
+            actions.append(a)
+            dist.append(info["goal_distance"])
+            success.append(info["is_success"])
+            if terminated:
+                break
+        return np.stack(frames), actions, np.array(dist), np.array(success, bool), obs["goal"]
+    finally:
+        env.close()
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Area under the ROC curve of `scores` for boolean `labels` (nan without both classes)."""
+    from scipy.stats import mannwhitneyu
+
+    pos, neg = scores[labels], scores[~labels]
+    if len(pos) == 0 or len(neg) == 0:
+        return float("nan")
+    return float(mannwhitneyu(pos, neg, alternative="two-sided").statistic / (len(pos) * len(neg)))
+
+
+def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(8), steps: int = 40,
+                      explore: float = 0.3, ahead: int = 4, layout: str | None = None, progress: bool = True) -> dict:
+    """Spearman and AUROC of the model's progress judgements on real episodes (see the module doc)."""
+    from scipy.stats import spearmanr
+    from tqdm.auto import tqdm
+
+    from bagel_world.simulator.progress import DISTANCE_BINS
+
+    if task not in DISTANCE_BINS:
+        raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
+    if not seeds:
+        raise ValueError("seeds must not be empty")
+    if ahead < 1 or steps < ahead:
+        raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
+    real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
+    for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
+        frames, actions, dist, success, goal = walk(task, seed, steps, explore, layout)
+        d, p = judge(sim, task, frames, [goal] * len(frames))
+        real_d += list(dist)
+        judged_d += list(d)
+        reached += list(success)
+        p_reached += list(p)
+        starts = list(range(0, len(actions) - ahead + 1, 2))
+        if starts:
+            imagined = imagine_ahead(sim, task, [frames[t] for t in starts], [actions[t : t + ahead] for t in starts], seed)
+            d_ahead, _ = judge(sim, task, imagined, [goal] * len(imagined))
+            ahead_real += [dist[t + ahead] for t in starts]
+            ahead_judged += list(d_ahead)
+    real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)
+    reached, p_reached = np.asarray(reached, bool), np.asarray(p_reached)
+    return {
+        "task": task, "seeds": [int(s) for s in seeds], "frames": int(len(real_d)),
+        "spearman_real": float(spearmanr(judged_d, real_d).statistic),
+        "spearman_imagined": float(spearmanr(ahead_judged, ahead_real).statistic) if ahead_judged else float("nan"),
+        "imagined_pairs": len(ahead_judged), "ahead": ahead,
+        "auroc_reached": auroc(p_reached, reached), "reached_frames": int(reached.sum()),
+        "real_distance_range": [float(real_d.min()), float(real_d.max())],
+    }

@@ -1,0 +1,38 @@
+"""`bagel-world eval-progress`: the metrics, and a run on the real navigate twin with a fake judge."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bagel_world.evaluate_progress import auroc, evaluate_progress
+from bagel_world.simulator.tasks import default_templates
+from fakes import FakeSimulator
+
+
+def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right():
+    labels = np.array([True, True, False, False, False])
+    assert auroc(np.array([0.9, 0.8, 0.1, 0.2, 0.3]), labels) == 1.0
+    assert auroc(np.array([0.1, 0.2, 0.9, 0.8, 0.7]), labels) == 0.0
+    # 0.5 beats 2 of 3 negatives and 0.15 beats 1 of 3: 3 right pairs of 6.
+    assert auroc(np.array([0.5, 0.15, 0.1, 0.2, 0.6]), labels) == pytest.approx(0.5)
+    assert np.isnan(auroc(np.array([0.5, 0.4]), np.array([False, False])))
+
+
+def test_eval_progress_on_the_real_twin_with_a_fake_judge():
+    from bagel_world.sims import missing_packages
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    sim = FakeSimulator(default_templates(large=False))
+    res = evaluate_progress(sim, seeds=[0], steps=6, ahead=2, layout="one_room", progress=False)
+    assert res["frames"] >= 3 and res["imagined_pairs"] >= 1
+    # The fake judge may answer one bin for every frame (Spearman is then undefined: nan).
+    assert isinstance(res["spearman_real"], float) and res["real_distance_range"][1] > 0
+    assert {q for q, _, with_goal in sim.score_calls if with_goal} == {
+        "How far away is the goal view?", "Have you reached the goal view?"}
+    assert not sim._sessions  # every judged or imagined session was closed
+    with pytest.raises(ValueError, match="no progress judge"):
+        evaluate_progress(sim, task="manipulate")
+    with pytest.raises(ValueError, match="ahead"):
+        evaluate_progress(sim, steps=2, ahead=4)
