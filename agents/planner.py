@@ -18,8 +18,11 @@ the distinct prefixes, all in ONE batched call.
 
 Scores: `metric="feature"` is the cosine similarity of end frame and goal in the model's
 own visual feature space (`Simulator.embed`) after subtracting the mean feature of the
-task's scenario set, exactly the imagined goal envs' reward; `metric="pixel"` is minus
-the mean squared pixel error in [0, 1] units; `score_fn(frames, goal) -> (B,)` replaces both.
+task's scenario set, exactly the imagined goal envs' feature reward; `metric="judged"` is
+minus the distance the same model judges between end frame and goal
+(`bagel_world.simulator.progress`, one batched `score` call per iteration), the judged
+reward's measure; `metric="pixel"` is minus the mean squared pixel error in [0, 1] units;
+`score_fn(frames, goal) -> (B,)` replaces them.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from bagel_world.simulator.base import Simulator
 
 log = logging.getLogger(__name__)
 
+METRICS = ("feature", "judged", "pixel")
 ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (B, H, W, 3), goal -> (B,)
 
 _MEANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # simulator -> {task: (D,) mean}
@@ -82,7 +86,8 @@ class CEMPlanner(Agent):
     Arguments: `simulator` (needed to act in a real env; in an imagined env the env's own
     simulator is used), `candidates` sequences per iteration, `horizon` actions per
     sequence, `iterations` refits per step, `elites` kept per refit, `metric`
-    ("feature" or "pixel") or `score_fn`, `smoothing` (weight of the old distribution in
+    ("judged", "feature" or "pixel"; "auto": judged where the task has a progress judge,
+    else feature) or `score_fn`, `smoothing` (weight of the old distribution in
     a refit), `choose` ("mode": the most probable first action of the final distribution;
     "best": the first action of the best sequence seen), `warm_start` (start from the
     previous step's distribution shifted by one), `seed`, `progress` (a tqdm bar per plan).
@@ -91,7 +96,7 @@ class CEMPlanner(Agent):
     name = "planner"
 
     def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
-                 iterations: int = 2, elites: int = 6, metric: str = "feature", score_fn: ScoreFn | None = None,
+                 iterations: int = 2, elites: int = 6, metric: str = "auto", score_fn: ScoreFn | None = None,
                  smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, seed: int | None = None,
                  progress: bool = True):
         for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
@@ -99,8 +104,8 @@ class CEMPlanner(Agent):
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
         if elites > candidates:
             raise ValueError(f"elites ({elites}) must not exceed candidates ({candidates})")
-        if metric not in ("feature", "pixel"):
-            raise ValueError(f"metric must be 'feature' or 'pixel', got {metric!r}")
+        if metric not in METRICS + ("auto",):
+            raise ValueError(f"metric must be 'auto' or one of {METRICS}, got {metric!r}")
         if choose not in ("mode", "best"):
             raise ValueError(f"choose must be 'mode' or 'best', got {choose!r}")
         if not 0.0 <= smoothing < 1.0:
@@ -118,10 +123,18 @@ class CEMPlanner(Agent):
         self.actions: tuple[str, ...] = ()
         self._prev: PlanResult | None = None
         self.last_plan: PlanResult | None = None
+        self._metric = metric  # resolved per task by reset()
 
     # ---- Agent API ---------------------------------------------------------------------------
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
+        from bagel_world.simulator.progress import DISTANCE_BINS
+
         self._task, self.actions = task_of(env), canonical_actions(env)
+        self._metric = self.metric if self.metric != "auto" else (
+            "judged" if self._task in DISTANCE_BINS else "feature")
+        if self._metric == "judged" and self._task not in DISTANCE_BINS:
+            raise ValueError(f"metric='judged' needs a progress judge; tasks with one: {sorted(DISTANCE_BINS)}, "
+                             f"not {self._task!r}")
         if is_imagined(env):
             self._env, self._sim = env.unwrapped, env.unwrapped.simulator
         else:
@@ -254,9 +267,9 @@ class CEMPlanner(Agent):
 
     # ---- scoring -----------------------------------------------------------------------------
     def _goal_reference(self, goal: np.ndarray | None):
-        if self.score_fn is not None or goal is None:
+        if self.score_fn is not None or goal is None or self._metric == "judged":
             return None
-        if self.metric == "pixel":
+        if self._metric == "pixel":
             return goal.astype(np.float32) / 255.0
         return self._centred_features(goal[None])[0]
 
@@ -270,6 +283,11 @@ class CEMPlanner(Agent):
             if s.shape != (len(frames),):
                 raise ValueError(f"score_fn must return one score per frame, shape ({len(frames)},); got {s.shape}")
             return s
-        if self.metric == "pixel":
+        if self._metric == "judged":
+            from bagel_world.simulator.progress import judge_frames
+
+            d, _ = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=False)
+            return -d
+        if self._metric == "pixel":
             return -((frames.astype(np.float32) / 255.0 - ref) ** 2).mean(axis=(1, 2, 3)).astype(np.float64)
         return (self._centred_features(frames) @ ref).astype(np.float64)

@@ -231,7 +231,7 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
     return markdown_table(results), results
 
 
-_PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "feature"}
+_PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto"}
 
 
 def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
@@ -276,7 +276,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=_PLANNER_DEFAULTS["horizon"], help="planner: actions per sequence")
     p.add_argument("--iterations", type=int, default=_PLANNER_DEFAULTS["iterations"], help="planner: CEM refits per step")
     p.add_argument("--elites", type=int, default=_PLANNER_DEFAULTS["elites"], help="planner: sequences kept per refit")
-    p.add_argument("--metric", default="feature", choices=["feature", "pixel"], help="planner: goal distance")
+    p.add_argument("--metric", default="auto", choices=["auto", "judged", "feature", "pixel"],
+                   help="planner: goal distance (auto: judged where the task has a progress judge, else feature)")
     p.add_argument("--think", action="store_true", help="vlm: think before choosing")
     p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

@@ -24,24 +24,6 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
-def judge(sim, task: str, frames: Sequence[np.ndarray], goals: Sequence[np.ndarray], context: int = 1
-          ) -> tuple[np.ndarray, np.ndarray]:
-    """(judged expected distance, P(reached)) of each frame against its goal, one batch per question."""
-    from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS,
-                                                REACHED_QUESTION, reached_probability)
-
-    bins = DISTANCE_BINS[task]
-    sids = [sim.open(task, [f]) for f in frames]
-    try:
-        d = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=list(goals)), np.float64))
-        p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=list(goals)),
-                                           np.float64))
-    finally:
-        for s in sids:
-            sim.close(s)
-    return d, p
-
-
 def imagine_ahead(sim, task: str, starts: Sequence[np.ndarray], actions: Sequence[Sequence[str]], seed: int
                   ) -> list[np.ndarray]:
     """The frame imagined after each start frame's action sequence (equal lengths), one batch per step."""
@@ -103,7 +85,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
 
-    from bagel_world.simulator.progress import DISTANCE_BINS
+    from bagel_world.simulator.progress import DISTANCE_BINS, judge_frames
 
     if task not in DISTANCE_BINS:
         raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
@@ -114,7 +96,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
         frames, actions, dist, success, goal = walk(task, seed, steps, explore, layout)
-        d, p = judge(sim, task, frames, [goal] * len(frames))
+        d, p = judge_frames(sim, task, frames, [goal] * len(frames))
         real_d += list(dist)
         judged_d += list(d)
         reached += list(success)
@@ -122,7 +104,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         starts = list(range(0, len(actions) - ahead + 1, 2))
         if starts:
             imagined = imagine_ahead(sim, task, [frames[t] for t in starts], [actions[t : t + ahead] for t in starts], seed)
-            d_ahead, _ = judge(sim, task, imagined, [goal] * len(imagined))
+            d_ahead, _ = judge_frames(sim, task, imagined, [goal] * len(imagined), reached=False)
             ahead_real += [dist[t + ahead] for t in starts]
             ahead_judged += list(d_ahead)
     real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)

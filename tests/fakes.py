@@ -66,8 +66,9 @@ class FakeSimulator(Simulator):
 
     def score(self, session_ids, question, answers, goals=None):
         """Without goals: answer 0 is as likely as the frame is bright. With goals, a known
-        judge: answer k = round(gap * (A-1)) is the likeliest, gap = mean |frame - goal| / 255
-        (for two answers, "yes" when gap < `REACHED_GAP`)."""
+        judge: logits -(j - gap * (A-1))^2 for answer j, gap = mean |frame - goal| / 255, so the
+        expected answer index grows smoothly with the gap (for two answers, "yes" is the
+        likeliest when gap < `REACHED_GAP`)."""
         if goals is not None and len(goals) != len(session_ids):
             raise ValueError("one goal per session")
         self.score_calls.append((question, tuple(answers), goals is not None))
@@ -86,8 +87,8 @@ class FakeSimulator(Simulator):
     REACHED_GAP = 0.05
 
     @classmethod
-    def judged_answer(cls, frame, goal, n_answers: int) -> int:
+    def judged_answer(cls, frame, goal, n_answers: int) -> float:
         gap = float(np.abs(frame.astype(np.float64) - np.asarray(goal, np.float64)).mean()) / 255.0
         if n_answers == 2:
-            return 0 if gap < cls.REACHED_GAP else 1
-        return int(round(gap * (n_answers - 1)))
+            return 0.0 if gap < cls.REACHED_GAP else 1.0
+        return gap * (n_answers - 1)

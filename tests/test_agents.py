@@ -110,6 +110,28 @@ def test_planner_pixel_metric_moves_toward_the_goal_image():
     assert plan.score == pytest.approx(0.0, abs=1e-6)  # the imagined end frame IS the goal
 
 
+def test_planner_judged_metric_follows_the_judge_toward_the_goal():
+    sim = RiggedSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    start = np.zeros((64, 64, 3), np.uint8)
+    goal = start.copy()
+    goal[..., 0] = 210  # every left turn (+20 red) brings the frame closer: the fake judge says nearer
+    obs, info = env.reset(options={"start_image": start, "goal_image": goal})
+    planner = CEMPlanner(candidates=32, horizon=3, iterations=3, elites=4, seed=0, progress=False)  # auto: judged
+    planner.reset(env, obs, info, seed=0)
+    before = len(sim.score_calls)
+    plan = planner.plan(obs)
+    assert plan.sequence.tolist() == [TURN_LEFT] * 3 and plan.action == TURN_LEFT
+    # one batched distance question per iteration, with the goal image; every session closed
+    assert sim.score_calls[before:] == [("How far away is the goal view?", tuple(
+        f"{c:g}" for c in (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0)), True)] * 3
+    assert len(sim._sessions) == 1  # only the env's own session
+    with pytest.raises(ValueError, match="tasks with one"):
+        CEMPlanner(metric="judged", progress=False).reset(
+            gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete"), *gym.make(
+                "BagelManipulate-v0", simulator=fake(), action_mode="discrete").reset(seed=0))
+
+
 def test_planner_validates_its_knobs():
     with pytest.raises(ValueError, match="elites"):
         CEMPlanner(candidates=4, elites=5)
@@ -128,7 +150,7 @@ def test_planner_forks_do_not_disturb_the_parent_session(tiny_engine):
     control.reset(seed=3)
     frame0 = sim.frame(planned.session_id)
     sessions = sim.num_sessions
-    planner = CEMPlanner(candidates=6, horizon=2, iterations=2, elites=2, seed=0, progress=False)
+    planner = CEMPlanner(candidates=6, horizon=2, iterations=2, elites=2, metric="feature", seed=0, progress=False)
     planner.reset(planned, obs, info, seed=0)
     plan = planner.plan(obs)  # feature metric: the model's own embed, centred on the scenario mean
     assert 0 <= plan.action < 6 and np.isfinite(plan.score)

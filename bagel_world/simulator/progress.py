@@ -60,3 +60,25 @@ def reached_probability(logp: np.ndarray) -> np.ndarray:
     """(...,) P("yes") from (..., 2) log-probabilities of `REACHED_ANSWERS`, renormalised."""
     p = np.exp(logp - logp.max(-1, keepdims=True))
     return p[..., 0] / p.sum(-1)
+
+
+def judge_frames(sim, task: str, frames, goals, reached: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """(judged expected distance (B,), P(reached) (B,) or None) of each frame against its goal.
+
+    Each frame gets a fresh one-frame session (opened, scored, closed); one `score` call per
+    question for the whole batch.
+    """
+    if task not in DISTANCE_BINS:
+        raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
+    bins = DISTANCE_BINS[task]
+    sids = [sim.open(task, [f]) for f in frames]
+    try:
+        d = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=list(goals)), np.float64))
+        p = None
+        if reached:
+            p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=list(goals)),
+                                               np.float64))
+    finally:
+        for sid in sids:
+            sim.close(sid)
+    return d, p
