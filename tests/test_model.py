@@ -193,3 +193,29 @@ def test_a_truncated_safetensors_file_is_named(tiny_ckpt, tmp_path):
     path.write_bytes(b"not safetensors at all")
     with pytest.raises(CheckpointError, match=r"ema\.safetensors"):
         check_file(path, {})
+
+
+@pytest.mark.parametrize("damage", ["truncate", "config"])
+def test_gym_make_on_a_bad_checkpoint_raises_our_error_naming_the_file(tiny_ckpt, tmp_path, damage):
+    """What a user of `gym.make(..., checkpoint=...)` sees: our error, naming the file, not a
+    SafetensorError or TypeError from deep inside."""
+    import json
+
+    import gymnasium as gym
+
+    import bagel_world  # noqa: F401  (registers the ids)
+    from bagel_world.config import ConfigError
+
+    bad = tmp_path / "bad"
+    shutil.copytree(tiny_ckpt, bad)
+    if damage == "truncate":
+        path = bad / "ema.safetensors"
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:
+        path = bad / "llm_config.json"
+        cfg = json.loads(path.read_text())
+        cfg["hidden_size"] = "256"
+        path.write_text(json.dumps(cfg))
+    with pytest.raises((CheckpointError, ConfigError)) as e:
+        gym.make("BagelNavigate-v0", checkpoint=str(bad), device="cpu")
+    assert path.name in str(e.value), str(e.value)
