@@ -246,7 +246,7 @@ class BagelWorldEnv(gym.Env):
         action_mode: str = "text",
         render_mode: str | None = None,
         max_action_length: int = 128,
-        report_latency: bool = True,
+        report_latency: bool = False,
         scenarios: ScenarioSet | str | Path | None = None,
     ):
         if not self.task:

@@ -61,15 +61,15 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     ## Info
 
     `reset`: `scene_index`, `instruction`, `frame_index`, `question`. `step`:
-    `step_latency_s`, `model_text`, `frame_index`, `action_text`, `noise_seed` (see
-    `BagelNavigate-v0`), `p_yes`, `is_success`.
+    `model_text`, `frame_index`, `action_text`, `noise_seed`, `step_latency_s` if asked
+    for (see `BagelNavigate-v0`), `p_yes`, `is_success`.
 
     ## Arguments
 
     ```python
     gym.make("BagelFutureFrame-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128, question=None,
-             success_threshold=0.9, success_bonus=1.0, report_latency=True, scenarios=None)
+             success_threshold=0.9, success_bonus=1.0, report_latency=False, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

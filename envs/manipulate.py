@@ -48,15 +48,15 @@ class BagelManipulateEnv(GoalImageEnv):
 
     ## Info
 
-    As in `BagelNavigate-v0`: `step_latency_s`, `model_text`, `frame_index`,
-    `action_text`, `noise_seed`, `goal_similarity`, `is_success`.
+    As in `BagelNavigate-v0`: `model_text`, `frame_index`, `action_text`, `noise_seed`,
+    `goal_similarity`, `is_success`, and `step_latency_s` if asked for.
 
     ## Arguments
 
     ```python
     gym.make("BagelManipulate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             success_threshold=0.8, success_bonus=1.0, report_latency=True, scenarios=None)
+             success_threshold=0.8, success_bonus=1.0, report_latency=False, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

@@ -54,14 +54,14 @@ class BagelMultiviewEnv(BagelWorldEnv):
 
     ## Info
 
-    `step_latency_s`, `model_text`, `frame_index`, `action_text`, `noise_seed` (see
-    `BagelNavigate-v0`) and `novelty`.
+    `model_text`, `frame_index`, `action_text`, `noise_seed`, `step_latency_s` if asked
+    for (see `BagelNavigate-v0`) and `novelty`.
 
     ## Arguments
 
     ```python
     gym.make("BagelMultiview-v0", simulator=None, checkpoint=None, backend=None, device=None,
-             action_mode="text", render_mode=None, max_action_length=128, report_latency=True, scenarios=None)
+             action_mode="text", render_mode=None, max_action_length=128, report_latency=False, scenarios=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

@@ -79,11 +79,11 @@ class BagelNavigateEnv(GoalImageEnv):
     ## Info
 
     `reset`: `scene_index` (-1 for a user's image), `instruction`, `frame_index` (0),
-    `judged_distance` or `goal_similarity` (of the start frame). `step`: `step_latency_s`
-    (wall time of the batched simulator step; leave out with `report_latency=False`),
-    `model_text` (text the model produced, or None), `frame_index`, `action_text` (what
-    the model was told), `noise_seed`, `is_success`, and `judged_distance` +
-    `judged_reached` or `goal_similarity`.
+    `judged_distance` or `goal_similarity` (of the start frame). `step`: `model_text`
+    (text the model produced, or None), `frame_index`, `action_text` (what the model was
+    told), `noise_seed`, `is_success`, and `judged_distance` + `judged_reached` or
+    `goal_similarity`; with `report_latency=True` also `step_latency_s` (wall time of the
+    batched simulator step).
 
     ## Arguments
 
@@ -91,14 +91,15 @@ class BagelNavigateEnv(GoalImageEnv):
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
              reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0,
-             report_latency=True, scenarios=None)
+             report_latency=False, scenarios=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with
     `make_simulator(checkpoint, backend, device)` and shared by every env of the process
     with the same three values (`checkpoint=None` is the shipped default model,
     `backend="http://..."` a bagel-world server). `render_mode="rgb_array"` makes `render()`
-    return the current frame. `report_latency=False` drops the wall-clock
-    `step_latency_s` from `info`, the one part of a step that a seed does not fix.
+    return the current frame. `report_latency=True` adds the wall-clock `step_latency_s`
+    to the step `info`; it is off by default because it is the one part of a step that a
+    seed does not fix, and `check_env` compares the infos of two seeded steps.
     `scenarios`: the start scenes (and goals) to draw from instead of the model's own set: a
     `ScenarioSet` or the path of its `.npz`, e.g. the real twin's starts and goals saved by
     `bagel-world scenarios`; rewards stay centred on the model's own set.
@@ -106,7 +107,8 @@ class BagelNavigateEnv(GoalImageEnv):
     ## Version History
 
     * v0: Initial version. The judged-progress reward became the default (the feature
-      reward is `reward="feature"`).
+      reward is `reward="feature"`); `report_latency` became opt-in, so `check_env` passes
+      on the defaults.
     """
 
     task: ClassVar[str] = "navigate"

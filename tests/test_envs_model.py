@@ -20,9 +20,9 @@ def sim():
 
 @pytest.mark.parametrize("env_id", ENV_IDS)
 def test_check_env_on_the_model(sim, env_id):
-    # report_latency=False: the wall-clock step_latency_s is the one part of info that a
-    # seed cannot fix, and check_env compares infos of two seeded steps exactly.
-    env = gym.make(env_id, render_mode="rgb_array", report_latency=False)
+    # The defaults leave the wall-clock step_latency_s out of info (report_latency=False):
+    # check_env compares the infos of two seeded steps exactly.
+    env = gym.make(env_id, render_mode="rgb_array")
     assert env.unwrapped.simulator is sim
     check_env(env.unwrapped)
     env.close()
@@ -31,7 +31,7 @@ def test_check_env_on_the_model(sim, env_id):
 def test_module_prefixed_make_loads_the_default_model():
     code = (
         "import gymnasium as gym\n"
-        "env = gym.make('bagel_world:BagelNavigate-v0', action_mode='discrete')\n"
+        "env = gym.make('bagel_world:BagelNavigate-v0', action_mode='discrete', report_latency=True)\n"
         "obs, info = env.reset(seed=0)\n"
         "obs, r, term, trunc, info = env.step(0)\n"
         "assert obs['frame'].dtype.name == 'uint8' and info['step_latency_s'] > 0\n"
@@ -41,7 +41,7 @@ def test_module_prefixed_make_loads_the_default_model():
 
 def test_seeded_rollout_repeats_exactly(sim):
     def run():
-        env = gym.make("BagelNavigate-v0", action_mode="discrete")
+        env = gym.make("BagelNavigate-v0", action_mode="discrete", report_latency=True)
         out = [env.reset(seed=11)[0]]
         for a in (0, 2):
             obs, r, term, trunc, info = env.step(a)
