@@ -7,6 +7,7 @@ real uvicorn (`run_in_thread`), with a simulator that holds a step until the tes
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -103,8 +104,29 @@ def test_the_text_rule_is_in_the_openapi_schema():
     with client() as c:
         schemas = c.get("/openapi.json").json()["components"]["schemas"]
     action = schemas["StepSessions"]["properties"]["actions"]["items"]
-    assert action["pattern"] == "^[\\x20-\\x7e]*$" and "printable ASCII" in action["description"]
-    assert "printable ASCII" in json.dumps(schemas["ScoreRequest"]["properties"]["question"])
+    question = schemas["ScoreRequest"]["properties"]["question"]
+    for field in (action, question):
+        # The schema's pattern is the handlers' rule: a generated client refuses what they refuse.
+        rule = re.compile(field["pattern"])
+        assert "printable ASCII" in field["description"]
+        for ok in ("move forward 0.5 m", " x ", "~"):
+            assert rule.match(ok), ok
+        for bad in ("", "   ", "a\x00", "caf\u00e9", "a\u200bb", "\x7f"):
+            assert not rule.match(bad), repr(bad)
+
+
+def test_the_schema_states_task_names_base64_and_unreadable_bodies():
+    with client() as c:
+        doc = c.get("/openapi.json").json()
+        r = c.post("/v1/sessions", content=b"\xef\xbf", headers={"Content-Type": "application/json"})
+    assert doc["components"]["schemas"]["OpenSession"]["properties"]["task"]["enum"] == sorted(TEMPLATES)
+    png = doc["components"]["schemas"]["OpenSession"]["properties"]["frames"]["items"]
+    assert png["contentMediaType"] == "image/png" and png["contentEncoding"] == "base64"
+    rule = re.compile(png["pattern"])
+    assert rule.match(png_b64(frame(0))) and rule.match("data:image/png;base64," + png_b64(frame(0)))
+    assert not rule.match("0") and not rule.match("0=") and not rule.match("abc$")
+    # A body that is not readable JSON is a documented status of every route.
+    assert r.status_code in (400, 422) and str(r.status_code) in doc["paths"]["/v1/sessions"]["post"]["responses"]
 
 
 class RecordingSimulator(FakeSimulator):

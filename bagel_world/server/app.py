@@ -133,7 +133,33 @@ def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerS
     def index():
         return RedirectResponse("/playground/")
 
+    app.openapi = lambda: _openapi_with_tasks(app)
     return app
+
+
+def _openapi_with_tasks(app: FastAPI) -> dict:
+    """FastAPI's schema, plus what only the loaded simulator knows: the task names (an enum on
+    every `task` field and path parameter) and the env ids, so a generated client learns them.
+    Cached once the simulator is up; before that, the plain schema."""
+    from fastapi.openapi.utils import get_openapi
+
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    state = app.state.server
+    if state is None:
+        return schema
+    tasks = sorted(state.tasks())
+    schema["components"]["schemas"]["OpenSession"]["properties"]["task"]["enum"] = tasks
+    for path, ops in schema["paths"].items():
+        for op in ops.values():
+            for p in op.get("parameters", []):
+                if p["in"] == "path" and p["name"] == "task":
+                    p["schema"]["enum"] = tasks
+                elif p["in"] == "path" and p["name"] == "env_id":
+                    p["schema"]["enum"] = sorted(routes_envs.catalogue(state))
+    app.openapi_schema = schema
+    return schema
 
 
 def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,

@@ -15,16 +15,23 @@ from pydantic import BaseModel, ConfigDict, Field
 # The text patterns are documented in the schema and enforced by the handlers
 # (server/validate.py), which name the field and the rule in their message.
 _ASCII = "^[\\x20-\\x7e]*$"
-PngB64 = Annotated[str, Field(min_length=1, strict=True,
-                              description="base64-encoded PNG (optionally a data:image/png;base64, URL)")]
+_ASCII_NOT_BLANK = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$"
+# A base64 string (a data URL prefix allowed); that it decodes to a PNG within the limits is
+# checked by the handler. JSON Schema can state the encoding and media type, not the decoding.
+PngB64 = Annotated[str, Field(min_length=1, strict=True, json_schema_extra={
+    "pattern": "^(data:image/png;base64,)?(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$", "contentEncoding": "base64",
+    "contentMediaType": "image/png"}, description="base64-encoded PNG (optionally a data:image/png;base64, URL)")]
 Seed = Annotated[int, Field(ge=0, lt=2**63, strict=True, description="per-step noise seed (a JSON integer)")]
 Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]
-ActionText = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII},
+ActionText = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII_NOT_BLANK, "minLength": 1},
                                   description="1 to max_action_length (GET /v1/limits) printable ASCII characters "
                                               "(codes 32-126, space included), not all blank")]
 Text = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII},
                             description="at most max_text_length (GET /v1/limits) printable ASCII characters "
                                         "(codes 32-126, space included)")]
+NonBlankText = Annotated[str, Field(strict=True, json_schema_extra={"pattern": _ASCII_NOT_BLANK, "minLength": 1},
+                                    description="1 to max_text_length (GET /v1/limits) printable ASCII characters "
+                                                "(codes 32-126, space included), not all blank")]
 
 
 class Request(BaseModel):
@@ -75,7 +82,7 @@ class EmbedResult(BaseModel):
 
 class ScoreRequest(Request):
     session_ids: list[Id] = Field(min_length=1)
-    question: Text  # not blank: checked by the handler with the rest of the text rule
+    question: NonBlankText
     answers: list[Text] = Field(min_length=1, max_length=64)
     goals: list[PngB64] | None = Field(None, description="one goal image per session, shown before the question "
                                        "(goal-conditioned progress questions)")
@@ -169,6 +176,7 @@ class ErrorBody(BaseModel):
 
 
 _WHEN = {
+    400: "the request body could not be read as JSON (e.g. not UTF-8)",
     401: "no or wrong bearer token (servers with a token)",
     404: "unknown or expired session, episode, env or task",
     408: "the request body did not arrive within body_timeout_s",
@@ -188,4 +196,4 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Every /v1 route can answer these; routes add 404, 409 and 429 where they apply.
-COMMON_ERRORS = error_responses(401, 408, 413, 421, 422, 500, 503)
+COMMON_ERRORS = error_responses(400, 401, 408, 413, 421, 422, 500, 503)
