@@ -25,6 +25,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from bagel_world.forking import ASYNC_HINT, check_not_forked
 from bagel_world.simulator.base import Simulator, StepOutput
 from bagel_world.simulator.scenarios import ScenarioSet, load_scenarios
 
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 # Printable ASCII, space included (Gymnasium's default Text charset has no space).
 PRINTABLE = "".join(chr(c) for c in range(32, 127))
+
+# What to do instead of forking a process that holds a model (see `bagel_world.forking`).
+FORK_HINT = ("use vectorization_mode='vector_entry_point' (the default of gym.make_vec for these ids: one model "
+             "batch for all sub-envs), or " + ASYNC_HINT)
 
 _SIMULATORS: dict[tuple, Simulator] = {}
 _SIMULATORS_LOCK = threading.Lock()
@@ -258,6 +263,8 @@ class BagelWorldEnv(gym.Env):
             raise ValueError("pass either simulator= or checkpoint=/backend=/device=, not both")
 
         self.simulator = simulator if simulator is not None else shared_simulator(checkpoint, backend, device)
+        if getattr(self.simulator, "in_process_model", False):  # a model in torch in this process
+            check_not_forked("torch", type(self).__name__, FORK_HINT)
         templates = self.simulator.tasks()
         if self.task not in templates:
             raise ValueError(f"the simulator has no task {self.task!r}; it knows {sorted(templates)}")

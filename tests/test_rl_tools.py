@@ -9,7 +9,11 @@ own simulators and skip when those are not installed.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -71,3 +75,90 @@ def test_latency_is_reported_when_asked_for(default_sim):
     env.reset(seed=0)
     assert env.step(env.action_space.sample())[-1]["step_latency_s"] > 0
     env.close()
+
+
+# ---- gym.make_vec in its three modes -------------------------------------------------------
+TESTS = Path(__file__).resolve().parent
+
+# Runs in a fresh interpreter (so a hang is bounded by the subprocess timeout): puts a fake
+# in the default simulator slot, makes a 2-env vector env of each id, resets and steps it.
+ASYNC_CODE = """
+import sys
+sys.path.insert(0, {tests!r})
+import gymnasium as gym
+import bagel_world, bagel_world.sims
+from bagel_world.envs import base
+from bagel_world.simulator.tasks import default_templates
+from fakes import FakeSimulator
+
+class ModelInProcess(FakeSimulator):  # stands for a LocalSimulator: a torch model in this process
+    in_process_model = True
+    def __init__(self, templates):
+        super().__init__(templates)
+        from bagel_world.forking import mark_unforkable
+        mark_unforkable("torch", "a BAGEL model in torch")
+
+sim_cls = ModelInProcess if {model_in_process!r} else FakeSimulator
+base._SIMULATORS[(None, None, None)] = sim_cls(default_templates(large=False))
+for env_id in {ids!r}:
+    imagined = env_id in bagel_world.envs.ENV_IDS
+    envs = gym.make_vec(env_id, 2, vectorization_mode="async", **{kwargs})
+    envs.reset(seed=0)
+    for _ in range(2):
+        envs.step(envs.action_space.sample())
+    envs.close()
+    print("ok", env_id, flush=True)
+"""
+
+
+def _run_async(ids, kwargs="{}", model_in_process=False, timeout=90):
+    code = ASYNC_CODE.format(tests=str(TESTS), ids=tuple(ids), kwargs=kwargs, model_in_process=model_in_process)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_make_vec_sync_and_default_mode_on_the_defaults(default_sim, env_id):
+    _needs(env_id)
+    modes = ["sync", None] if env_id in ENV_IDS else ["sync"]  # None: the id's default (vector_entry_point)
+    for mode in modes:
+        envs = gym.make_vec(env_id, 2, vectorization_mode=mode)
+        try:
+            envs.reset(seed=0)
+            for _ in range(2):
+                obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+            assert reward.shape == (2,) and envs.observation_space.contains(obs)
+        finally:
+            envs.close()
+
+
+def test_async_make_vec_of_imagined_envs_works_with_the_default_context():
+    # A simulator that is not a model in this process (a fake here, a server backend in
+    # practice) survives fork(): the default start method works.
+    out = _run_async(ENV_IDS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("ok") == len(ENV_IDS)
+
+
+def test_async_make_vec_with_spawn_works():
+    ids = [i for i in ALL_IDS if i in ENV_IDS or not missing_packages(TASK_OF[i])]
+    # The spawned workers cannot see the parent's simulator slot: hand them the fake.
+    kwargs = ("dict(vector_kwargs={'context': 'spawn'}, "
+              "**({'simulator': FakeSimulator(default_templates(large=False))} if imagined else {}))")
+    out = _run_async(ids, kwargs=kwargs, timeout=180)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert out.stdout.count("ok") == len(ids)
+
+
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_async_make_vec_fails_fast_naming_the_fix_where_fork_would_hang(env_id):
+    _needs(env_id)
+    # The parent builds one env to read the spaces: a model in torch (imagined envs) or a
+    # GL context (real twins); forked workers would hang on them, and raise instead.
+    t0 = time.perf_counter()
+    out = _run_async([env_id], model_in_process=True)
+    assert out.returncode != 0 and time.perf_counter() - t0 < 60
+    assert "cannot run in a process forked from one that holds" in out.stderr, out.stderr[-3000:]
+    assert "vector_kwargs={'context': 'spawn'}" in out.stderr
+    if env_id in ENV_IDS:
+        assert "vectorization_mode='vector_entry_point'" in out.stderr

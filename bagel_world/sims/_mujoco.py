@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bagel_world.forking import mark_unforkable
 from bagel_world.sims.base import set_gl_defaults
 
 set_gl_defaults()
@@ -138,6 +139,7 @@ class FastRenderer:
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
         model.vis.quality.offsamples = 0
         model.vis.quality.shadowsize = 256 if shadows else 64
+        mark_unforkable("gl", "a MuJoCo EGL rendering context")
         self.renderer = mujoco.Renderer(model, height, width)
         flags = self.renderer.scene.flags
         flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0

@@ -22,6 +22,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bagel_world.envs.base import ActionText, action_to_text, check_env_args, check_option_keys
+from bagel_world.forking import check_not_forked
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
@@ -83,6 +84,7 @@ class RealWorldEnv(gym.Env):
         if not self.task:
             raise TypeError("RealWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateRealEnv)")
         check_env_args(render_mode, self.metadata["render_modes"], action_mode, max_action_length)
+        check_not_forked("gl", type(self).__name__)
         self.resolution = check_resolution(resolution)
         self.action_mode = action_mode
         self.render_mode = render_mode

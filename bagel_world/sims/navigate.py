@@ -11,6 +11,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from bagel_world.forking import mark_unforkable
 from bagel_world.sims.base import RealWorldEnv, choose, set_gl_defaults, wrap_degrees, yes_no
 from bagel_world.sims.grammar import Command, varied_action
 
@@ -36,6 +37,7 @@ def import_miniworld():
     pyglet.options["headless"] = True
     import miniworld
 
+    mark_unforkable("gl", "MiniWorld's OpenGL context (pyglet)")
     return miniworld
 
 

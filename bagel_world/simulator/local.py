@@ -28,6 +28,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from bagel_world.forking import mark_unforkable
 from bagel_world.inference.context import Context
 from bagel_world.inference.engine import BagelInference
 from bagel_world.simulator.base import Simulator, StepOutput, TaskTemplate
@@ -63,7 +64,10 @@ class _Session:
 class LocalSimulator(Simulator):
     """Simulator on a loaded `BagelInference`; thread-safe (one model call at a time)."""
 
+    in_process_model = True  # a child made by fork() cannot use it (bagel_world.forking)
+
     def __init__(self, engine: BagelInference, templates: dict[str, TaskTemplate] | None = None):
+        mark_unforkable("torch", "a BAGEL model in torch")
         self.engine = engine
         self.checkpoint_dir = getattr(engine, "checkpoint_dir", None)
         large = engine.config.llm.hidden_size >= 2048
