@@ -14,7 +14,7 @@ __all__ = ["load_bagel", "make_simulator", "default_checkpoint", "__version__"]
 
 def __getattr__(name: str):
     if name == "load_bagel":
-        from bagel_world.model.loader import load_bagel
+        from bagel_world.inference.load import load_bagel
 
         return load_bagel
     if name in ("make_simulator", "default_checkpoint"):

@@ -70,7 +70,7 @@ def _numel(shape) -> int:
 
 
 def _settings_from_args(args):
-    from bagel_world.simulator.base import SamplingSettings
+    from bagel_world.inference.settings import SamplingSettings
 
     return SamplingSettings(
         num_timesteps=args.steps, timestep_shift=args.shift, cfg_text_scale=args.cfg_text,
@@ -83,7 +83,7 @@ def _cmd_generate(args) -> int:
     import torch
     from PIL import Image
 
-    from bagel_world.model.loader import load_bagel
+    from bagel_world.inference.load import load_bagel
     from bagel_world.simulator import default_checkpoint
 
     engine = load_bagel(args.checkpoint or default_checkpoint(), device=args.device)
@@ -107,7 +107,7 @@ def _cmd_generate(args) -> int:
 def _cmd_understand(args) -> int:
     from PIL import Image
 
-    from bagel_world.model.loader import load_bagel
+    from bagel_world.inference.load import load_bagel
     from bagel_world.simulator import default_checkpoint
 
     engine = load_bagel(args.checkpoint or default_checkpoint(), device=args.device)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from bagel_world.inference.engine import BagelInference
-from bagel_world.simulator.base import SamplingSettings
+from bagel_world.inference.settings import SamplingSettings
 
 
 def build_engine(name: str, device: torch.device, dtype: torch.dtype, tmp: str) -> BagelInference:

@@ -81,8 +81,8 @@ def check_correctness(device: torch.device, dtype: torch.dtype) -> dict:
     from PIL import Image
     from safetensors.torch import load_file
 
-    from bagel_world.model.loader import load_bagel
-    from bagel_world.simulator.base import SamplingSettings
+    from bagel_world.inference.load import load_bagel
+    from bagel_world.inference.settings import SamplingSettings
 
     kit = kit_dir()
     eng = load_bagel(kit / "model", device=device, dtype=dtype)
@@ -162,7 +162,7 @@ def build_random(name: str, device: torch.device, dtype: torch.dtype, tmp: str, 
 
 # ---- 3. generation speed -------------------------------------------------------------------
 def time_generation(eng, side: int, timesteps: int, device: torch.device) -> dict:
-    from bagel_world.simulator.base import SamplingSettings
+    from bagel_world.inference.settings import SamplingSettings
 
     img = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     g = torch.Generator().manual_seed(0)

@@ -44,6 +44,6 @@ def tiny_ckpt(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_engine(tiny_ckpt):
-    from bagel_world.model.loader import load_bagel
+    from bagel_world.inference.load import load_bagel
 
     return load_bagel(tiny_ckpt, device="cpu", dtype=torch.float32)

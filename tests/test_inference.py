@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bagel_world.model.packing import split_attention_mask
-from bagel_world.simulator.base import SamplingSettings
+from bagel_world.inference.settings import SamplingSettings
 
 FAST = SamplingSettings(num_timesteps=4, timestep_shift=3.0, cfg_text_scale=3.0, cfg_img_scale=1.5,
                         cfg_interval=(0.0, 1.0), cfg_renorm_type="global")

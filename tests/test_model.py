@@ -9,8 +9,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from bagel_world.config import BagelConfig, preset
+from bagel_world.inference.load import load_bagel
 from bagel_world.model.checkpoint_io import save_checkpoint
-from bagel_world.model.loader import CheckpointError, check_file, expected_state, load_bagel, parameter_counts
+from bagel_world.model.loader import CheckpointError, check_file, expected_state, parameter_counts
 
 
 def test_strict_load_has_no_missing_or_unexpected_keys(tiny_ckpt):

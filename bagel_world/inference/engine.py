@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -23,6 +24,7 @@ from torch import Tensor
 from bagel_world.config import BagelConfig
 from bagel_world.inference import sampler
 from bagel_world.inference.context import Context
+from bagel_world.inference.settings import SamplingSettings
 from bagel_world.inference.prompts import GEN_THINK_SYSTEM_PROMPT, VLM_THINK_SYSTEM_PROMPT
 from bagel_world.inference.transforms import (
     as_pil_rgb,
@@ -34,7 +36,6 @@ from bagel_world.inference.transforms import (
 from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens, to_uint8, tokens_to_latent
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.qwen2_mot import KeyLayout
-from bagel_world.simulator.base import SamplingSettings
 
 log = logging.getLogger(__name__)
 
@@ -65,8 +66,10 @@ class GenerationResult:
 class BagelInference:
     """The model, its autoencoder and tokenizer, and the operations on contexts."""
 
-    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer, config: BagelConfig):
+    def __init__(self, model: Bagel, vae: AutoEncoder, tokenizer, config: BagelConfig,
+                 checkpoint_dir: Path | None = None):
         self.model, self.vae, self.tokenizer, self.config = model.eval(), vae.eval(), tokenizer, config
+        self.checkpoint_dir = checkpoint_dir  # the folder it was loaded from (scenarios, world.json), if any
         # oneDNN's convolutions run ~1.4x faster on channels-last tensors on the CPU.
         self._conv_format = torch.channels_last if self.vae_device.type == "cpu" else torch.contiguous_format
         self.vae.to(memory_format=self._conv_format)

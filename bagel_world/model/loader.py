@@ -157,15 +157,25 @@ def check_checkpoint(path_or_repo_id) -> tuple[Path, BagelConfig]:
     return folder, config
 
 
-def load_bagel(path_or_repo_id, device=None, dtype=None):
-    """Load a checkpoint and return a ready `BagelInference`.
+@dataclass
+class LoadedCheckpoint:
+    """The weights and files of one checkpoint, ready on their device (see `load_checkpoint`)."""
 
-    device: default CUDA when available, else CPU. dtype: default bf16 on CUDA, fp32 on
-    CPU. The autoencoder always stays fp32 (as the official code keeps it).
+    folder: Path
+    config: BagelConfig
+    model: Bagel
+    vae: AutoEncoder
+    tokenizer: object  # a transformers tokenizer
+
+
+def load_checkpoint(path_or_repo_id, device=None, dtype=None) -> LoadedCheckpoint:
+    """Check a checkpoint (`check_checkpoint`), then load its model (`strict=True`),
+    autoencoder (always fp32, as the official code keeps it) and tokenizer.
+
+    device: default CUDA when available, else CPU. dtype: default bf16 on CUDA, fp32 on CPU.
+    `bagel_world.inference.load_bagel` wraps the result in a ready `BagelInference`.
     """
     from transformers import AutoTokenizer
-
-    from bagel_world.inference.engine import BagelInference
 
     folder, config = check_checkpoint(path_or_repo_id)
     device, dtype = default_device_dtype(device, dtype)
@@ -183,9 +193,7 @@ def load_bagel(path_or_repo_id, device=None, dtype=None):
     except Exception as e:  # noqa: BLE001 - re-raised with the folder named
         raise CheckpointError(f"could not load the tokenizer from {folder}: {e}") from e
     log.info("loaded %s on %s (%s)", folder, device, dtype)
-    engine = BagelInference(model, vae, tokenizer, config)
-    engine.checkpoint_dir = folder
-    return engine
+    return LoadedCheckpoint(folder, config, model, vae, tokenizer)
 
 
 def parameter_counts(config: BagelConfig) -> dict[str, int]:

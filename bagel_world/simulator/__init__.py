@@ -62,7 +62,7 @@ def make_simulator(checkpoint=None, backend: str | None = None, device=None, dty
         from bagel_world.simulator.remote import RemoteSimulator
 
         return RemoteSimulator(str(backend))
-    from bagel_world.model.loader import load_bagel
+    from bagel_world.inference.load import load_bagel
     from bagel_world.simulator.local import LocalSimulator
 
     engine = load_bagel(checkpoint if checkpoint is not None else default_checkpoint(), device=device, dtype=dtype)

@@ -247,7 +247,7 @@ class _Init:
 
 def _load_init(folder: str) -> _Init:
     """A checkpoint to start from (strict load, as for inference), in fp32 on the CPU."""
-    from bagel_world.model.loader import load_bagel
+    from bagel_world.inference.load import load_bagel
 
     eng = load_bagel(folder, device="cpu", dtype=torch.float32)
     meta = Path(folder) / "training.json"
