@@ -38,6 +38,9 @@ PRINTABLE = "".join(chr(c) for c in range(32, 127))
 FORK_HINT = ("use vectorization_mode='vector_entry_point' (the default of gym.make_vec for these ids: one model "
              "batch for all sub-envs), or " + ASYNC_HINT)
 
+# Frames per second of videos of an episode, for the imagined envs and their real twins alike.
+RENDER_FPS = 4
+
 _SIMULATORS: dict[tuple, Simulator] = {}
 _SIMULATORS_LOCK = threading.Lock()
 # Mean feature of each (simulator, task) scenario set, used to centre similarities.
@@ -115,17 +118,23 @@ def _check_scenarios(scen: ScenarioSet, task: str, resolution: tuple[int, int], 
 class ActionText(spaces.Text):
     """Printable-ASCII text of 1..max_length characters with at least one non-space.
 
-    Samples satisfy the same rule the env enforces, so `action_space.sample()` is always
-    a valid action.
+    `sample()` without a mask draws one of `canonical_actions` (those that fit in
+    `max_length`), so random agents send commands the task understands; with none given
+    (or none fitting), or with a mask, it draws random printable text. Either way a sample
+    satisfies the rule the env enforces.
     """
 
-    def __init__(self, max_length: int, *, seed: int | np.random.Generator | None = None):
+    def __init__(self, max_length: int, *, canonical_actions: Sequence[str] = (),
+                 seed: int | np.random.Generator | None = None):
         super().__init__(max_length, min_length=1, charset=PRINTABLE, seed=seed)
+        self.canonical_actions = tuple(a for a in canonical_actions if len(a) <= max_length)
 
     def contains(self, x: Any) -> bool:
         return super().contains(x) and bool(x.strip())
 
     def sample(self, mask=None, probability=None) -> str:
+        if mask is None and probability is None and self.canonical_actions:
+            return self.canonical_actions[int(self.np_random.integers(len(self.canonical_actions)))]
         for _ in range(1000):
             s = super().sample(mask=mask, probability=probability)
             if s.strip():
@@ -237,7 +246,7 @@ class Scene:
 class BagelWorldEnv(gym.Env):
     """Base class: an imagined world stepped by a BAGEL simulator. See the task subclasses."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 4}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
     task: ClassVar[str] = ""
     # Keys `reset(options=...)` accepts; subclasses with a goal add "goal_image".
     option_keys: ClassVar[tuple[str, ...]] = ("scene_index", "start_image", "instruction")
@@ -253,6 +262,7 @@ class BagelWorldEnv(gym.Env):
         max_action_length: int = 128,
         report_latency: bool = False,
         scenarios: ScenarioSet | str | Path | None = None,
+        resolution: tuple[int, int] | None = None,
     ):
         if not self.task:
             raise TypeError("BagelWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateEnv)")
@@ -270,6 +280,12 @@ class BagelWorldEnv(gym.Env):
             raise ValueError(f"the simulator has no task {self.task!r}; it knows {sorted(templates)}")
         self.template = templates[self.task]
         self.resolution: tuple[int, int] = tuple(self.template.resolution)  # (H, W)
+        if resolution is not None and tuple(resolution) != self.resolution:
+            raise ValueError(
+                f"resolution={resolution!r}: this model generates {self.task!r} frames at (H, W) = "
+                f"{self.resolution}; pass that or None, and resize with "
+                "gymnasium.wrappers.ResizeObservation if you need another size"
+            )
         self.action_mode = action_mode
         self.render_mode = render_mode
         self.max_action_length = max_action_length
@@ -280,7 +296,7 @@ class BagelWorldEnv(gym.Env):
         self.frame_space = spaces.Box(0, 255, (H, W, 3), np.uint8)
         self.observation_space = self._observation_space()
         if action_mode == "text":
-            self.action_space = ActionText(max_action_length)
+            self.action_space = ActionText(max_action_length, canonical_actions=self.template.canonical_actions)
         else:
             if not self.template.canonical_actions:
                 raise ValueError(f"task {self.task!r} defines no canonical actions; use action_mode='text'")
@@ -309,7 +325,8 @@ class BagelWorldEnv(gym.Env):
 
     def _reset_info(self) -> dict[str, Any]:
         s = self._scene
-        return {"scene_index": s.index, "instruction": s.instruction, "frame_index": self._frame_index}
+        return {"scene_index": s.index, "instruction": s.instruction, "frame_index": self._frame_index,
+                "is_success": False}
 
     @classmethod
     def _begin_episodes(cls, envs: Sequence["BagelWorldEnv"]) -> None:
@@ -349,6 +366,17 @@ class BagelWorldEnv(gym.Env):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
         return self._frame.copy()
+
+    @property
+    def canonical_actions(self) -> tuple[str, ...]:
+        """The task's canonical action texts (from the simulator's task template)."""
+        return tuple(self.template.canonical_actions)
+
+    def get_action_meanings(self) -> list[str]:
+        """The text of each discrete action: index i of `action_mode="discrete"` sends
+        `get_action_meanings()[i]`. The same list on the real twin; in text mode these are
+        what `action_space.sample()` draws from."""
+        return list(self.canonical_actions)
 
     @property
     def session_id(self) -> str | None:

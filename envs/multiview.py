@@ -55,7 +55,7 @@ class BagelMultiviewEnv(BagelWorldEnv):
     ## Info
 
     `model_text`, `frame_index`, `action_text`, `noise_seed`, `step_latency_s` if asked
-    for (see `BagelNavigate-v0`) and `novelty`.
+    for (see `BagelNavigate-v0`), `novelty` and `is_success` (always False: there is no goal).
 
     ## Arguments
 
@@ -85,5 +85,5 @@ class BagelMultiviewEnv(BagelWorldEnv):
         for e, f in zip(envs, feats):
             novelty = float(1.0 - np.max(e._seen @ f))
             e._seen = np.concatenate([e._seen, f[None]])
-            out.append((novelty, False, {"novelty": novelty}))
+            out.append((novelty, False, {"novelty": novelty, "is_success": False}))  # no goal to reach
         return out

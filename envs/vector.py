@@ -24,7 +24,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
-from bagel_world.envs.base import BagelWorldEnv, shared_simulator
+from bagel_world.envs.base import RENDER_FPS, BagelWorldEnv, shared_simulator
 from bagel_world.envs.future_frame import BagelFutureFrameEnv
 from bagel_world.envs.manipulate import BagelManipulateEnv
 from bagel_world.envs.multiview import BagelMultiviewEnv
@@ -36,7 +36,7 @@ class BagelVectorEnv(VectorEnv):
     """N sub-envs of one task class, stepped in one simulator batch. See the module doc."""
 
     metadata: ClassVar[dict[str, Any]] = {
-        "render_modes": ["rgb_array"], "render_fps": 4, "autoreset_mode": AutoresetMode.NEXT_STEP,
+        "render_modes": ["rgb_array"], "render_fps": RENDER_FPS, "autoreset_mode": AutoresetMode.NEXT_STEP,
     }
     env_class: ClassVar[type[BagelWorldEnv]] = BagelWorldEnv
 

@@ -162,3 +162,44 @@ def test_async_make_vec_fails_fast_naming_the_fix_where_fork_would_hang(env_id):
     assert "vector_kwargs={'context': 'spawn'}" in out.stderr
     if env_id in ENV_IDS:
         assert "vectorization_mode='vector_entry_point'" in out.stderr
+
+
+# ---- one interface for the imagined envs and their real twins --------------------------------
+SHARED_KWARGS = {"action_mode": "discrete", "render_mode": "rgb_array", "max_action_length": 64,
+                 "report_latency": True, "resolution": (64, 64)}
+
+
+@pytest.mark.parametrize("task", sorted(REAL_ENVS))
+def test_twins_swap_for_imagined_envs_by_id(default_sim, task):
+    real_id = REAL_ENVS[task][0]
+    _needs(real_id)
+    imagined_id = real_id.replace("Real", "")
+    pair = [gym.make(imagined_id, **SHARED_KWARGS), gym.make(real_id, **SHARED_KWARGS)]
+    try:
+        imagined, real = (e.unwrapped for e in pair)
+        assert imagined.get_action_meanings() == real.get_action_meanings() == list(imagined.canonical_actions)
+        assert imagined.metadata["render_fps"] == real.metadata["render_fps"]
+        assert imagined.action_space == real.action_space and imagined.observation_space == real.observation_space
+        for env in pair:
+            info = env.reset(seed=0)[1]
+            assert {"frame_index", "is_success"} <= set(info), (env.spec.id, sorted(info))
+            info = env.step(0)[-1]
+            assert {"frame_index", "is_success", "action_text", "step_latency_s"} <= set(info), env.spec.id
+            assert info["action_text"] == env.unwrapped.get_action_meanings()[0]
+        # Text mode: samples are the task's canonical commands on both sides.
+        text = [gym.make(i, max_action_length=64).action_space for i in (imagined_id, real_id)]
+        for space in text:
+            space.seed(0)
+            assert {space.sample() for _ in range(20)} <= set(imagined.get_action_meanings())
+    finally:
+        for env in pair:
+            env.close()
+    vec = gym.make_vec(real_id, 2, vectorization_mode="vector_entry_point", resolution=(32, 32))
+    vec.reset(seed=0)
+    vec.step(vec.action_space.sample())
+    vec.close()
+
+
+def test_imagined_resolution_other_than_the_models_is_refused(default_sim):
+    with pytest.raises(ValueError, match=r"resolution=\(32, 32\).*\(64, 64\).*ResizeObservation"):
+        gym.make("BagelNavigate-v0", resolution=(32, 32))

@@ -11,10 +11,11 @@ under a seed and rendering headless on the CPU:
 | BagelFutureFrame-v0   | BagelFutureFrameReal-v0   | MuJoCo objects falling, bouncing, pushed    |
 | BagelManipulate-v0    | BagelManipulateReal-v0    | Gymnasium-Robotics Fetch, Cartesian moves   |
 
-Importing this package registers the four ids with entry points given as strings: no
-simulator is imported until an env is made. Per task, `state_questions(task, info)` turns
-a step's `info` into question-answer pairs (labels for the model's understanding path)
-and `explore_action(task, rng, info)` is a biased random policy for data recording.
+Importing this package registers the four ids with entry points and vector entry points
+(`bagel_world.sims.vector`) given as strings: no simulator is imported until an env is
+made. Per task, `state_questions(task, info)` turns a step's `info` into question-answer
+pairs (labels for the model's understanding path) and `explore_action(task, rng, info)`
+is a biased random policy for data recording.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
 
 for _env_id, _module, _cls, _steps in REAL_ENVS.values():
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=f"{_module}:{_cls}", max_episode_steps=_steps)
+        gym.register(id=_env_id, entry_point=f"{_module}:{_cls}", max_episode_steps=_steps,
+                     vector_entry_point=f"bagel_world.sims.vector:{_cls.replace('Env', 'VectorEnv')}")
 
 
 def _module(task: str):

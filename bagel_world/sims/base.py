@@ -15,13 +15,15 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Any, ClassVar, Sequence
+import time
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bagel_world.envs.base import ActionText, action_to_text, check_env_args, check_option_keys
+from bagel_world.envs.base import RENDER_FPS, ActionText, action_to_text, check_env_args, check_option_keys
 from bagel_world.forking import check_not_forked
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
@@ -36,7 +38,7 @@ def set_gl_defaults() -> None:
 
 
 class GrammarText(ActionText):
-    """The twin's `ActionText` space whose samples are canonical actions of the task.
+    """The twin's `ActionText` space, which must have canonical actions to sample from.
 
     It equals the imagined env's action space (`Text.__eq__` compares lengths and
     charset), and `sample()` returns text the real simulator can parse, so
@@ -44,17 +46,10 @@ class GrammarText(ActionText):
     """
 
     def __init__(self, max_length: int, canonical_actions: Sequence[str], *, seed=None):
-        super().__init__(max_length, seed=seed)
-        fitting = [a for a in canonical_actions if len(a) <= max_length]
-        if not fitting:
+        super().__init__(max_length, canonical_actions=canonical_actions, seed=seed)
+        if not self.canonical_actions:
             raise ValueError(f"max_action_length={max_length} is shorter than every canonical action "
                              f"{list(canonical_actions)}")
-        self.canonical_actions = tuple(fitting)
-
-    def sample(self, mask=None, probability=None) -> str:
-        if mask is not None or probability is not None:
-            return super().sample(mask=mask, probability=probability)
-        return self.canonical_actions[int(self.np_random.integers(len(self.canonical_actions)))]
 
 
 def check_resolution(resolution: Any) -> tuple[int, int]:
@@ -68,7 +63,7 @@ def check_resolution(resolution: Any) -> tuple[int, int]:
 class RealWorldEnv(gym.Env):
     """Base class of the real-simulator envs; see the task subclasses for the docs."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 10}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
     task: ClassVar[str] = ""
     has_goal: ClassVar[bool] = False
     option_keys: ClassVar[tuple[str, ...]] = ()
@@ -80,6 +75,7 @@ class RealWorldEnv(gym.Env):
         max_action_length: int = 128,
         resolution: tuple[int, int] = (64, 64),
         canonical_actions: Sequence[str] | None = None,
+        report_latency: bool = False,
     ):
         if not self.task:
             raise TypeError("RealWorldEnv is abstract; use one of the task envs (e.g. BagelNavigateRealEnv)")
@@ -89,6 +85,7 @@ class RealWorldEnv(gym.Env):
         self.action_mode = action_mode
         self.render_mode = render_mode
         self.max_action_length = max_action_length
+        self.report_latency = bool(report_latency)
         # Every canonical action must parse: a checkpoint's template may redefine them.
         self.canonical_actions = tuple(CANONICAL_ACTIONS[self.task] if canonical_actions is None else canonical_actions)
         for a in self.canonical_actions:
@@ -151,12 +148,16 @@ class RealWorldEnv(gym.Env):
             raise gym.error.ResetNeeded("call reset() before step()")
         text = self._action_to_text(action)
         command = parse_action(self.task, text)
+        t0 = time.perf_counter()
         extra = self._apply(command)
         self._frame = self._render_frame()
+        latency = time.perf_counter() - t0
         self._frame_index += 1
         state = self._state()
         reward, terminated, more = self._reward(state)
         info = {"frame_index": self._frame_index, "action_text": text, **state, **extra, **more}
+        if self.report_latency:  # wall time: opt-in, as on the imagined envs (check_env compares infos)
+            info["step_latency_s"] = latency
         return self._observation(), float(reward), bool(terminated), False, info
 
     def render(self) -> np.ndarray | None:
@@ -165,6 +166,11 @@ class RealWorldEnv(gym.Env):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
         return self._frame.copy()
+
+    def get_action_meanings(self) -> list[str]:
+        """The text of each discrete action: index i of `action_mode="discrete"` sends
+        `get_action_meanings()[i]`, as on the imagined twin."""
+        return list(self.canonical_actions)
 
     # ---- helpers -----------------------------------------------------------------------------
     def _observation(self) -> Any:

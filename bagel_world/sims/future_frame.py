@@ -97,8 +97,11 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
 
     ```python
     gym.make("BagelFutureFrameReal-v0", question=None, action_mode="text", render_mode=None,
-             max_action_length=128, resolution=(64, 64), shadows=True, canonical_actions=None)
+             max_action_length=128, resolution=(64, 64), shadows=True, canonical_actions=None, report_latency=False)
     ```
+    The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
+    lists the discrete actions, and `report_latency=True` adds the wall time of the step
+    (`step_latency_s`) to the step `info`.
     `question` (or `reset(options={"question": ...})`) must be one that `state_questions`
     asks, e.g. "Is the red ball moving?"; default "Has anything in the scene moved?".
 

@@ -101,8 +101,11 @@ class BagelManipulateRealEnv(RealWorldEnv):
     ```python
     gym.make("BagelManipulateReal-v0", scene="pick_and_place", action_mode="text", render_mode=None,
              max_action_length=128, resolution=(64, 64), shadows=True, success_bonus=1.0,
-             canonical_actions=None)
+             canonical_actions=None, report_latency=False)
     ```
+    The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
+    lists the discrete actions, and `report_latency=True` adds the wall time of the step
+    (`step_latency_s`) to the step `info`.
 
     ## Version History
 

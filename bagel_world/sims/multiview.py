@@ -75,7 +75,8 @@ class BagelMultiviewRealEnv(RealWorldEnv):
     `distance_m`, `camera_pos`, `objects` (name -> `{"pos", "size", "visible", "image_xy",
     "depth_m"}`; `visible` means the object's centre or top is inside the frame and the first
     thing on the line of sight; `image_xy` in [0, 1], origin top-left), `visible_objects`,
-    `novelty`, and a target view: `goal_azimuth_deg`, `goal_elevation_deg`, `goal_distance_m`,
+    `novelty`, `is_success` (always False: no goal ends the episode), and a target view:
+    `goal_azimuth_deg`, `goal_elevation_deg`, `goal_distance_m`,
     `at_goal_view`. The target view is drawn per reset on the grid the canonical actions
     reach (whole 30-degree orbits, 15-degree tilts and 0.5 m zooms from the start pose,
     within the limits); its image is `env.unwrapped.goal_frame`. It is not part of the
@@ -85,8 +86,11 @@ class BagelMultiviewRealEnv(RealWorldEnv):
 
     ```python
     gym.make("BagelMultiviewReal-v0", action_mode="text", render_mode=None, max_action_length=128,
-             resolution=(64, 64), shadows=True, canonical_actions=None)
+             resolution=(64, 64), shadows=True, canonical_actions=None, report_latency=False)
     ```
+    The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
+    lists the discrete actions, and `report_latency=True` adds the wall time of the step
+    (`step_latency_s`) to the step `info`.
 
     ## Version History
 
@@ -204,7 +208,7 @@ class BagelMultiviewRealEnv(RealWorldEnv):
         key = self._pose_key()
         novel = key not in self._seen
         self._seen.add(key)
-        return float(novel), False, {"novelty": float(novel)}
+        return float(novel), False, {"novelty": float(novel), "is_success": False}  # no goal to reach
 
     def close(self) -> None:
         self.renderer.close()
