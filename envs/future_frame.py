@@ -28,7 +28,7 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     `action_mode="discrete"`: `Discrete(6)` over the canonical actions: 0 wait 0.1 s,
     1 wait 0.5 s, 2 push the red ball left, 3 push the red ball right, 4 push the blue box
     left, 5 push the blue box right (the default template;
-    `env.unwrapped.template.canonical_actions` is authoritative).
+    `env.unwrapped.get_action_meanings()` is authoritative).
 
     ## Observation Space
 
@@ -69,7 +69,8 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     ```python
     gym.make("BagelFutureFrame-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128, question=None,
-             success_threshold=0.9, success_bonus=1.0, report_latency=False, scenarios=None)
+             success_threshold=0.9, success_bonus=1.0, report_latency=False, scenarios=None,
+             resolution=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

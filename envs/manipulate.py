@@ -22,7 +22,7 @@ class BagelManipulateEnv(GoalImageEnv):
     of 1 to `max_action_length` printable ASCII characters (space included), not all blank.
     `action_mode="discrete"`: `Discrete(8)` over the canonical actions: 0 move gripper
     left, 1 right, 2 forward, 3 backward, 4 up, 5 down, 6 open gripper, 7 close gripper
-    (the default template; `env.unwrapped.template.canonical_actions` is authoritative).
+    (the default template; `env.unwrapped.get_action_meanings()` is authoritative).
 
     ## Observation Space
 
@@ -56,7 +56,8 @@ class BagelManipulateEnv(GoalImageEnv):
     ```python
     gym.make("BagelManipulate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             success_threshold=0.8, success_bonus=1.0, report_latency=False, scenarios=None)
+             success_threshold=0.8, success_bonus=1.0, report_latency=False, scenarios=None,
+             resolution=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

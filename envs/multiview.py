@@ -23,7 +23,7 @@ class BagelMultiviewEnv(BagelWorldEnv):
     of 1 to `max_action_length` printable ASCII characters (space included), not all blank.
     `action_mode="discrete"`: `Discrete(6)` over the canonical actions: 0 orbit left 30
     degrees, 1 orbit right 30 degrees, 2 orbit up 15 degrees, 3 orbit down 15 degrees,
-    4 zoom in, 5 zoom out (the default template; `env.unwrapped.template.canonical_actions`
+    4 zoom in, 5 zoom out (the default template; `env.unwrapped.get_action_meanings()`
     is authoritative).
 
     ## Observation Space
@@ -61,7 +61,8 @@ class BagelMultiviewEnv(BagelWorldEnv):
 
     ```python
     gym.make("BagelMultiview-v0", simulator=None, checkpoint=None, backend=None, device=None,
-             action_mode="text", render_mode=None, max_action_length=128, report_latency=False, scenarios=None)
+             action_mode="text", render_mode=None, max_action_length=128, report_latency=False,
+             scenarios=None, resolution=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 

@@ -33,7 +33,7 @@ class BagelNavigateEnv(GoalImageEnv):
     | 5     | strafe right 0.5 m   |
 
     (The table is the default template; a checkpoint's `world.json` may redefine it:
-    `env.unwrapped.template.canonical_actions` is authoritative.)
+    `env.unwrapped.get_action_meanings()` is authoritative.)
 
     ## Observation Space
 
@@ -91,7 +91,8 @@ class BagelNavigateEnv(GoalImageEnv):
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
              reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0,
-             report_latency=False, scenarios=None)
+             report_latency=False, scenarios=None,
+             resolution=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with
     `make_simulator(checkpoint, backend, device)` and shared by every env of the process
@@ -102,7 +103,9 @@ class BagelNavigateEnv(GoalImageEnv):
     seed does not fix, and `check_env` compares the infos of two seeded steps.
     `scenarios`: the start scenes (and goals) to draw from instead of the model's own set: a
     `ScenarioSet` or the path of its `.npz`, e.g. the real twin's starts and goals saved by
-    `bagel-world scenarios`; rewards stay centred on the model's own set.
+    `bagel-world scenarios`; rewards stay centred on the model's own set. `resolution`: None
+    or the model's (H, W) (anything else raises `ValueError`), so the same keywords make the
+    real twin. In text mode `action_space.sample()` draws one of the canonical actions.
 
     ## Version History
 
