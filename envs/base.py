@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import importlib.util
 import logging
 import threading
 import weakref
@@ -147,6 +148,12 @@ class ActionText(spaces.Text):
 
 def check_env_args(render_mode: Any, render_modes: Sequence[str], action_mode: Any, max_action_length: Any) -> None:
     """The constructor arguments every bagel-world env shares, or a ValueError naming the bad one."""
+    if render_mode == "human" and not have_pygame():
+        raise ValueError(
+            "render_mode='human' shows the frames in a pygame window, and pygame is not installed: "
+            "pip install pygame (or pip install 'bagel-world[human]'), or use render_mode='rgb_array' "
+            "and show env.render() yourself"
+        )
     if render_mode is not None and render_mode not in render_modes:
         accepted = ", ".join(["None", *map(repr, render_modes)])
         raise ValueError(f"render_mode {render_mode!r} is not supported; accepted: {accepted}")
@@ -154,6 +161,54 @@ def check_env_args(render_mode: Any, render_modes: Sequence[str], action_mode: A
         raise ValueError(f"action_mode {action_mode!r} is not supported; accepted: 'text', 'discrete'")
     if isinstance(max_action_length, bool) or not isinstance(max_action_length, int) or max_action_length < 1:
         raise ValueError(f"max_action_length must be a positive int, got {max_action_length!r}")
+
+
+def have_pygame() -> bool:
+    try:
+        return importlib.util.find_spec("pygame") is not None
+    except ValueError:  # a module put in sys.modules without a spec
+        return False
+
+
+def render_modes() -> list[str]:
+    """The render modes the envs declare: "human" only where pygame is installed, because
+    `check_env` makes an env in every declared mode (and gym.make(render_mode="human")
+    otherwise falls back to Gymnasium's `HumanRendering`, which needs pygame too)."""
+    return ["rgb_array", "human"] if have_pygame() else ["rgb_array"]
+
+
+class HumanWindow:
+    """The pygame window of `render_mode="human"`: shows (H, W, 3) uint8 frames at `fps`,
+    scaled up `scale` times. Opened on the first frame; pygame is imported only here."""
+
+    def __init__(self, title: str, fps: int, scale: int = 4):
+        self.title, self.fps, self.scale = title, fps, scale
+        self._window = None
+        self._clock = None
+
+    def show(self, frame: np.ndarray) -> None:
+        import pygame
+
+        if self._window is None:
+            pygame.init()
+            pygame.display.init()
+            pygame.display.set_caption(self.title)
+            H, W = frame.shape[:2]
+            self._window = pygame.display.set_mode((W * self.scale, H * self.scale))
+            self._clock = pygame.time.Clock()
+        surface = pygame.surfarray.make_surface(np.ascontiguousarray(frame.swapaxes(0, 1)))  # (W, H, 3)
+        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
+        pygame.event.pump()
+        pygame.display.flip()
+        self._clock.tick(self.fps)
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            pygame.quit()
+            self._window = None
 
 
 def action_to_text(action: Any, action_mode: str, max_length: int, canonical_actions: Sequence[str]) -> str:
@@ -246,7 +301,7 @@ class Scene:
 class BagelWorldEnv(gym.Env):
     """Base class: an imagined world stepped by a BAGEL simulator. See the task subclasses."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render_modes(), "render_fps": RENDER_FPS}
     task: ClassVar[str] = ""
     # Keys `reset(options=...)` accepts; subclasses with a goal add "goal_image".
     option_keys: ClassVar[tuple[str, ...]] = ("scene_index", "start_image", "instruction")
@@ -312,6 +367,7 @@ class BagelWorldEnv(gym.Env):
 
         # 3. Episode state (set by reset).
         self._sid: str | None = None
+        self._window = HumanWindow(type(self).__name__, RENDER_FPS) if render_mode == "human" else None
         self._frame: np.ndarray | None = None
         self._frame_index = 0
         self._scene: Scene | None = None
@@ -352,20 +408,31 @@ class BagelWorldEnv(gym.Env):
 
     # ---- Gymnasium API -----------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        return type(self)._reset_batch([self], [seed], [options])[0]
+        out = type(self)._reset_batch([self], [seed], [options])[0]
+        self._show()
+        return out
 
     def step(self, action):
         if self._sid is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         text = self._action_to_text(action)
-        return type(self)._step_batch([self], [text])[0]
+        out = type(self)._step_batch([self], [text])[0]
+        self._show()
+        return out
 
     def render(self) -> np.ndarray | None:
         if self.render_mode is None:
             return None
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
+        if self.render_mode == "human":
+            self._show()
+            return None
         return self._frame.copy()
+
+    def _show(self) -> None:
+        if self._window is not None:
+            self._window.show(self._frame)
 
     @property
     def canonical_actions(self) -> tuple[str, ...]:
@@ -393,13 +460,16 @@ class BagelWorldEnv(gym.Env):
         memo.setdefault(id(self.simulator), self.simulator)
         memo.setdefault(id(self.scenarios), self.scenarios)  # shared and never written
         for k, v in self.__dict__.items():
-            if k != "_sid":
+            if k not in ("_sid", "_window"):
                 new.__dict__[k] = copy.deepcopy(v, memo)
+        new._window = None if self._window is None else HumanWindow(cls.__name__, RENDER_FPS)  # its own window
         new._sid = None if self._sid is None else self.simulator.fork(self._sid)
         return new
 
     def close(self) -> None:
         self._close_session()  # the simulator is shared: it stays open
+        if self._window is not None:
+            self._window.close()
 
     # ---- helpers -----------------------------------------------------------------------------
     def _action_to_text(self, action: Any) -> str:

@@ -98,9 +98,11 @@ class BagelNavigateEnv(GoalImageEnv):
     `make_simulator(checkpoint, backend, device)` and shared by every env of the process
     with the same three values (`checkpoint=None` is the shipped default model,
     `backend="http://..."` a bagel-world server). `render_mode="rgb_array"` makes `render()`
-    return the current frame. `report_latency=True` adds the wall-clock `step_latency_s`
-    to the step `info`; it is off by default because it is the one part of a step that a
-    seed does not fix, and `check_env` compares the infos of two seeded steps.
+    return the current frame; `render_mode="human"` shows each frame in a pygame window
+    (`pip install 'bagel-world[human]'`; without pygame it raises `ValueError` saying so).
+    `report_latency=True` adds the wall-clock `step_latency_s` to the step `info`; it is
+    off by default because it is the one part of a step that a seed does not fix, and
+    `check_env` compares the infos of two seeded steps.
     `scenarios`: the start scenes (and goals) to draw from instead of the model's own set: a
     `ScenarioSet` or the path of its `.npz`, e.g. the real twin's starts and goals saved by
     `bagel-world scenarios`; rewards stay centred on the model's own set. `resolution`: None

@@ -57,6 +57,9 @@ class BagelVectorEnv(VectorEnv):
             raise ValueError(f"max_episode_steps must be a positive int or None, got {max_episode_steps!r}")
         if simulator is not None and (checkpoint is not None or backend is not None or device is not None):
             raise ValueError("pass either simulator= or checkpoint=/backend=/device=, not both")
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode {render_mode!r} is not supported by a vector env; accepted: None, "
+                             "'rgb_array' (render() gives one frame per sub-env)")
         sim = simulator if simulator is not None else shared_simulator(checkpoint, backend, device)
         self.envs = [self.env_class(simulator=sim, render_mode=render_mode, **env_kwargs) for _ in range(num_envs)]
         self.simulator = sim

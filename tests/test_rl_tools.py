@@ -9,6 +9,7 @@ own simulators and skip when those are not installed.
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -203,3 +204,37 @@ def test_twins_swap_for_imagined_envs_by_id(default_sim, task):
 def test_imagined_resolution_other_than_the_models_is_refused(default_sim):
     with pytest.raises(ValueError, match=r"resolution=\(32, 32\).*\(64, 64\).*ResizeObservation"):
         gym.make("BagelNavigate-v0", resolution=(32, 32))
+
+
+# ---- render_mode="human" -----------------------------------------------------------------------
+def _stub_pygame(monkeypatch):
+    """A stand-in pygame module, recording the calls (pygame itself is optional)."""
+    import importlib.machinery
+    from unittest import mock
+
+    stub = mock.MagicMock()
+    stub.__spec__ = importlib.machinery.ModuleSpec("pygame", None)
+    stub.display.set_mode.return_value.get_size.return_value = (256, 256)
+    monkeypatch.setitem(sys.modules, "pygame", stub)
+    return stub
+
+
+@pytest.mark.parametrize("env_id", ["BagelNavigate-v0", "BagelMultiviewReal-v0"])
+def test_human_render_mode(default_sim, monkeypatch, env_id):
+    _needs(env_id)
+    env_class = gym.spec(env_id).entry_point
+    env_class = getattr(importlib.import_module(env_class.split(":")[0]), env_class.split(":")[1])
+    monkeypatch.setitem(sys.modules, "pygame", None)  # as if pygame were not installed
+    with pytest.raises(ValueError, match=r"render_mode='human'.*pip install pygame.*render_mode='rgb_array'"):
+        env_class(render_mode="human")
+    # With pygame (a stub here), the envs show their frames themselves.
+    stub = _stub_pygame(monkeypatch)
+    monkeypatch.setitem(env_class.metadata, "render_modes", ["rgb_array", "human"])
+    env = gym.make(env_id, render_mode="human", resolution=(64, 64))
+    assert not isinstance(env, gym.wrappers.HumanRendering)  # ours, not gymnasium's fallback
+    env.reset(seed=0)
+    env.step(env.action_space.sample())
+    assert env.render() is None
+    assert stub.display.flip.call_count == 3 and stub.display.set_mode.call_args.args == ((256, 256),)
+    env.close()
+    stub.quit.assert_called_once()

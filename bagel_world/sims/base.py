@@ -23,7 +23,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bagel_world.envs.base import RENDER_FPS, ActionText, action_to_text, check_env_args, check_option_keys
+from bagel_world.envs.base import (RENDER_FPS, ActionText, HumanWindow, action_to_text, check_env_args,
+                                   check_option_keys, render_modes)
 from bagel_world.forking import check_not_forked
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
@@ -63,7 +64,7 @@ def check_resolution(resolution: Any) -> tuple[int, int]:
 class RealWorldEnv(gym.Env):
     """Base class of the real-simulator envs; see the task subclasses for the docs."""
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": RENDER_FPS}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": render_modes(), "render_fps": RENDER_FPS}
     task: ClassVar[str] = ""
     has_goal: ClassVar[bool] = False
     option_keys: ClassVar[tuple[str, ...]] = ()
@@ -106,6 +107,7 @@ class RealWorldEnv(gym.Env):
         self._frame: np.ndarray | None = None
         self._goal: np.ndarray | None = None
         self._frame_index = 0
+        self._window = HumanWindow(type(self).__name__, RENDER_FPS) if render_mode == "human" else None
 
     # ---- hooks -------------------------------------------------------------------------------
     def _reset_sim(self, seed: int, options: dict[str, Any]) -> None:
@@ -141,6 +143,7 @@ class RealWorldEnv(gym.Env):
         state = self._state()
         _, _, extra = self._reward(state)  # also sets the reward baseline (e.g. the start distance)
         info = {"frame_index": 0, **state, **extra}
+        self._show()
         return self._observation(), info
 
     def step(self, action):
@@ -158,6 +161,7 @@ class RealWorldEnv(gym.Env):
         info = {"frame_index": self._frame_index, "action_text": text, **state, **extra, **more}
         if self.report_latency:  # wall time: opt-in, as on the imagined envs (check_env compares infos)
             info["step_latency_s"] = latency
+        self._show()
         return self._observation(), float(reward), bool(terminated), False, info
 
     def render(self) -> np.ndarray | None:
@@ -165,7 +169,14 @@ class RealWorldEnv(gym.Env):
             return None
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before render()")
+        if self.render_mode == "human":
+            self._show()
+            return None
         return self._frame.copy()
+
+    def close(self) -> None:
+        if self._window is not None:
+            self._window.close()
 
     def get_action_meanings(self) -> list[str]:
         """The text of each discrete action: index i of `action_mode="discrete"` sends
@@ -173,6 +184,10 @@ class RealWorldEnv(gym.Env):
         return list(self.canonical_actions)
 
     # ---- helpers -----------------------------------------------------------------------------
+    def _show(self) -> None:
+        if self._window is not None:
+            self._window.show(self._frame)
+
     def _observation(self) -> Any:
         if self.has_goal:
             return {"frame": self._frame.copy(), "goal": self._goal.copy()}

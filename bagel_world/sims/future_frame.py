@@ -215,6 +215,7 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
 
     def close(self) -> None:
         self.renderer.close()
+        super().close()
 
 
 # ---- labels and exploration --------------------------------------------------------------------

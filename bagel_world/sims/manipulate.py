@@ -245,6 +245,7 @@ class BagelManipulateRealEnv(RealWorldEnv):
     def close(self) -> None:
         self.renderer.close()
         self.fetch.close()
+        super().close()
 
 
 # ---- labels and exploration --------------------------------------------------------------------

@@ -212,6 +212,7 @@ class BagelMultiviewRealEnv(RealWorldEnv):
 
     def close(self) -> None:
         self.renderer.close()
+        super().close()
 
     def _pose_key(self) -> tuple[float, float, float]:
         c = self.camera

@@ -219,6 +219,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     def close(self) -> None:
         self.world.close()
+        super().close()
 
     # ---- geometry ----------------------------------------------------------------------------
     def _bearing(self, p: np.ndarray) -> float:
