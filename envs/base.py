@@ -240,7 +240,12 @@ def check_option_keys(options: Any, accepted: Sequence[str], owner: str) -> dict
 def check_text_action(action: Any, max_length: int) -> str:
     """The action itself if it is acceptable text, else a ValueError saying why."""
     if not isinstance(action, str):
-        raise ValueError(f"a text action must be a str, got {type(action).__name__} {action!r}")
+        hint = ""
+        if isinstance(action, (np.ndarray, np.number, int, float, list, tuple)):
+            # What array-based RL libraries (Stable-Baselines3, ...) send: they cannot produce text.
+            hint = ("; libraries whose policies output numbers (e.g. Stable-Baselines3) need the env made with "
+                    "action_mode='discrete', whose actions index env.unwrapped.get_action_meanings()")
+        raise ValueError(f"a text action must be a str, got {type(action).__name__} {action!r}{hint}")
     if not action.strip():
         raise ValueError(f"action {action!r} is empty or blank; give 1 to {max_length} printable characters")
     if len(action) > max_length:

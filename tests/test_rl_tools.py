@@ -238,3 +238,32 @@ def test_human_render_mode(default_sim, monkeypatch, env_id):
     assert stub.display.flip.call_count == 3 and stub.display.set_mode.call_args.args == ((256, 256),)
     env.close()
     stub.quit.assert_called_once()
+
+
+# ---- Stable-Baselines3 -------------------------------------------------------------------------
+@pytest.mark.parametrize("env_id", ALL_IDS)
+def test_sb3_check_env_and_a_few_ppo_steps_in_discrete_mode(default_sim, env_id):
+    _needs(env_id)
+    sb3 = pytest.importorskip("stable_baselines3", reason="pip install 'bagel-world[rl]'")
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = gym.make(env_id, action_mode="discrete")
+    try:
+        sb3_check_env(env, warn=False)
+        policy = "MultiInputPolicy" if isinstance(env.observation_space, gym.spaces.Dict) else "CnnPolicy"
+        # A tiny network and rollout: this checks the plumbing, not learning.
+        extractor = {"cnn_output_dim": 8} if policy == "MultiInputPolicy" else {"features_dim": 8}
+        kwargs = {"features_extractor_kwargs": extractor, "net_arch": []}
+        model = sb3.PPO(policy, env, n_steps=4, batch_size=4, n_epochs=1, policy_kwargs=kwargs, device="cpu", seed=0)
+        model.learn(total_timesteps=4)
+    finally:
+        env.close()
+
+
+def test_array_actions_in_text_mode_name_the_discrete_mode(default_sim):
+    env = gym.make("BagelNavigate-v0")
+    env.reset(seed=0)
+    for action in (np.array(["move forward 0.5 m"]), np.int64(0), 3):
+        with pytest.raises(ValueError, match=r"a text action must be a str.*action_mode='discrete'"):
+            env.step(action)
+    env.close()
