@@ -127,7 +127,8 @@ def _cmd_demo(args) -> int:
     from bagel_world.demo import run_demo
 
     for row in run_demo(out=args.out, steps=args.steps, seed=args.seed, checkpoint=args.checkpoint, device=args.device):
-        print(f"{row['env']:24s} {row['steps']} steps  return {row['return']:+.3f}  "
+        steps = f"{row['steps']} step" + ("s" if row["steps"] != 1 else "")
+        print(f"{row['env']:24s} {steps} ({row['ended']})  return {row['return']:+.3f}  "
               f"{row['steps_per_s']:.2f} steps/s  -> {row['gif']}")
     return 0
 
