@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _conformance_dir() -> Path | None:
     env = os.environ.get("BAGEL_CONFORMANCE_DIR")
+    if env and not (Path(env) / "model" / "ema.safetensors").is_file():
+        # Named but unusable: say so rather than silently skipping the conformance tests.
+        what = "is not a folder" if not Path(env).is_dir() else "has no model/ema.safetensors"
+        warnings.warn(f"BAGEL_CONFORMANCE_DIR={env!r} {what}; looking in ../shared/conformance instead",
+                      stacklevel=2)
     for cand in ([Path(env)] if env else []) + [REPO.parent / "shared" / "conformance", REPO / "shared" / "conformance"]:
         if (cand / "model" / "ema.safetensors").is_file():
             return cand
