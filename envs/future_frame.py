@@ -8,7 +8,11 @@ import numpy as np
 
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_prompt_text
 
-DEFAULT_QUESTION = "Has anything in the scene moved?"
+# The default task: keep the red ball left of the blue box (the canonical pushes move both
+# across the view). "Has anything in the scene moved?", the old default, is yes after any
+# first step, so every episode ended there.
+DEFAULT_QUESTION = "Is the red ball left of the blue box?"
+MOVED_QUESTION = "Has anything in the scene moved?"
 
 
 class BagelFutureFrameEnv(BagelWorldEnv):
@@ -51,12 +55,15 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     or `start_image` (an RGB PIL image or (H, W, 3) uint8 array of the exact task
     resolution), and optionally `instruction` and `question`. The question is, in order:
     `options["question"]`, the `question` argument, the scene's own question from the
-    scenario set, then "Has anything in the scene moved?". Unknown keys raise `ValueError`.
+    scenario set, then "Is the red ball left of the blue box?". Unknown keys raise `ValueError`.
 
     ## Episode End
 
-    Terminated when `P(yes)` reaches `success_threshold` (`info["is_success"]`); truncated
-    by `TimeLimit` after `max_episode_steps` (32 as registered).
+    Truncated by `TimeLimit` after `max_episode_steps` (32 as registered): the return counts
+    the steps on which the answer is yes (with the default question, how long the agent keeps
+    the red ball left of the blue box, which pushes can bring about and waiting does not). With `terminate_on_success=True` the
+    episode instead ends when `P(yes)` reaches `success_threshold` (`info["is_success"]`),
+    for questions about an event to bring about.
 
     ## Info
 
@@ -69,21 +76,23 @@ class BagelFutureFrameEnv(BagelWorldEnv):
     ```python
     gym.make("BagelFutureFrame-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128, question=None,
-             success_threshold=0.9, success_bonus=1.0, report_latency=False, scenarios=None,
-             resolution=None)
+             success_threshold=0.9, success_bonus=1.0, terminate_on_success=False,
+             report_latency=False, scenarios=None, resolution=None)
     ```
     See `BagelNavigate-v0` for the shared arguments.
 
     ## Version History
 
-    * v0: Initial version.
+    * v0: Initial version. The default question became "Is the red ball left of the blue box?" and episodes
+      run to the time limit (`terminate_on_success=False`): with the old default every episode
+      ended after one step.
     """
 
     task: ClassVar[str] = "future_frame"
     option_keys: ClassVar[tuple[str, ...]] = ("scene_index", "start_image", "instruction", "question")
 
     def __init__(self, *args, question: str | None = None, success_threshold: float = 0.9,
-                 success_bonus: float = 1.0, **kwargs):
+                 success_bonus: float = 1.0, terminate_on_success: bool = False, **kwargs):
         if question is not None:
             check_prompt_text(question, "question")
         if not 0.0 < float(success_threshold) <= 1.0:
@@ -91,6 +100,7 @@ class BagelFutureFrameEnv(BagelWorldEnv):
         self.question = question
         self.success_threshold = float(success_threshold)
         self.success_bonus = float(success_bonus)
+        self.terminate_on_success = bool(terminate_on_success)
         super().__init__(*args, **kwargs)
 
     def _check_options(self, options: dict[str, Any] | None) -> dict[str, Any]:
@@ -125,6 +135,6 @@ class BagelFutureFrameEnv(BagelWorldEnv):
         out = []
         for e, p in zip(envs, p_yes):
             success = bool(p >= e.success_threshold)
-            out.append((float(p) + (e.success_bonus if success else 0.0), success,
+            out.append((float(p) + (e.success_bonus if success else 0.0), success and e.terminate_on_success,
                         {"p_yes": float(p), "is_success": success}))
         return out

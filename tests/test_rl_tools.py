@@ -267,3 +267,37 @@ def test_array_actions_in_text_mode_name_the_discrete_mode(default_sim):
         with pytest.raises(ValueError, match=r"a text action must be a str.*action_mode='discrete'"):
             env.step(action)
     env.close()
+
+
+# ---- FutureFrame: an episode an agent can improve ----------------------------------------------
+def test_future_frame_default_episodes_run_to_the_time_limit(default_sim):
+    env = gym.make("BagelFutureFrame-v0", action_mode="discrete", success_threshold=0.01)  # every step a "yes"
+    env.reset(seed=0)
+    steps = 0
+    while True:
+        _, _, terminated, truncated, info = env.step(0)
+        steps += 1
+        if terminated or truncated:
+            break
+    assert info["is_success"] and not terminated and truncated and steps == gym.spec("BagelFutureFrame-v0").max_episode_steps
+    env.close()
+
+
+def test_future_frame_real_default_return_rewards_pushing_over_waiting():
+    _needs("BagelFutureFrameReal-v0")
+    env = gym.make("BagelFutureFrameReal-v0", action_mode="discrete", resolution=(32, 32))
+    meanings = env.unwrapped.get_action_meanings()
+    push = [meanings.index("push the red ball left"), meanings.index("push the blue box right")]
+    returns = {"wait": [], "push": []}
+    for seed in range(3):
+        for policy in returns:
+            env.reset(seed=seed)
+            total, done, t = 0.0, False, 0
+            while not done:
+                action = meanings.index("wait 0.5 s") if policy == "wait" else push[t % 2]
+                _, reward, terminated, truncated, _ = env.step(action)
+                total, done, t = total + reward, terminated or truncated, t + 1
+            assert t == 32  # no episode ends early
+            returns[policy].append(total)
+    env.close()
+    assert np.mean(returns["push"]) > np.mean(returns["wait"]) + 8, returns

@@ -296,7 +296,7 @@ def test_future_frame_wait_moves_falling_objects_and_push_is_camera_relative(env
 
 
 def test_future_frame_question_reward():
-    env = _make("future_frame", question="Is the red ball on the ground?")
+    env = _make("future_frame", question="Is the red ball on the ground?", terminate_on_success=True)
     try:
         _, info = env.reset(seed=0)
         assert info["question"] == "Is the red ball on the ground?" and info["answer"] == "no"

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from bagel_world.envs.future_frame import DEFAULT_QUESTION  # the imagined twin's default question
+from bagel_world.envs.future_frame import DEFAULT_QUESTION, MOVED_QUESTION  # the imagined twin's questions
 from bagel_world.sims.base import RealWorldEnv, choose, yes_no
 from bagel_world.sims.grammar import Command, varied_action
 
@@ -82,8 +82,9 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
 
     ## Episode End
 
-    Terminated when the answer is "yes" (`info["is_success"]`); truncated by `TimeLimit`
-    after `max_episode_steps` (32 as registered).
+    Truncated by `TimeLimit` after `max_episode_steps` (32 as registered); the return counts
+    the steps on which the answer is "yes" (`info["is_success"]`). With
+    `terminate_on_success=True` the episode ends at the first "yes" instead.
 
     ## Info
 
@@ -97,13 +98,15 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
 
     ```python
     gym.make("BagelFutureFrameReal-v0", question=None, action_mode="text", render_mode=None,
-             max_action_length=128, resolution=(64, 64), shadows=True, canonical_actions=None, report_latency=False)
+             max_action_length=128, resolution=(64, 64), shadows=True, terminate_on_success=False,
+             canonical_actions=None, report_latency=False)
     ```
     The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
     lists the discrete actions, and `report_latency=True` adds the wall time of the step
     (`step_latency_s`) to the step `info`.
     `question` (or `reset(options={"question": ...})`) must be one that `state_questions`
-    asks, e.g. "Is the red ball moving?"; default "Has anything in the scene moved?".
+    asks, e.g. "Is the red ball on the ground?"; default "Is the red ball left of the blue box?".
+    `terminate_on_success` as in `BagelFutureFrame-v0`.
 
     ## Version History
 
@@ -113,8 +116,10 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
     task: ClassVar[str] = "future_frame"
     option_keys: ClassVar[tuple[str, ...]] = ("question",)
 
-    def __init__(self, question: str | None = None, shadows: bool = True, **kwargs):
+    def __init__(self, question: str | None = None, shadows: bool = True, terminate_on_success: bool = False,
+                 **kwargs):
         super().__init__(**kwargs)
+        self.terminate_on_success = bool(terminate_on_success)
         if question is not None:
             _check_question(question)
         self.question = question
@@ -211,7 +216,7 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
         q = self._episode_question
         answer = dict(state_questions(state))[q]
         yes = answer == "yes"
-        return float(yes), yes, {"question": q, "answer": answer, "p_yes": float(yes), "is_success": yes}
+        return float(yes), yes and self.terminate_on_success, {"question": q, "answer": answer, "p_yes": float(yes), "is_success": yes}
 
     def close(self) -> None:
         self.renderer.close()
@@ -225,7 +230,7 @@ def state_questions(info: dict[str, Any]) -> list[tuple[str, str]]:
     The same questions in the same order for every `info` (a recorder can store (T, Q) arrays).
     """
     objs = info["objects"]
-    qa = [(DEFAULT_QUESTION, yes_no(info["anything_moved"])), ("Is everything at rest?", yes_no(info["all_at_rest"]))]
+    qa = [(MOVED_QUESTION, yes_no(info["anything_moved"])), ("Is everything at rest?", yes_no(info["all_at_rest"]))]
     for o, s in objs.items():
         u, v = s["image_xy"]
         centred = s["visible"] and abs(u - 0.5) < 1 / 6 and abs(v - 0.5) < 1 / 6
