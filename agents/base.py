@@ -12,7 +12,8 @@ action mode and return an index into the env's canonical actions.
 from __future__ import annotations
 
 import abc
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -23,15 +24,15 @@ class Agent(abc.ABC):
 
     name: str = "agent"
 
-    def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
-        """Start an episode (the env has just been reset to `obs`, `info`)."""
+    def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:  # noqa: B027
+        """Start an episode (the env has just been reset to `obs`, `info`); optional, does nothing by default."""
 
     @abc.abstractmethod
     def act(self, obs: Any, info: dict[str, Any]) -> int:
         """The next action: an index into `canonical_actions(env)`."""
 
-    def close(self) -> None:
-        """Release what the agent holds (simulator sessions, models)."""
+    def close(self) -> None:  # noqa: B027
+        """Release what the agent holds (simulator sessions, models); optional, does nothing by default."""
 
 
 def canonical_actions(env: gym.Env) -> tuple[str, ...]:

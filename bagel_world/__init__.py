@@ -6,8 +6,8 @@
 
 __version__ = "0.1.0"
 
-from bagel_world import envs as _envs  # registers the imagined env ids (string entry points: loads no model)
-from bagel_world import sims as _sims  # registers the real-simulator twins (imports no simulator)
+from bagel_world import envs as _envs  # noqa: F401  registers the imagined env ids (string entry points: loads no model)
+from bagel_world import sims as _sims  # noqa: F401  registers the real-simulator twins (imports no simulator)
 
 __all__ = ["load_bagel", "make_simulator", "default_checkpoint", "__version__"]
 

@@ -13,7 +13,11 @@ from pathlib import Path
 def _cmd_inspect(args) -> int:
     from bagel_world.config import BagelConfig, preset
     from bagel_world.model.loader import (
-        CheckpointError, check_file, expected_state, parameter_counts, resolve_checkpoint,
+        CheckpointError,
+        check_file,
+        expected_state,
+        parameter_counts,
+        resolve_checkpoint,
     )
 
     if args.preset:
@@ -151,7 +155,8 @@ def _cmd_record(args) -> int:
 def _cmd_train(args) -> int:
     from bagel_world.training.pipeline import TrainConfig, run_training
 
-    cfg = TrainConfig(data=args.data, out=args.out, work=args.work or str(Path(args.out).with_name(Path(args.out).name + "-work")),
+    work = args.work or str(Path(args.out).with_name(Path(args.out).name + "-work"))
+    cfg = TrainConfig(data=args.data, out=args.out, work=work,
                       ae_steps=args.ae_steps, world_steps=args.steps, batch_size=args.batch_size, window=args.window,
                       hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
                       intermediate=args.intermediate, vocab_size=args.vocab_size, lr=args.lr, seed=args.seed,
@@ -229,10 +234,9 @@ def _cmd_scenarios(args) -> int:
 def _cmd_serve(args) -> int:
     import os
 
+    from bagel_world.model.loader import check_checkpoint
     from bagel_world.server import ServerSettings, serve
     from bagel_world.server.settings import settings_kwargs
-
-    from bagel_world.model.loader import check_checkpoint
     from bagel_world.simulator import default_checkpoint
 
     # Bad limits and a bad checkpoint (configs, safetensors headers) fail here, with a

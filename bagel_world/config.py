@@ -46,7 +46,7 @@ class Qwen2MoTConfig:
             )
 
     @classmethod
-    def from_json_dict(cls, d: dict[str, Any]) -> "Qwen2MoTConfig":
+    def from_json_dict(cls, d: dict[str, Any]) -> Qwen2MoTConfig:
         # The official loader forces qk_norm=True, tie_word_embeddings=False and the MoT
         # layer; those are not options here, so only the sizes are read.
         return cls(**_fields_from(cls, d))
@@ -96,7 +96,7 @@ class SiglipConfig:
         return self.hidden_size // self.num_attention_heads
 
     @classmethod
-    def from_json_dict(cls, d: dict[str, Any]) -> "SiglipConfig":
+    def from_json_dict(cls, d: dict[str, Any]) -> SiglipConfig:
         kw = _fields_from(cls, d)
         if "num_hidden_layers" not in kw:
             raise ConfigError("field 'num_hidden_layers' is missing; accepted: a positive integer")
@@ -134,7 +134,7 @@ class AutoEncoderConfig:
             )
 
     @classmethod
-    def from_json_dict(cls, d: dict[str, Any]) -> "AutoEncoderConfig":
+    def from_json_dict(cls, d: dict[str, Any]) -> AutoEncoderConfig:
         d = d.get("params", d)
         if not isinstance(d, dict):
             raise ConfigError(f"field 'params' is {_json_type(d)}; accepted: an object of autoencoder parameters")
@@ -200,7 +200,7 @@ class BagelConfig:
 
     # ---- (de)serialisation -------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, folder: str | Path) -> "BagelConfig":
+    def from_pretrained(cls, folder: str | Path) -> BagelConfig:
         folder = Path(folder)
         for name in ("llm_config.json", "vit_config.json"):
             if not (folder / name).is_file():

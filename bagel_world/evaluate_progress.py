@@ -17,7 +17,7 @@ questions of `bagel_world.simulator.progress`, with the episode's goal image in 
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -42,8 +42,8 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
     import gymnasium as gym
 
     from bagel_world.agents.scripted import scripted_agent
-    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
     from bagel_world.sims import REAL_ENVS
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
     kwargs = {} if layout is None else {"layout": layout}
     env = gym.make(REAL_ENVS[task][0], max_episode_steps=None, **kwargs)

@@ -92,12 +92,14 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         engine = build_engine(args.model, device, dtype, tmp)
         rows = [bench_size(engine, int(s), args.steps, args.repeats) for s in args.sizes.split(",")]
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    cpu = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu
     print(f"\nmodel={args.model} device={device} ({name}) dtype={dtype} steps={args.steps} guidance=text+image (3 branches)\n")
     print("| size | context tokens | one step, 3 branches (ms) | full image (s) | images/s | peak memory (GiB) |")
     print("|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['size']} | {r['context_tokens']} | {r['step_ms']:.1f} | {r['image_s']:.2f} | {r['images_per_s']:.3f} | {r['peak_gb']:.2f} |")
+        print(f"| {r['size']} | {r['context_tokens']} | {r['step_ms']:.1f} | {r['image_s']:.2f} | "
+              f"{r['images_per_s']:.3f} | {r['peak_gb']:.2f} |")
     return 0
 
 

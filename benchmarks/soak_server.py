@@ -23,7 +23,6 @@ import sys
 from pathlib import Path
 
 import httpx
-import numpy as np
 import psutil
 
 from bagel_world.server import ServerSettings, create_app

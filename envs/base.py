@@ -18,9 +18,10 @@ import importlib.util
 import logging
 import threading
 import weakref
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -390,11 +391,11 @@ class BagelWorldEnv(gym.Env):
                 "is_success": False}
 
     @classmethod
-    def _begin_episodes(cls, envs: Sequence["BagelWorldEnv"]) -> None:
+    def _begin_episodes(cls, envs: Sequence[BagelWorldEnv]) -> None:
         """Per-episode reward state (e.g. goal features), computed once per reset."""
 
     @classmethod
-    def _rewards(cls, envs: Sequence["BagelWorldEnv"]) -> list[tuple[float, bool, dict[str, Any]]]:
+    def _rewards(cls, envs: Sequence[BagelWorldEnv]) -> list[tuple[float, bool, dict[str, Any]]]:
         """(reward, terminated, extra info) per env, for the frames they just reached."""
         raise NotImplementedError
 
@@ -529,7 +530,7 @@ class BagelWorldEnv(gym.Env):
 
     # ---- batched core (one env or a vector env's sub-envs; all of one class and simulator) ----
     @classmethod
-    def _reset_batch(cls, envs: Sequence["BagelWorldEnv"], seeds: Sequence[int | None],
+    def _reset_batch(cls, envs: Sequence[BagelWorldEnv], seeds: Sequence[int | None],
                      options: Sequence[dict[str, Any] | None]) -> list[tuple[Any, dict[str, Any]]]:
         # 1. Check every env's options before anything changes: a bad call changes nothing.
         opts = [e._check_options(o) for e, o in zip(envs, options, strict=True)]
@@ -554,7 +555,7 @@ class BagelWorldEnv(gym.Env):
         return [(e._observation(), e._reset_info()) for e in envs]
 
     @classmethod
-    def _step_batch(cls, envs: Sequence["BagelWorldEnv"], texts: Sequence[str]) -> list[tuple]:
+    def _step_batch(cls, envs: Sequence[BagelWorldEnv], texts: Sequence[str]) -> list[tuple]:
         """Step envs by already-checked action texts through ONE simulator.step call."""
         seeds = [e._draw_seed() for e in envs]
         outs: list[StepOutput] = envs[0].simulator.step([e._sid for e in envs], list(texts), seeds)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -122,7 +123,7 @@ class BagelFutureFrameEnv(BagelWorldEnv):
         return info
 
     @classmethod
-    def _rewards(cls, envs: Sequence["BagelFutureFrameEnv"]) -> list[tuple[float, bool, dict[str, Any]]]:
+    def _rewards(cls, envs: Sequence[BagelFutureFrameEnv]) -> list[tuple[float, bool, dict[str, Any]]]:
         # One score call per distinct question (usually one for the whole batch).
         p_yes = np.zeros(len(envs))
         by_question: dict[str, list[int]] = {}

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium import spaces
 
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_image
-
 
 REWARDS = ("judged", "feature")
 
@@ -90,7 +90,7 @@ class GoalImageEnv(BagelWorldEnv):
         return info
 
     @classmethod
-    def _begin_episodes(cls, envs: Sequence["GoalImageEnv"]) -> None:
+    def _begin_episodes(cls, envs: Sequence[GoalImageEnv]) -> None:
         judged = [e for e in envs if e.reward_kind == "judged"]
         if judged:
             for e, (d, _) in zip(judged, cls._judge(judged, reached=False)):
@@ -105,7 +105,7 @@ class GoalImageEnv(BagelWorldEnv):
                 e._start_similarity = float(feats[i] @ feats[n + i])
 
     @classmethod
-    def _rewards(cls, envs: Sequence["GoalImageEnv"]) -> list[tuple[float, bool, dict[str, Any]]]:
+    def _rewards(cls, envs: Sequence[GoalImageEnv]) -> list[tuple[float, bool, dict[str, Any]]]:
         out: list[Any] = [None] * len(envs)
         judged = [i for i, e in enumerate(envs) if e.reward_kind == "judged"]
         if judged:
@@ -127,11 +127,16 @@ class GoalImageEnv(BagelWorldEnv):
         return out
 
     @classmethod
-    def _judge(cls, envs: Sequence["GoalImageEnv"], reached: bool) -> list[tuple[float, float]]:
+    def _judge(cls, envs: Sequence[GoalImageEnv], reached: bool) -> list[tuple[float, float]]:
         """(judged expected distance, P(reached) or nan) of each env's current frame, asked
         of the simulator with the goal image in context: one score call per question."""
-        from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS,
-                                                    REACHED_QUESTION, reached_probability)
+        from bagel_world.simulator.progress import (
+            DISTANCE_BINS,
+            DISTANCE_QUESTION,
+            REACHED_ANSWERS,
+            REACHED_QUESTION,
+            reached_probability,
+        )
 
         sim, sids, goals = envs[0].simulator, [e._sid for e in envs], [e._scene.goal for e in envs]
         bins = DISTANCE_BINS[envs[0].task]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -74,13 +75,13 @@ class BagelMultiviewEnv(BagelWorldEnv):
     task: ClassVar[str] = "multiview"
 
     @classmethod
-    def _begin_episodes(cls, envs: Sequence["BagelMultiviewEnv"]) -> None:
+    def _begin_episodes(cls, envs: Sequence[BagelMultiviewEnv]) -> None:
         feats = envs[0]._features([e._scene.start for e in envs])  # (B, D)
         for e, f in zip(envs, feats):
             e._seen = f[None].copy()  # (K, D) features of the views seen so far
 
     @classmethod
-    def _rewards(cls, envs: Sequence["BagelMultiviewEnv"]) -> list[tuple[float, bool, dict[str, Any]]]:
+    def _rewards(cls, envs: Sequence[BagelMultiviewEnv]) -> list[tuple[float, bool, dict[str, Any]]]:
         feats = envs[0]._features([e._frame for e in envs])  # (B, D)
         out = []
         for e, f in zip(envs, feats):

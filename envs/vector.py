@@ -18,7 +18,8 @@ Truncation after ``max_episode_steps`` (from the registration) is done here, as
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Sequence
+from collections.abc import Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv

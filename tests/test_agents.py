@@ -15,13 +15,14 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from fakes import FakeSimulator
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import CEMPlanner, ModelJudgedPolicy, RandomAgent, canonical_actions, scripted_agent
-from bagel_world.evaluate_agents import EvalResult, evaluate_agent, main as evaluate_main, markdown_table
+from bagel_world.evaluate_agents import EvalResult, evaluate_agent, markdown_table
+from bagel_world.evaluate_agents import main as evaluate_main
 from bagel_world.simulator.base import StepOutput
 from bagel_world.simulator.tasks import default_templates
-from fakes import FakeSimulator
 
 TURN_LEFT = 2  # index of "turn left 30 degrees" among the navigation canonical actions
 

@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from bagel_world.inference.sampler import combine_guidance, timestep_grid
 from bagel_world.inference.load import load_bagel
+from bagel_world.inference.sampler import combine_guidance, timestep_grid
 from bagel_world.inference.settings import SamplingSettings
 
 SINGLE = dict(atol=1e-4, rtol=1e-4)

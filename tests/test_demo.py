@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from fakes import FakeSimulator
 from PIL import Image
 
 from bagel_world.demo import run_demo
 from bagel_world.envs import ENV_IDS
 from bagel_world.envs import base as envs_base
 from bagel_world.simulator.tasks import default_templates
-from fakes import FakeSimulator
 
 
 def test_demo_says_why_each_episode_ended_and_labels_the_gif(tmp_path, monkeypatch, capsys):

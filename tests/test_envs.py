@@ -8,13 +8,13 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+from fakes import FakeSimulator
 from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
 import bagel_world
 from bagel_world.envs import ENV_IDS, ActionText
 from bagel_world.simulator.tasks import default_templates
-from fakes import FakeSimulator
 
 H = W = 64  # the small templates' resolution
 GOAL_IDS = ("BagelNavigate-v0", "BagelManipulate-v0")
@@ -123,6 +123,8 @@ def test_vector_env_equals_separate_envs_and_batches_steps(env_id):
 
     obs, _ = vec.reset(seed=10)
     ref = [e.reset(seed=10 + i)[0] for i, e in enumerate(singles)]
+    for i in range(n):
+        assert np.array_equal(frame_of(obs)[i], frame_of(ref[i])), i
     done = [False] * n
     rng = np.random.default_rng(0)
     for t in range(steps):
@@ -397,7 +399,7 @@ def test_wrapper_round_trip():
     env = gym.wrappers.RecordEpisodeStatistics(env)
     obs, _ = env.reset(seed=0)
     assert obs.shape == (H, W, 1) and obs.dtype == np.uint8
-    for t in range(3):
+    for _ in range(3):
         obs, reward, terminated, truncated, info = env.step("orbit left 30 degrees")
         assert obs in env.observation_space
     assert truncated and not terminated

@@ -7,12 +7,12 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from fakes import FakeSimulator
 
 from bagel_world.simulator.base import Simulator, StepOutput
 from bagel_world.simulator.tasks import default_templates
 from bagel_world.training.controllability import Controllability, imagine_each, pairwise_mse, real_each
 from bagel_world.training.persistence import colour_masks, persistence
-from fakes import FakeSimulator
 
 ACTIONS = ("left", "right", "up", "down", "stay")
 MOVES = {"left": (0, -4), "right": (0, 4), "up": (-4, 0), "down": (4, 0), "stay": (0, 0)}

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from fakes import FakeSimulator
 
 from bagel_world.evaluate_progress import auroc, evaluate_progress
 from bagel_world.simulator.tasks import default_templates
-from fakes import FakeSimulator
 
 
 def test_auroc_is_the_share_of_positive_negative_pairs_ranked_right():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bagel_world.model.packing import split_attention_mask
 from bagel_world.inference.settings import SamplingSettings
+from bagel_world.model.packing import split_attention_mask
 
 FAST = SamplingSettings(num_timesteps=4, timestep_shift=3.0, cfg_text_scale=3.0, cfg_img_scale=1.5,
                         cfg_interval=(0.0, 1.0), cfg_renorm_type="global")

@@ -155,7 +155,8 @@ def test_gen_expert_drives_latent_tokens(tiny_ckpt):
 
 
 @pytest.mark.parametrize("file, edit, says", [
-    ("llm_config.json", lambda d: d | {"hidden_size": "64"}, "field 'hidden_size' is a string (\"64\"); accepted: a positive integer"),
+    ("llm_config.json", lambda d: d | {"hidden_size": "64"},
+     "field 'hidden_size' is a string (\"64\"); accepted: a positive integer"),
     ("llm_config.json", lambda d: d | {"num_attention_heads": None}, "field 'num_attention_heads' is null"),
     ("llm_config.json", lambda d: d | {"rms_norm_eps": [1e-6]}, "field 'rms_norm_eps' is a list ([1e-06]); accepted: a number"),
     ("llm_config.json", lambda d: [d], "the top level is a list"),

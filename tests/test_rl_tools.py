@@ -19,6 +19,7 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+from fakes import FakeSimulator
 from gymnasium.utils.env_checker import check_env
 
 from bagel_world.envs import ENV_IDS
@@ -26,7 +27,6 @@ from bagel_world.envs import base as envs_base
 from bagel_world.sims import REAL_ENVS, missing_packages
 from bagel_world.simulator.base import StepOutput
 from bagel_world.simulator.tasks import default_templates
-from fakes import FakeSimulator
 
 REAL_IDS = tuple(env_id for env_id, *_ in REAL_ENVS.values())
 TASK_OF = {env_id: task for task, (env_id, *_) in REAL_ENVS.items()}

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
+from fakes import FakeSimulator  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from bagel_world.server import ServerSettings, create_app, serve  # noqa: E402
 from bagel_world.server.images import png_b64  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
 
 TEMPLATES = default_templates(large=False)
 

@@ -19,10 +19,11 @@ pytestmark = pytest.mark.browser
 sync_api = pytest.importorskip("playwright.sync_api")
 pytest.importorskip("fastapi")
 
+from fakes import FakeSimulator  # noqa: E402
+
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
 from bagel_world.server.testing import run_in_thread  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
 
 CHROMIUM = os.environ.get("BAGEL_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-dev-shm-usage"]

@@ -12,16 +12,16 @@ import pytest
 
 pytest.importorskip("fastapi")
 gym = pytest.importorskip("gymnasium")
-import bagel_world.envs  # noqa: E402,F401  (registers the ids)
+from fakes import FakeSimulator  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from PIL import Image  # noqa: E402
+from test_server import assert_error, decode, frame  # noqa: E402
 
+import bagel_world.envs  # noqa: E402,F401  (registers the ids)
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
 from bagel_world.server.images import png_b64  # noqa: E402
 from bagel_world.server.testing import run_in_thread  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
-from test_server import assert_error, decode, frame  # noqa: E402
 
 TEMPLATES = default_templates(large=False)
 ENV_IDS = ("BagelNavigate-v0", "BagelMultiview-v0", "BagelFutureFrame-v0", "BagelManipulate-v0")

@@ -12,19 +12,18 @@ import threading
 import time
 
 import httpx
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
-import bagel_world.envs  # noqa: E402,F401  (registers the ids)
+from fakes import FakeSimulator  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
+from test_server import assert_error, frame, png_with_header  # noqa: E402
 
+import bagel_world.envs  # noqa: E402,F401  (registers the ids)
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
 from bagel_world.server.images import png_b64  # noqa: E402
 from bagel_world.server.testing import run_in_thread  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
-from test_server import assert_error, frame, png_with_header  # noqa: E402
 
 TEMPLATES = default_templates(large=False)
 LOOPBACK = "http://127.0.0.1:8000"

@@ -11,12 +11,13 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
+from fakes import FakeSimulator  # noqa: E402
+from test_server import FlakySimulator, decode, frame  # noqa: E402
+
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
 from bagel_world.server.testing import run_in_thread  # noqa: E402
 from bagel_world.simulator.remote import RemoteSimulator  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
-from test_server import FlakySimulator, decode, frame  # noqa: E402
 
 TEMPLATES = default_templates(large=False)
 ACTIONS = TEMPLATES["navigate"].canonical_actions
@@ -191,10 +192,7 @@ def test_openapi_fuzz_gives_no_5xx():
             if isinstance(case.body, dict) and isinstance(case.body.get("session_ids"), list):
                 case.body["session_ids"] = [new_session() for _ in case.body["session_ids"][:4]]
 
-        schema = schemathesis.openapi.from_url(url + "/openapi.json")
-        for op in schema.get_all_operations():
-            operation = op.ok()
-
+        def fuzz(operation) -> None:
             @settings(max_examples=30, deadline=None, database=None, derandomize=True,
                       suppress_health_check=list(HealthCheck))
             @given(operation.as_strategy())
@@ -214,6 +212,9 @@ def test_openapi_fuzz_gives_no_5xx():
                     assert set(r.json()["error"]) >= {"code", "message"}, (operation.label, r.text)
 
             check()
+
+        for op in schemathesis.openapi.from_url(url + "/openapi.json").get_all_operations():
+            fuzz(op.ok())
     assert not failures, failures[:5]
 
 

@@ -9,18 +9,18 @@ from __future__ import annotations
 import gc
 
 import httpx
-import numpy as np
 import pytest
 
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 psutil = pytest.importorskip("psutil")
 
+from fakes import FakeSimulator  # noqa: E402
+from test_server import frame  # noqa: E402
+
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
 from bagel_world.server.testing import SoakClient, replay_max_diff, run_in_thread, soak_clients  # noqa: E402
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates  # noqa: E402
-from fakes import FakeSimulator  # noqa: E402
-from test_server import frame  # noqa: E402
 
 TEMPLATES = default_templates(large=False)
 

@@ -156,11 +156,10 @@ def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path)
 
 
 def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
+    from bagel_world.sims import missing_packages
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
     from bagel_world.training.data import Branches, list_branches
     from bagel_world.training.recorder import record, record_branches
-
-    from bagel_world.sims import missing_packages
 
     if missing_packages("navigate"):
         pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")

@@ -27,7 +27,7 @@ class Context:
     # Cache entries of each segment, in the same order (markers included).
     segment_lengths: list[int] = field(default_factory=list)
 
-    def fork(self) -> "Context":
+    def fork(self) -> Context:
         """An independent copy: appending to either never changes the other."""
         return Context(
             kv=list(self.kv),
@@ -38,7 +38,7 @@ class Context:
             segment_lengths=list(self.segment_lengths),
         )
 
-    def drop_segments(self, first: int, count: int) -> "Context":
+    def drop_segments(self, first: int, count: int) -> Context:
         """A copy without segments [first, first + count): their cache entries are removed.
 
         The rope position is kept, and so are the rotated keys of what remains, so the

@@ -12,9 +12,10 @@ Randomness: every draw (initial noise, VAE posterior sample, text sampling) take
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,8 @@ from torch import Tensor
 from bagel_world.config import BagelConfig
 from bagel_world.inference import sampler
 from bagel_world.inference.context import Context
-from bagel_world.inference.settings import SamplingSettings
 from bagel_world.inference.prompts import GEN_THINK_SYSTEM_PROMPT, VLM_THINK_SYSTEM_PROMPT
+from bagel_world.inference.settings import SamplingSettings
 from bagel_world.inference.transforms import (
     as_pil_rgb,
     flattened_position_ids,
@@ -580,7 +581,7 @@ class BagelInference:
                 break
         texts = [self.tokenizer.decode(s[1:], skip_special_tokens=False) for s in seqs]
         if return_details:
-            return {"texts": texts, "tokens": seqs, "step_logits": [torch.stack(l) for l in logits_log]}
+            return {"texts": texts, "tokens": seqs, "step_logits": [torch.stack(step) for step in logits_log]}
         return texts
 
     @torch.no_grad()

@@ -9,8 +9,8 @@ and a Qwen2-format byte-level BPE tokenizer (`tokenizer.json`, `vocab.json`,
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import torch
 from safetensors.torch import save_file

@@ -8,7 +8,7 @@ A sample is a list of splits, each with a mode (fact sheet 4.3):
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -44,7 +44,7 @@ def split_attention_mask(lens: Sequence[int], modes: Sequence[str], device=None)
 
 def batch_masks(samples: Sequence[tuple[Sequence[int], Sequence[str]]], device=None) -> Tensor:
     """(B, 1, Lmax, Lmax) masks for padded samples; padded rows see key 0 (outputs unused)."""
-    masks = [split_attention_mask(l, m, device) for l, m in samples]
+    masks = [split_attention_mask(lens, modes, device) for lens, modes in samples]
     Lm = max(m.shape[0] for m in masks)
     out = torch.zeros(len(masks), 1, Lm, Lm, dtype=torch.bool, device=device)
     for b, m in enumerate(masks):

@@ -106,7 +106,7 @@ class ExpertSplit:
     gen: Tensor | None
 
     @classmethod
-    def from_mask(cls, gen_mask: Tensor | None) -> "ExpertSplit":
+    def from_mask(cls, gen_mask: Tensor | None) -> ExpertSplit:
         if gen_mask is None:
             return cls(None, None)
         flat = gen_mask.reshape(-1)

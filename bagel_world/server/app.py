@@ -10,9 +10,9 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Callable
 
 from fastapi import FastAPI
 from fastapi.concurrency import run_in_threadpool
@@ -151,7 +151,7 @@ def _openapi_with_tasks(app: FastAPI) -> dict:
         return schema
     tasks = sorted(state.tasks())
     schema["components"]["schemas"]["OpenSession"]["properties"]["task"]["enum"] = tasks
-    for path, ops in schema["paths"].items():
+    for ops in schema["paths"].values():
         for op in ops.values():
             for p in op.get("parameters", []):
                 if p["in"] == "path" and p["name"] == "task":

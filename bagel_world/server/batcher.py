@@ -15,9 +15,9 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 

@@ -13,7 +13,8 @@ import functools
 import inspect
 import re
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Depends, Request
@@ -24,7 +25,15 @@ from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.images import make_gif, png_b64
 from bagel_world.server.schemas import (
-    COMMON_ERRORS, Closed, EnvInfo, EnvList, EpisodeCreated, EpisodeStep, EpisodeStepResult, Frame, NewEpisode,
+    COMMON_ERRORS,
+    Closed,
+    EnvInfo,
+    EnvList,
+    EpisodeCreated,
+    EpisodeStep,
+    EpisodeStepResult,
+    Frame,
+    NewEpisode,
     error_responses,
 )
 from bagel_world.server.state import EpisodeRecord, ServerState

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import functools
-
 import time
 
 from fastapi import APIRouter, Depends, Request
@@ -13,8 +12,19 @@ from bagel_world.server.deps import client_key, get_state, require_token
 from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.images import png_b64
 from bagel_world.server.schemas import (
-    COMMON_ERRORS, Closed, EmbedRequest, EmbedResult, Frame, OpenSession, ScoreRequest, ScoreResult, SessionCreated,
-    StepResult, StepSessions, StepSessionsResult, error_responses,
+    COMMON_ERRORS,
+    Closed,
+    EmbedRequest,
+    EmbedResult,
+    Frame,
+    OpenSession,
+    ScoreRequest,
+    ScoreResult,
+    SessionCreated,
+    StepResult,
+    StepSessions,
+    StepSessionsResult,
+    error_responses,
 )
 from bagel_world.server.state import ServerState
 from bagel_world.server.validate import check_action, check_count, check_text, decode_frames, frame_response

@@ -19,7 +19,8 @@ _ASCII_NOT_BLANK = "^[\\x20-\\x7e]*[\\x21-\\x7e][\\x20-\\x7e]*$"
 # A base64 string (a data URL prefix allowed); that it decodes to a PNG within the limits is
 # checked by the handler. JSON Schema can state the encoding and media type, not the decoding.
 PngB64 = Annotated[str, Field(min_length=1, strict=True, json_schema_extra={
-    "pattern": "^(data:image/png;base64,)?(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$", "contentEncoding": "base64",
+    "pattern": "^(data:image/png;base64,)?(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{4}|[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)$",
+    "contentEncoding": "base64",
     "contentMediaType": "image/png"}, description="base64-encoded PNG (optionally a data:image/png;base64, URL)")]
 Seed = Annotated[int, Field(ge=0, lt=2**63, strict=True, description="per-step noise seed (a JSON integer)")]
 Id = Annotated[str, Field(min_length=1, max_length=128, strict=True)]

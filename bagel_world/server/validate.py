@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from fastapi import Request
@@ -12,7 +12,6 @@ from bagel_world.server.errors import ApiError
 from bagel_world.server.images import decode_png_b64, encode_png, png_b64
 from bagel_world.server.schemas import Frame
 from bagel_world.server.settings import ServerSettings
-
 
 # One rule per text field, the same for sessions and env episodes (the envs' own rule:
 # their action space and reset options take printable ASCII). Control characters (NUL,

@@ -76,7 +76,7 @@ class OrbitCamera:
     azimuth: float
     elevation: float
 
-    def mjv(self) -> "mujoco.MjvCamera":
+    def mjv(self) -> mujoco.MjvCamera:
         cam = mujoco.MjvCamera()
         cam.type = mujoco.mjtCamera.mjCAMERA_FREE
         cam.lookat[:] = self.lookat
@@ -112,7 +112,7 @@ class OrbitCamera:
         return u, v, z
 
 
-_LIVE_RENDERERS: "weakref.WeakSet[FastRenderer]" = weakref.WeakSet()
+_LIVE_RENDERERS: weakref.WeakSet[FastRenderer] = weakref.WeakSet()
 _HOOKED = False
 
 
@@ -134,7 +134,7 @@ def _hook_exit() -> None:
 class FastRenderer:
     """`mujoco.Renderer` without reflections or skybox; shadows as the model's quality says."""
 
-    def __init__(self, model: "mujoco.MjModel", height: int, width: int, shadows: bool = True):
+    def __init__(self, model: mujoco.MjModel, height: int, width: int, shadows: bool = True):
         model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), width)
         model.vis.global_.offheight = max(int(model.vis.global_.offheight), height)
         model.vis.quality.offsamples = 0
@@ -148,7 +148,7 @@ class FastRenderer:
         _LIVE_RENDERERS.add(self)
         _hook_exit()
 
-    def render(self, data: "mujoco.MjData", camera) -> np.ndarray:
+    def render(self, data: mujoco.MjData, camera) -> np.ndarray:
         """(H, W, 3) uint8 frame from `camera` (an MjvCamera, a camera name or id)."""
         self.renderer.update_scene(data, camera)
         return np.array(self.renderer.render(), np.uint8, copy=True)

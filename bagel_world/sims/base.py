@@ -23,8 +23,15 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from bagel_world.envs.base import (RENDER_FPS, ActionText, HumanWindow, action_to_text, check_env_args,
-                                   check_option_keys, render_modes)
+from bagel_world.envs.base import (
+    RENDER_FPS,
+    ActionText,
+    HumanWindow,
+    action_to_text,
+    check_env_args,
+    check_option_keys,
+    render_modes,
+)
 from bagel_world.forking import check_not_forked
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS

@@ -216,7 +216,8 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
         q = self._episode_question
         answer = dict(state_questions(state))[q]
         yes = answer == "yes"
-        return float(yes), yes and self.terminate_on_success, {"question": q, "answer": answer, "p_yes": float(yes), "is_success": yes}
+        info = {"question": q, "answer": answer, "p_yes": float(yes), "is_success": yes}
+        return float(yes), yes and self.terminate_on_success, info
 
     def close(self) -> None:
         self.renderer.close()

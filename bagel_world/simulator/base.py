@@ -12,8 +12,8 @@ one for the same seeds.
 from __future__ import annotations
 
 import abc
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 
@@ -101,7 +101,7 @@ class Simulator(abc.ABC):
         float32: the model-judged reward path.
         """
 
-    def close_all(self) -> None:
+    def close_all(self) -> None:  # noqa: B027  a hook with a default, not an abstract method
         """Forget every session (backends that hold sessions override this)."""
 
     def __deepcopy__(self, memo):

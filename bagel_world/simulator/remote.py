@@ -15,8 +15,9 @@ import base64
 import io
 import os
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -99,7 +100,7 @@ class RemoteSimulator(Simulator):
         """Close the HTTP connection pool (sessions stay open on the server)."""
         self._http.close()
 
-    def __enter__(self) -> "RemoteSimulator":
+    def __enter__(self) -> RemoteSimulator:
         return self
 
     def __exit__(self, *exc) -> None:

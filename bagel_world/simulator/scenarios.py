@@ -45,7 +45,7 @@ class ScenarioSet:
         np.savez_compressed(path, **arrays)
 
     @classmethod
-    def load(cls, path: str | Path) -> "ScenarioSet":
+    def load(cls, path: str | Path) -> ScenarioSet:
         with np.load(path, allow_pickle=False) as z:
             frames = z["frames"]
             if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:

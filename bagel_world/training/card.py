@@ -18,6 +18,7 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
     c, w = tr["train_config"], tr["world_args"]
     last = tr.get("last_log") or {}
     size_mb = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) / 1e6
+    resolution = tuple(json.loads((folder / "world.json").read_text())["tasks"]["navigate"]["resolution"])
     lines = [
         "# bagel-world-small",
         "",
@@ -39,7 +40,7 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         "",
         "## Data",
         "",
-        f"- {tr['frames']:,} frames at {tuple(json.loads((folder / 'world.json').read_text())['tasks']['navigate']['resolution'])} "
+        f"- {tr['frames']:,} frames at {resolution} "
         "from `bagel-world record` (exploration policies in MiniWorld, MuJoCo and Fetch; seeds from 1000 up), "
         f"{c['holdout_episodes']} episodes per task held out (their start frames and final frames are the "
         "scenario sets in `scenarios/`).",

@@ -62,7 +62,7 @@ class Shard:
     def has_progress(self) -> bool:
         return self.goals is not None
 
-    def episodes(self, sl: slice) -> "Shard":
+    def episodes(self, sl: slice) -> Shard:
         """The episodes `sl` of this shard, as a shard."""
         opt = (None if x is None else x[sl] for x in (self.goals, self.poses, self.goal_poses))
         return Shard(self.task, self.frames[sl], self.actions[sl], self.qa_q[sl], self.qa_a[sl], self.seeds[sl], *opt)
@@ -80,7 +80,7 @@ class Shard:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Shard":
+    def load(cls, path: str | Path) -> Shard:
         with np.load(path, allow_pickle=False) as z:
             opt = [z[k] if k in z.files else None for k in ("goals", "poses", "goal_poses")]
             return cls(str(z["task"]), z["frames"], z["actions"], z["qa_q"], z["qa_a"], z["seeds"], *opt)
@@ -149,7 +149,7 @@ class Branches:
         tmp.replace(path)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Branches":
+    def load(cls, path: str | Path) -> Branches:
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["task"]), z["context"], z["context_actions"], z["outcomes"], z["actions"],
                        z["seeds"], z["steps"])
@@ -208,8 +208,7 @@ class ClipSampler:
 
     def _progress_qa(self, s: Shard, e: int, t: int) -> tuple[np.ndarray, str, str]:
         from bagel_world.sims import pose_progress
-        from bagel_world.simulator.progress import (DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION,
-                                                    REACHED_ANSWERS)
+        from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 
         T1 = s.frames.shape[1]
         if self.rng.random() < 0.3:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import logging
 import platform
+import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -23,10 +23,10 @@ from bagel_world.config import AutoEncoderConfig, BagelConfig, Qwen2MoTConfig, S
 from bagel_world.model.autoencoder import AutoEncoder
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.checkpoint_io import build_tokenizer, init_random, save_checkpoint
+from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
 from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
-from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 from bagel_world.training.data import Branches, BranchSampler, ClipSampler, Shard, list_branches, list_shards
 from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
 
@@ -201,7 +201,8 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         ae_metrics = json.loads(ae_metrics_path.read_text())
         vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
     else:
-        ae_metrics = train_autoencoder(vae, all_frames, AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed), work, progress)
+        ae_args = AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed)
+        ae_metrics = train_autoencoder(vae, all_frames, ae_args, work, progress)
         ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
     vae.scale_factor, vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
     config.vae.scale_factor, config.vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]

@@ -214,7 +214,8 @@ class WorldTrainer:
                     tc = self.args.context_noise * float(torch.rand((), generator=gen))
                     if self.args.context_noise <= 0 or float(torch.rand((), generator=gen)) < 0.5:
                         tc = 0.0
-                    x0_clean.append(tok if tc == 0 else (1 - tc) * tok + tc * torch.randn(tok.shape, generator=gen).to(tok.device))
+                    noise = torch.randn(tok.shape, generator=gen).to(tok.device) if tc > 0 else None
+                    x0_clean.append(tok if noise is None else (1 - tc) * tok + tc * noise)
                     t_clean.append(torch.full((tok.shape[0],), tc))
                     lat_pos_c.append(lp)
         xc = torch.cat(x0_clean)
@@ -338,7 +339,8 @@ def train_world(
             bar.update(1)
             if trainer.step % a.log_every == 0 or trainer.step == a.steps:
                 row = {k: float(np.mean([p[k] for p in acc])) for k in ("loss", "mse", "ce", "grad_norm", "sec")}
-                row.update(step=trainer.step, lr=parts["lr"], tokens_per_s=sum(p["tokens"] for p in acc) / sum(p["sec"] for p in acc))
+                tokens_per_s = sum(p["tokens"] for p in acc) / sum(p["sec"] for p in acc)
+                row.update(step=trainer.step, lr=parts["lr"], tokens_per_s=tokens_per_s)
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 trainer.history.append(row)
