@@ -28,7 +28,6 @@ _EXPORTS = {
     "scripted_agent": "scripted",
     "CEMPlanner": "planner",
     "PlanResult": "planner",
-    "feature_mean": "planner",
     "ModelJudgedPolicy": "vlm_policy",
     "PPOAgent": "ppo",
     "PPOArgs": "ppo",

@@ -28,7 +28,6 @@ reward's measure; `metric="pixel"` is minus the mean squared pixel error in [0, 
 from __future__ import annotations
 
 import logging
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -44,28 +43,6 @@ log = logging.getLogger(__name__)
 
 METRICS = ("feature", "judged", "pixel")
 ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (B, H, W, 3), goal -> (B,)
-
-_MEANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # simulator -> {task: (D,) mean}
-
-
-def feature_mean(simulator: Simulator, task: str) -> np.ndarray:
-    """Mean feature (D,) of the task's scenario set: the centre the imagined envs' rewards use."""
-    per_sim = _MEANS.setdefault(simulator, {})
-    if task not in per_sim:
-        from bagel_world.simulator.scenarios import load_scenarios
-
-        tpl = simulator.tasks()[task]
-        scen = load_scenarios(getattr(simulator, "checkpoint_dir", None), task, tuple(tpl.resolution))
-        frames = list(scen.frames) + (list(scen.goals) if scen.goals is not None else [])
-        per_sim[task] = np.asarray(simulator.embed(frames), np.float32).mean(axis=0)
-    return per_sim[task]
-
-
-def centred_features(simulator: Simulator, task: str, frames) -> np.ndarray:
-    """Unit features (B, D) of frames after subtracting `feature_mean`: the planner's goal space."""
-    f = np.asarray(simulator.embed(list(frames)), np.float32) - feature_mean(simulator, task)
-    return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
-
 
 @dataclass
 class PlanResult:
@@ -275,7 +252,7 @@ class CEMPlanner(Agent):
         return self._centred_features(goal[None])[0]
 
     def _centred_features(self, frames: np.ndarray) -> np.ndarray:
-        return centred_features(self._sim, self._task, frames)
+        return self._sim.centred_features(self._task, frames)
 
     def _score(self, frames: np.ndarray, goal: np.ndarray | None, ref) -> np.ndarray:
         """(B,) higher is closer to the goal."""

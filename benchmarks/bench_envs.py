@@ -126,7 +126,7 @@ def main() -> None:
           f"{args.rounds} alternating round(s) of {args.steps} timed steps\n")
     for c, sim in sims.items():
         tpl = sim.tasks()["navigate"]
-        print(f"- {c or 'shipped model'}: {getattr(sim, 'checkpoint_dir', None)}; {tpl.resolution[1]}x"
+        print(f"- {c or 'shipped model'}: {sim.checkpoint_dir}; {tpl.resolution[1]}x"
               f"{tpl.resolution[0]}, {tpl.sampling.num_timesteps} timesteps ({tpl.sampling.num_timesteps - 1} "
               f"flow evaluations), cfg_text {tpl.sampling.cfg_text_scale}, window {tpl.window}, "
               f"slide_window {tpl.slide_window}")

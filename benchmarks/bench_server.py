@@ -83,7 +83,7 @@ def make_sim(args: Args):
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
     sim = make_simulator(checkpoint=args.checkpoint, device=args.device)
-    return sim, f"{type(sim).__name__} ({getattr(sim, 'checkpoint_dir', None) or args.checkpoint})"
+    return sim, f"{type(sim).__name__} ({sim.checkpoint_dir or args.checkpoint})"
 
 
 def run_load(url: str, args: Args, start_frames: np.ndarray, actions: tuple[str, ...]) -> float:

@@ -27,7 +27,6 @@ import psutil
 
 from bagel_world.server import ServerSettings, create_app
 from bagel_world.server.testing import SoakClient, replay_max_diff, run_in_thread, soak_clients
-from bagel_world.simulator.scenarios import load_scenarios
 from bagel_world.simulator.tasks import TASK_NAMES
 
 
@@ -64,14 +63,13 @@ def make_sim(args):
     if args.torch_threads is not None:
         torch.set_num_threads(args.torch_threads)
     sim = make_simulator(checkpoint=args.checkpoint, device=args.device)
-    return sim, f"{type(sim).__name__} ({getattr(sim, 'checkpoint_dir', None) or args.checkpoint})"
+    return sim, f"{type(sim).__name__} ({sim.checkpoint_dir or args.checkpoint})"
 
 
 def plan(sim, args, run: int) -> list[SoakClient]:
     tasks = sim.tasks()
     names = [t for t in TASK_NAMES if t in tasks]
-    starts = {t: load_scenarios(getattr(sim, "checkpoint_dir", None), t, tuple(tasks[t].resolution)).frames
-              for t in names}
+    starts = {t: sim.scenarios(t).frames for t in names}
     out = []
     for k in range(args.clients):
         t = names[k % len(names)]

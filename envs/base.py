@@ -17,7 +17,6 @@ import functools
 import importlib.util
 import logging
 import threading
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +28,7 @@ from gymnasium import spaces
 
 from bagel_world.forking import ASYNC_HINT, check_not_forked
 from bagel_world.simulator.base import Simulator, StepOutput
-from bagel_world.simulator.scenarios import ScenarioSet, load_scenarios
+from bagel_world.simulator.scenarios import ScenarioSet
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +44,6 @@ RENDER_FPS = 4
 
 _SIMULATORS: dict[tuple, Simulator] = {}
 _SIMULATORS_LOCK = threading.Lock()
-# Mean feature of each (simulator, task) scenario set, used to centre similarities.
-_FEATURE_MEANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 # ---- shared simulators and scenario sets -----------------------------------------------------
@@ -73,15 +70,9 @@ def clear_simulator_cache() -> None:
         _SIMULATORS.clear()
 
 
-@functools.lru_cache(maxsize=32)
-def _scenario_set(folder: str | None, task: str, resolution: tuple[int, int]) -> ScenarioSet:
-    # Shared between envs: callers must copy what they hand out and never write into it.
-    return _check_scenarios(load_scenarios(folder, task, resolution), task, resolution, f"in {folder}")
-
-
 @functools.lru_cache(maxsize=8)
 def _scenario_file(path: str, mtime_ns: int, task: str, resolution: tuple[int, int]) -> ScenarioSet:
-    # The sub-envs of a vector env share one load of the file (read-only, like `_scenario_set`);
+    # The sub-envs of a vector env share one load of the file (read-only, like `Simulator.scenarios`);
     # the modification time in the key makes a rewritten file load afresh.
     return _check_scenarios(ScenarioSet.load(path), task, resolution, f"from {path}")
 
@@ -364,12 +355,12 @@ class BagelWorldEnv(gym.Env):
             self.action_space = spaces.Discrete(len(self.template.canonical_actions))
 
         # 2. Start scenes: the user's scenario set, else the checkpoint's, else procedural scenes.
-        #    Rewards stay centred on the checkpoint's set either way (`_feature_mean`), so a
+        #    Rewards stay centred on the checkpoint's set either way (`Simulator.feature_mean`), so a
         #    custom start distribution does not change what a reward means.
-        folder = getattr(self.simulator, "checkpoint_dir", None)
-        self._scenario_key = (None if folder is None else str(folder), self.task, self.resolution)
-        self.scenarios = (_scenario_set(*self._scenario_key) if scenarios is None
-                          else _user_scenarios(scenarios, self.task, self.resolution))
+        #    Shared between envs: copy what is handed out, never write into it.
+        self.scenarios = (_check_scenarios(self.simulator.scenarios(self.task), self.task, self.resolution,
+                                           f"of {type(self.simulator).__name__}")
+                          if scenarios is None else _user_scenarios(scenarios, self.task, self.resolution))
 
         # 3. Episode state (set by reset).
         self._sid: str | None = None
@@ -510,23 +501,8 @@ class BagelWorldEnv(gym.Env):
                 pass
 
     def _features(self, frames: Sequence[np.ndarray]) -> np.ndarray:
-        """Centred unit features (B, D) of frames in the model's visual feature space.
-
-        Mean-pooled ViT features share a large common component (two unrelated scenes score
-        ~0.95 raw cosine on the small model), so the mean feature of the task's scenario set
-        is subtracted before normalising: unrelated scenes then score near 0.
-        """
-        f = np.asarray(self.simulator.embed(list(frames)), np.float32) - self._feature_mean()
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
-
-    def _feature_mean(self) -> np.ndarray:
-        per_sim = _FEATURE_MEANS.setdefault(self.simulator, {})
-        key = self._scenario_key
-        if key not in per_sim:
-            s = _scenario_set(*key)
-            frames = list(s.frames) + (list(s.goals) if s.goals is not None else [])
-            per_sim[key] = np.asarray(self.simulator.embed(frames), np.float32).mean(axis=0)
-        return per_sim[key]
+        """Centred unit features (B, D) of frames (`Simulator.centred_features`)."""
+        return self.simulator.centred_features(self.task, frames)
 
     # ---- batched core (one env or a vector env's sub-envs; all of one class and simulator) ----
     @classmethod

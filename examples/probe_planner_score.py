@@ -29,7 +29,6 @@ from tqdm.auto import tqdm
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import scripted_agent
-from bagel_world.agents.planner import centred_features
 from bagel_world.envs.base import shared_simulator
 from bagel_world.evaluate_agents import make_real_env
 
@@ -51,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     guide, actions = scripted_agent("navigate"), list(template.canonical_actions)
 
     def feats(frames) -> np.ndarray:
-        return centred_features(sim, "navigate", frames)
+        return sim.centred_features("navigate", frames)
 
     real_score, real_dist, imag_score, imag_dist = [], [], [], []
     per_episode: list[tuple[float, float]] = []

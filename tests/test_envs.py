@@ -281,7 +281,7 @@ def test_custom_scenarios_set_starts_and_goals_but_not_the_reward_centre(tmp_pat
         obs, info = env.reset(options={"scene_index": 2})
         assert np.array_equal(obs["goal"], goals[2])
         # Rewards stay centred on the model's own scenario set: same meaning with any start set.
-        assert np.array_equal(env.unwrapped._feature_mean(), default.unwrapped._feature_mean())
+        assert np.array_equal(env.unwrapped._features(frames), default.unwrapped._features(frames))
         with pytest.raises(ValueError, match=r"scene_index.*\[0, 3\)"):
             env.reset(options={"scene_index": 3})
     vec = gym.make_vec("BagelNavigate-v0", num_envs=2, vectorization_mode="vector_entry_point", simulator=sim,

@@ -232,8 +232,8 @@ def test_remote_embed_splits_requests_within_server_limits():
     assert calls == [3, 3, 1]
 
 
-def test_remote_checkpoint_dir_mirrors_the_servers_scenarios(tmp_path):
-    from bagel_world.simulator.scenarios import ScenarioSet, load_scenarios
+def test_remote_simulator_mirrors_the_servers_scenarios(tmp_path):
+    from bagel_world.simulator.scenarios import ScenarioSet
 
     rng = np.random.default_rng(0)
     own = ScenarioSet(rng.integers(0, 256, (5, 64, 64, 3), dtype=np.uint8),
@@ -246,10 +246,15 @@ def test_remote_checkpoint_dir_mirrors_the_servers_scenarios(tmp_path):
         assert httpx.get(url + "/v1/tasks/multiview/scenarios").json()["error"]["code"] == "no_scenarios"
         assert httpx.get(url + "/v1/tasks/..%2Fetc/scenarios").status_code == 404
         remote = RemoteSimulator(url)
-        got = load_scenarios(remote.checkpoint_dir, "navigate", (64, 64))
+        got = remote.scenarios("navigate")
         np.testing.assert_array_equal(got.frames, own.frames)
+        np.testing.assert_array_equal(got.goals, own.goals)
         assert got.instructions == own.instructions
+        assert remote.shipped_scenarios("multiview") is None
+        # Where the server ships none, both sides draw the same procedural scenes.
+        np.testing.assert_array_equal(remote.scenarios("multiview").frames, sim.scenarios("multiview").frames)
+        assert remote.checkpoint_dir is None  # nothing of the server's is on this disk
         remote.disconnect()
     # A server whose checkpoint ships none: the client has none either (both go procedural).
     with run_in_thread(create_app(FakeSimulator(TEMPLATES))) as url:
-        assert RemoteSimulator(url).checkpoint_dir is None
+        assert RemoteSimulator(url).shipped_scenarios("navigate") is None

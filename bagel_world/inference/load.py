@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import os
+
+import torch
+
 from bagel_world.inference.engine import BagelInference
 from bagel_world.model.loader import load_checkpoint
 
 
-def load_bagel(path_or_repo_id, device=None, dtype=None) -> BagelInference:
+def load_bagel(
+    path_or_repo_id: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> BagelInference:
     """Load a checkpoint (`bagel_world.model.loader.load_checkpoint`: every file checked, the
     weights loaded with `strict=True`) and return a ready `BagelInference`.
 

@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -91,7 +92,7 @@ def expected_state(config: BagelConfig) -> tuple[dict[str, tuple], dict[str, tup
             {k: tuple(v.shape) for k, v in vae.state_dict().items()})
 
 
-def _open_safetensors(path: Path):
+def _open_safetensors(path: Path) -> Any:
     """safe_open, or a CheckpointError naming the file when it is not a complete safetensors file.
 
     safetensors checks the header and that the file holds every byte the header promises,
@@ -127,14 +128,16 @@ def _load_tensors(path: Path, device: torch.device, dtype: torch.dtype | None) -
     return out
 
 
-def default_device_dtype(device=None, dtype=None) -> tuple[torch.device, torch.dtype]:
+def default_device_dtype(
+    device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> tuple[torch.device, torch.dtype]:
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dtype is None:
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
     return device, dtype
 
 
-def check_checkpoint(path_or_repo_id) -> tuple[Path, BagelConfig]:
+def check_checkpoint(path_or_repo_id: str | os.PathLike[str]) -> tuple[Path, BagelConfig]:
     """(folder, config) of a checkpoint whose files, configs and tensor layout are all right.
 
     Reads the json files and the safetensors headers only (seconds, even for 7B), so a
@@ -168,7 +171,11 @@ class LoadedCheckpoint:
     tokenizer: object  # a transformers tokenizer
 
 
-def load_checkpoint(path_or_repo_id, device=None, dtype=None) -> LoadedCheckpoint:
+def load_checkpoint(
+    path_or_repo_id: str | os.PathLike[str],
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> LoadedCheckpoint:
     """Check a checkpoint (`check_checkpoint`), then load its model (`strict=True`),
     autoencoder (always fp32, as the official code keeps it) and tokenizer.
 

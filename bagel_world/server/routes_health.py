@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
@@ -54,8 +53,7 @@ def scenarios(task: str, state: ServerState = Depends(get_state)) -> Response:
     """
     if task not in state.tasks():
         raise ApiError(404, "unknown_task", f"unknown task {clip(task)}; this server has {sorted(state.tasks())}")
-    folder = getattr(state.simulator, "checkpoint_dir", None)
-    path = Path(folder) / "scenarios" / f"{task}.npz" if folder is not None else None
-    if path is None or not path.is_file():
+    shipped = state.simulator.shipped_scenarios(task)  # a file read: fine on this threadpool route
+    if shipped is None:
         raise ApiError(404, "no_scenarios", f"the checkpoint ships no scenario set for task {clip(task)}")
-    return Response(path.read_bytes(), media_type="application/octet-stream")
+    return Response(shipped.to_bytes(), media_type="application/octet-stream")

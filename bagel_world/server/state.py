@@ -24,7 +24,8 @@ import numpy as np
 from bagel_world.server.batcher import Metrics, StepBatcher
 from bagel_world.server.errors import ApiError, clip, from_simulator_error
 from bagel_world.server.settings import ServerSettings
-from bagel_world.simulator.base import Simulator, StepOutput
+from bagel_world.simulator.base import Simulator, StepOutput, TaskTemplate
+from bagel_world.simulator.scenarios import ScenarioSet
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +98,7 @@ class ServerState:
         self.sim_executor.shutdown(wait=True, cancel_futures=False)
 
     # ---- simulator calls -----------------------------------------------------------------
-    async def call(self, fn: Callable, *args) -> Any:
+    async def call(self, fn: Callable[..., Any], *args: Any) -> Any:
         """Run `fn(*args)` on the simulator thread; simulator errors become ApiErrors."""
         try:
             return await asyncio.get_running_loop().run_in_executor(self.sim_executor, fn, *args)
@@ -137,10 +138,11 @@ class ServerState:
     def release(self, owner: str = "") -> None:
         self._reserved[owner] -= 1
 
-    def _held_by(self, owner: str) -> list:
-        return [r for r in (*self.sessions.values(), *self.episodes.values()) if r.owner == owner]
+    def _held_by(self, owner: str) -> list[SessionRecord | EpisodeRecord]:
+        records: list[SessionRecord | EpisodeRecord] = [*self.sessions.values(), *self.episodes.values()]
+        return [r for r in records if r.owner == owner]
 
-    def _retry_after(self, held: list) -> int:
+    def _retry_after(self, held: list[SessionRecord | EpisodeRecord]) -> int:
         """Whole seconds until the least recently used of `held` would expire (at least 1)."""
         if not held:
             return 1
@@ -158,7 +160,7 @@ class ServerState:
                                                     f"idle and was closed; open a new one")
         return ApiError(404, f"unknown_{kind}", f"unknown {kind} {clip(cid)} (never opened, or closed)")
 
-    def _is_stale(self, rec, now: float) -> bool:
+    def _is_stale(self, rec: SessionRecord | EpisodeRecord, now: float) -> bool:
         # An episode whose lock is held is in use (a fork holds it without counting as busy).
         in_use = rec.busy > 0 or (isinstance(rec, EpisodeRecord) and rec.lock.locked())
         return not in_use and now - rec.last_used > self.settings.session_ttl_s
@@ -243,8 +245,8 @@ class ServerState:
                 for cid, rec in list(self.sessions.items()):
                     if self._is_stale(rec, now):
                         await self._expire_session(cid)
-                for cid, rec in list(self.episodes.items()):
-                    if self._is_stale(rec, now):
+                for cid, episode in list(self.episodes.items()):
+                    if self._is_stale(episode, now):
                         await self._expire_episode(cid)
             except Exception:  # a sweep must never kill the sweeper
                 log.exception("session sweep failed")
@@ -270,45 +272,45 @@ class BatchedSimulator(Simulator):
     def __init__(self, state: ServerState):
         self._state = state
 
-    @property
-    def checkpoint_dir(self):
-        """The real simulator's checkpoint folder: envs load its scenario sets."""
-        return getattr(self._state.simulator, "checkpoint_dir", None)
+    def shipped_scenarios(self, task: str) -> ScenarioSet | None:
+        """The real simulator's scenario sets: server-side envs start from them."""
+        return self._state.simulator.shipped_scenarios(task)
 
-    def _sync(self, fn: Callable, *args):
+    def _sync(self, fn: Callable[..., Any], *args: Any) -> Any:
         return self._state.sim_executor.submit(fn, *args).result()
 
-    def tasks(self):
+    def tasks(self) -> dict[str, TaskTemplate]:
         return self._state.tasks()
 
-    def open(self, task, frames, prompt=None):
+    def open(self, task: str, frames: Sequence[np.ndarray], prompt: str | None = None) -> str:
         sid = self._sync(self._state.simulator.open, task, frames, prompt)
         self._state.live_sim_ids[sid] = task
         return sid
 
-    def step(self, session_ids, actions, seeds):
+    def step(self, session_ids: Sequence[str], actions: Sequence[str], seeds: Sequence[int]) -> list[StepOutput]:
         if self._state.closing or self._state.loop is None:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         fut = asyncio.run_coroutine_threadsafe(self._state.step(list(session_ids), list(actions), list(seeds)),
                                                self._state.loop)
         return fut.result()
 
-    def fork(self, session_id):
+    def fork(self, session_id: str) -> str:
         sid = self._sync(self._state.simulator.fork, session_id)
         self._state.live_sim_ids[sid] = self._state.live_sim_ids.get(session_id)
         return sid
 
-    def close(self, session_id):
+    def close(self, session_id: str) -> None:
         self._state.live_sim_ids.pop(session_id, None)
-        return self._sync(self._state.simulator.close, session_id)
+        self._sync(self._state.simulator.close, session_id)
 
-    def frame(self, session_id):
+    def frame(self, session_id: str) -> np.ndarray:
         return self._sync(self._state.simulator.frame, session_id)
 
-    def embed(self, frames):
+    def embed(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         return self._sync(self._state.simulator.embed, frames)
 
-    def score(self, session_ids, question, answers, goals=None):
+    def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
+              goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
         if goals is None:  # a simulator without goal-conditioned scoring still serves plain questions
             return self._sync(self._state.simulator.score, session_ids, question, answers)
         return self._sync(functools.partial(self._state.simulator.score, goals=goals), session_ids, question, answers)

@@ -5,8 +5,12 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bagel_world.simulator.base import SamplingSettings, Simulator, StepOutput, TaskTemplate
+
+if TYPE_CHECKING:
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +58,12 @@ def default_checkpoint() -> Path:
     return path
 
 
-def make_simulator(checkpoint=None, backend: str | None = None, device=None, dtype=None) -> Simulator:
+def make_simulator(
+    checkpoint: str | os.PathLike[str] | None = None,
+    backend: str | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+) -> Simulator:
     """A simulator on a local checkpoint (default: `default_checkpoint()`) or a server URL."""
     if backend is not None:
         if not str(backend).startswith(("http://", "https://")):

@@ -12,12 +12,17 @@ one for the same seeds.
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from bagel_world.inference.settings import SamplingSettings  # part of the Simulator API (TaskTemplate.sampling)
+from bagel_world.simulator.scenarios import ScenarioSet, procedural_scenarios
+
+_CACHE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -58,7 +63,16 @@ class StepOutput:
 
 
 class Simulator(abc.ABC):
-    """A batched, forkable world simulator driven by text actions."""
+    """A batched, forkable world simulator driven by text actions.
+
+    Besides the abstract model calls, envs and agents use two concrete services that every
+    backend inherits: `scenarios(task)` (the start and goal scenes the checkpoint ships) and
+    `centred_features(task, frames)` (the goal-feature space of the feature rewards).
+    """
+
+    # The local folder of the checkpoint this simulator runs, where `scenarios` looks for
+    # scenarios/<task>.npz; None when there is none here (a remote backend overrides `scenarios`).
+    checkpoint_dir: Path | None = None
 
     @abc.abstractmethod
     def tasks(self) -> dict[str, TaskTemplate]:
@@ -100,6 +114,49 @@ class Simulator(abc.ABC):
         of `bagel_world.simulator.progress`. Returns (len(session_ids), len(answers))
         float32: the model-judged reward path.
         """
+
+    # ---- services built on the calls above ---------------------------------------------------
+    def shipped_scenarios(self, task: str) -> ScenarioSet | None:
+        """The start (and goal) scenes the checkpoint ships for `task`, or None."""
+        path = None if self.checkpoint_dir is None else Path(self.checkpoint_dir) / "scenarios" / f"{task}.npz"
+        return ScenarioSet.load(path) if path is not None and path.is_file() else None
+
+    def scenarios(self, task: str) -> ScenarioSet:
+        """The task's start scenes: the checkpoint's set (`shipped_scenarios`), else 64
+        procedural scenes at the task's resolution. Loaded once per simulator and shared:
+        read-only, copy what you change. Unknown tasks raise KeyError."""
+        if task not in self.tasks():
+            raise KeyError(f"unknown task {task!r}; this simulator has {sorted(self.tasks())}")
+        cache = self._service_cache("scenarios")
+        if task not in cache:
+            shipped = self.shipped_scenarios(task)
+            H, W = self.tasks()[task].resolution
+            cache[task] = shipped if shipped is not None else procedural_scenarios(task, (H, W))
+        return cache[task]
+
+    def feature_mean(self, task: str) -> np.ndarray:
+        """Mean feature (D,) of the task's scenario frames and goals: the centre of `centred_features`."""
+        cache = self._service_cache("feature_mean")
+        if task not in cache:
+            s = self.scenarios(task)
+            frames = list(s.frames) + (list(s.goals) if s.goals is not None else [])
+            cache[task] = np.asarray(self.embed(frames), np.float32).mean(axis=0)
+        return cache[task]
+
+    def centred_features(self, task: str, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """Unit features (B, D) of frames after subtracting `feature_mean(task)`.
+
+        Mean-pooled ViT features share a large common component (two unrelated scenes score
+        ~0.95 raw cosine on the small model); centred on the task's scenes, unrelated scenes
+        score near 0. The goal space of the feature rewards of envs and planners.
+        """
+        f = np.asarray(self.embed(list(frames)), np.float32) - self.feature_mean(task)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-8)
+
+    def _service_cache(self, name: str) -> dict:
+        # Per instance, made on first use (subclasses need not call an __init__ here).
+        with _CACHE_LOCK:
+            return vars(self).setdefault(f"_cache_{name}", {})
 
     def close_all(self) -> None:  # noqa: B027  a hook with a default, not an abstract method
         """Forget every session (backends that hold sessions override this)."""

@@ -69,7 +69,7 @@ class LocalSimulator(Simulator):
     def __init__(self, engine: BagelInference, templates: dict[str, TaskTemplate] | None = None):
         mark_unforkable("torch", "a BAGEL model in torch")
         self.engine = engine
-        self.checkpoint_dir = getattr(engine, "checkpoint_dir", None)
+        self.checkpoint_dir = engine.checkpoint_dir
         large = engine.config.llm.hidden_size >= 2048
         self._templates = templates if templates is not None else templates_for_checkpoint(self.checkpoint_dir, large)
         self._sessions: dict[str, _Session] = {}

@@ -14,15 +14,14 @@ from __future__ import annotations
 import base64
 import io
 import os
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from bagel_world.simulator.base import SamplingSettings, Simulator, StepOutput, TaskTemplate
+from bagel_world.simulator.scenarios import ScenarioSet
 
 
 def _png_b64(frame: np.ndarray) -> str:
@@ -69,7 +68,7 @@ class RemoteSimulator(Simulator):
         self._tasks: dict[str, TaskTemplate] | None = None
         self._opened: set[str] = set()  # sessions this client holds, for close_all
         self._limits: dict | None = None
-        self._scenarios: tuple[tempfile.TemporaryDirectory, str | None] | None = None
+        self._shipped: dict[str, ScenarioSet | None] = {}
 
     # ---- transport -----------------------------------------------------------------------
     def _request(self, method: str, path: str, **kw) -> Any:
@@ -107,27 +106,20 @@ class RemoteSimulator(Simulator):
         self.close_all()
         self.disconnect()
 
-    @property
-    def checkpoint_dir(self) -> str | None:
-        """A local folder with the server checkpoint's scenario sets (fetched once), or None.
+    def shipped_scenarios(self, task: str) -> ScenarioSet | None:
+        """The server checkpoint's scenario set for `task` (fetched once), or None.
 
-        Envs read start scenes from `simulator.checkpoint_dir`; mirroring the server's sets
-        makes a remote env reset to the same frames as a local one for the same seed.
+        Mirroring the server's sets makes a remote env reset to the same frames as a local
+        one for the same seed.
         """
-        if self._scenarios is None:
-            tmp = tempfile.TemporaryDirectory(prefix="bagel-world-remote-")
-            found = 0
-            for task in self.tasks():
-                try:
-                    data = self._request("GET", f"/v1/tasks/{task}/scenarios").content
-                except KeyError:  # none for this task: both sides use procedural scenes
-                    continue
-                path = Path(tmp.name) / "scenarios" / f"{task}.npz"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(data)
-                found += 1
-            self._scenarios = (tmp, tmp.name if found else None)
-        return self._scenarios[1]
+        if task not in self._shipped:
+            try:
+                data = self._request("GET", f"/v1/tasks/{task}/scenarios").content
+            except KeyError:  # none for this task: both sides use the same procedural scenes
+                self._shipped[task] = None
+            else:
+                self._shipped[task] = ScenarioSet.load(io.BytesIO(data))
+        return self._shipped[task]
 
     def health(self) -> dict:
         return self._json("GET", "/healthz")

@@ -8,8 +8,10 @@ draws simple scenes of coloured shapes, so every env still resets out of the box
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -34,6 +36,11 @@ class ScenarioSet:
         return len(self.frames)
 
     def save(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_bytes(self.to_bytes())
+
+    def to_bytes(self) -> bytes:
+        """The set as .npz bytes (what `save` writes and `load` reads, from a path or a file object)."""
         arrays = {"frames": self.frames}
         if self.goals is not None:
             arrays["goals"] = self.goals
@@ -41,11 +48,12 @@ class ScenarioSet:
             arrays["instructions"] = np.array(self.instructions)
         if self.questions is not None:
             arrays["questions"] = np.array(self.questions)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        np.savez_compressed(path, **arrays)
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
 
     @classmethod
-    def load(cls, path: str | Path) -> ScenarioSet:
+    def load(cls, path: str | Path | BinaryIO) -> ScenarioSet:
         with np.load(path, allow_pickle=False) as z:
             frames = z["frames"]
             if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
