@@ -1,8 +1,10 @@
 """A model-free Simulator for testing env, agent and server logic quickly.
 
 Frames are a deterministic function of (previous frame, action, seed), so seeding and
-batching properties can be checked without a network. Tests that need real model
-behaviour use the tiny random checkpoint instead.
+batching properties can be checked without a network. It checks frames as a real backend
+does (uint8 (H, W, 3) at the task's resolution) and its scores depend on the question, so a
+layer that drops or garbles a frame or a question fails its tests. Tests that need real
+model behaviour use the tiny random checkpoint instead.
 """
 
 from __future__ import annotations
@@ -29,6 +31,14 @@ class FakeSimulator(Simulator):
     def open(self, task, frames, prompt=None):
         if task not in self._templates:
             raise ValueError(f"unknown task {task!r}; known: {sorted(self._templates)}")
+        tpl = self._templates[task]
+        if not 1 <= len(frames) <= tpl.window:
+            raise ValueError(f"got {len(frames)} start frames; task {task!r} takes 1 to {tpl.window}")
+        for f in frames:
+            a = np.asarray(f)
+            if a.dtype != np.uint8 or a.shape != (*tpl.resolution, 3):
+                raise ValueError(f"a frame of task {task!r} must be {(*tpl.resolution, 3)} uint8, "
+                                 f"got {a.shape} {a.dtype}")
         sid = f"s{next(self._ids)}"
         self._sessions[sid] = {"task": task, "frames": [np.asarray(f).copy() for f in frames], "prompt": prompt}
         return sid
@@ -65,7 +75,8 @@ class FakeSimulator(Simulator):
         return feats / (np.linalg.norm(feats, axis=1, keepdims=True) + 1e-8)
 
     def score(self, session_ids, question, answers, goals=None):
-        """Without goals: answer 0 is as likely as the frame is bright. With goals, a known
+        """Without goals: answer 0 is as likely as the frame is bright, shifted by a small
+        amount that depends on the question (`question_bias`). With goals, a known
         judge: logits -(j - gap * (A-1))^2 for answer j, gap = mean |frame - goal| / 255, so the
         expected answer index grows smoothly with the gap (for two answers, "yes" is the
         likeliest when gap < `REACHED_GAP`)."""
@@ -76,7 +87,7 @@ class FakeSimulator(Simulator):
         for i, sid in enumerate(session_ids):
             frame = self._sessions[sid]["frames"][-1]
             if goals is None:
-                m = float(frame.mean()) / 255.0
+                m = float(frame.mean()) / 255.0 + self.question_bias(question)
                 logits = np.array([m if j == 0 else 1 - m for j in range(len(answers))], np.float32)
             else:
                 k = self.judged_answer(frame, goals[i], len(answers))
@@ -85,6 +96,13 @@ class FakeSimulator(Simulator):
         return out
 
     REACHED_GAP = 0.05
+
+    @staticmethod
+    def question_bias(question: str) -> float:
+        """0 to 0.1, a function of the question text: scores tell questions apart."""
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        return (zlib.crc32(question.encode()) % 1000) / 10000.0
 
     @classmethod
     def judged_answer(cls, frame, goal, n_answers: int) -> float:

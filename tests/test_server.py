@@ -104,7 +104,7 @@ def test_session_roundtrip_matches_local_simulator():
         feats = np.asarray(c.post("/v1/embed", json={"frames": [png_b64(frame(3))]}).json()["features"], np.float32)
         np.testing.assert_array_equal(feats, local.embed([frame(3)]))
         lp = c.post("/v1/score", json={"session_ids": [sid], "question": "is it red?", "answers": ["yes", "no"]})
-        np.testing.assert_allclose(lp.json()["logprobs"], local.score([lid], "q", ["yes", "no"]), rtol=1e-6)
+        np.testing.assert_allclose(lp.json()["logprobs"], local.score([lid], "is it red?", ["yes", "no"]), rtol=1e-6)
         # Close.
         assert c.delete(f"/v1/sessions/{sid}").json() == {"closed": sid}
         assert_error(c.get(f"/v1/sessions/{sid}/frame"), 404, "unknown_session")
