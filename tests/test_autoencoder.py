@@ -36,7 +36,7 @@ def test_7b_layout_on_meta():
     sd = ae.state_dict()
     assert len(sd) == 244
     assert sum(p.numel() for p in ae.parameters()) == 83_819_683
-    # Spot checks of names and shapes from the published file (bagel-mot.md 2.2).
+    # Spot checks of names and shapes from the published file (the layout of upstream `modeling/autoencoder.py`).
     assert sd["encoder.down.1.block.0.nin_shortcut.weight"].shape == (256, 128, 1, 1)
     assert sd["encoder.down.2.downsample.conv.weight"].shape == (512, 512, 3, 3)
     assert "encoder.down.3.downsample.conv.weight" not in sd

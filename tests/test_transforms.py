@@ -1,4 +1,4 @@
-"""Image preprocessing (bagel-mot.md 6.9) and the think-mode system prompts."""
+"""Image preprocessing (upstream `data/transforms.py :: ImageTransform`) and the think-mode system prompts."""
 
 from __future__ import annotations
 

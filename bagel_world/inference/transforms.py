@@ -1,4 +1,6 @@
-"""Image preprocessing exactly as the official BAGEL code does it (bagel-mot.md 6.9, 4.6, 4.9).
+"""Image preprocessing exactly as the official BAGEL code does it (upstream
+`data/transforms.py :: ImageTransform`, `data/data_utils.py :: pil_img2rgb` and the
+position-id functions beside it).
 
 An input picture goes: `pil_img2rgb` -> `resize_image(*vae_transform)` -> `to_tensor`
 (VAE input); and the *already VAE-resized* picture -> `resize_image(*vit_transform)` ->

@@ -13,7 +13,7 @@ sizes), so `load_state_dict(strict=True)` works:
 deepest level up. The per-level `attn` lists are empty (no keys) and kept only so the
 module tree has the upstream shape.
 
-Latent convention (bagel-mot.md 6.8): `encode` returns the *scaled* latent
+Latent convention (upstream `modeling/autoencoder.py :: AutoEncoder.encode/decode`): `encode` returns the *scaled* latent
 scale * (z - shift); `decode` takes that scaled latent. The helpers at the bottom turn a
 (16, 2h, 2w) latent into h*w tokens of 2*2*16 values and back (4.10 step 2, 6.7), and an
 image in [-1, 1] into uint8 pixels the way the official `decode_image` does.

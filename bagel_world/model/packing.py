@@ -1,6 +1,6 @@
 """Attention masks for packed sequences (training, and the one-pass equivalent of a cache).
 
-A sample is a list of splits, each with a mode (fact sheet 4.3):
+A sample is a list of splits, each with a mode (upstream `data/data_utils.py :: prepare_attention_mask_per_sample`):
   causal: lower-triangular inside the split, sees every earlier split;
   full:   bidirectional inside the split, sees every earlier split;
   noise:  like full, but no other split may attend to it (noised latents with a loss).

@@ -1,4 +1,5 @@
-"""SigLIP NaViT vision encoder (BAGEL's understanding path, bagel-mot.md 1.3 and 4.6).
+"""SigLIP NaViT vision encoder (BAGEL's understanding path, upstream
+`siglip_navit.py :: SiglipVisionTransformer.forward`, `bagel.py :: forward_cache_update_vit`).
 
 Images of different sizes are packed into one sequence of patches; each image attends
 only to itself. Parameter names match `ema.safetensors` under the `vit_model.` prefix:

@@ -106,7 +106,7 @@ def _make_and_reset(state: ServerState, env_id: str, seed: int | None, options: 
     return env, obs, info
 
 
-def _fork_env(env, simulator):
+def _fork_env(env):
     """An independent copy of a running env (BagelWorldEnv's deepcopy forks its session)."""
     return copy.deepcopy(env)
 
@@ -225,7 +225,7 @@ async def fork_episode(episode_id: str, request: Request,
         _check_still_open(state, episode_id, rec)
         state.reserve(owner)
         try:
-            env = await _env_call(state, _fork_env, rec.env, state.env_simulator)
+            env = await _env_call(state, _fork_env, rec.env)
         finally:
             state.release(owner)
         eid = state.new_id("ep")

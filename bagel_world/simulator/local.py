@@ -12,7 +12,8 @@ from the kept frames (their stored latents, so nothing is re-sampled), which bou
 cost of a step whatever the episode length.
 
 After a frame is generated it is appended back as a clean VAE block plus a ViT block at
-the same rope position rule the official code uses for inputs (fact sheet section 14).
+the same rope position rule the official code uses for inputs (upstream
+`inferencer.py :: InterleaveInferencer.update_context_image`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import threading
 import time
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -57,8 +58,6 @@ class _Session:
     text_only: Context  # system + prompt + kept actions (= next image-free ctx)
     head: Context | None = None  # system prompt + task prompt: built once, forked by every rebuild
     frame_index: int = 0
-    history_len: int = 0  # total frames ever, including those dropped from the window
-    meta: dict = field(default_factory=dict)
 
 
 class LocalSimulator(Simulator):
@@ -96,7 +95,6 @@ class LocalSimulator(Simulator):
             s = _Session(task=task, prompt=prompt, frames=kept, actions=[], base=None, text_only=None)  # type: ignore[arg-type]
             self._rebuild([s])
             s.frame_index = len(frames) - 1
-            s.history_len = len(frames)
             sid = f"sess-{next(self._ids)}"
             self._sessions[sid] = s
         return sid
@@ -131,7 +129,6 @@ class LocalSimulator(Simulator):
             c = _Session(
                 task=s.task, prompt=s.prompt, frames=list(s.frames), actions=list(s.actions),
                 base=s.base.fork(), text_only=s.text_only.fork(), head=s.head, frame_index=s.frame_index,
-                history_len=s.history_len, meta=dict(s.meta),
             )
             sid = f"sess-{next(self._ids)}"
             self._sessions[sid] = c
@@ -260,7 +257,6 @@ class LocalSimulator(Simulator):
             s.frames.append(fr)
             s.actions.append(t)
             s.frame_index += 1
-            s.history_len += 1
             if over:
                 s.frames, s.actions = s.frames[-tpl.window :], s.actions[-(tpl.window - 1) :] if tpl.window > 1 else []
             else:
@@ -292,7 +288,6 @@ class LocalSimulator(Simulator):
             s.frames.append(fr)
             s.actions.append(t)
             s.frame_index += 1
-            s.history_len += 1
             h = len(s.head.segments)
             if len(s.frames) > tpl.window:
                 s.frames, s.actions = s.frames[1:], s.actions[1:]

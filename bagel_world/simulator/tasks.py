@@ -1,8 +1,9 @@
 """Per-task templates: how each world-model task is phrased to the model, and defaults.
 
 A checkpoint folder may carry `world.json` to override any field per task, e.g.
-`{"navigate": {"resolution": [64, 64], "sampling": {"num_timesteps": 12}}}`; our trained
-small checkpoints do, the published 7B one does not and gets the `LARGE` defaults.
+`{"tasks": {"navigate": {"resolution": [64, 64], "sampling": {"num_timesteps": 12}}}}`;
+our trained small checkpoints do (and name only the tasks they were trained on), the
+published 7B one does not and gets the `LARGE` defaults for every task.
 """
 
 from __future__ import annotations

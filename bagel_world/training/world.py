@@ -9,7 +9,7 @@ the last frame and [q].
 
 Noised latent blocks carry the flow-matching loss (v = eps - x0, one logit-normal t per
 block) and are invisible to every other split; they share the rope position of the clean
-copy that follows (fact sheet 4.13). The answer segment carries the cross-entropy loss.
+copy that follows (the layout of upstream `data/interleave_datasets/` samples). The answer segment carries the cross-entropy loss.
 Total = mse_weight * MSE + ce_weight * CE, AdamW, EMA of the weights, bf16 autocast.
 """
 
