@@ -25,12 +25,10 @@ import gymnasium as gym
 import numpy as np
 
 from bagel_world.agents.base import Agent, canonical_actions, index_of, task_of
+from bagel_world.sims.base import wrap_degrees
+from bagel_world.sims.manipulate import move_toward
 
 TURN_DEAD_ZONE_DEG = 15.0  # half the canonical 30-degree turn: turning would not get closer
-
-
-def _wrap(deg: float) -> float:
-    return float((deg + 180.0) % 360.0 - 180.0)
 
 
 class ScriptedAgent(Agent):
@@ -80,7 +78,7 @@ class ScriptedNavigate(ScriptedAgent):
     def choose(self, info: dict[str, Any]) -> str:
         # 1. At the goal spot: turn to the goal heading.
         if info["goal_distance"] <= 0.8 * self._success_radius:
-            err = _wrap(info["goal_yaw_deg"] - info["agent_yaw_deg"])
+            err = wrap_degrees(info["goal_yaw_deg"] - info["agent_yaw_deg"])
             return "turn left 30 degrees" if err > 0 else "turn right 30 degrees"
         # 2. Otherwise head for a waypoint on the shortest path (or the goal itself).
         if info.get("blocked"):
@@ -153,7 +151,7 @@ class ScriptedNavigate(ScriptedAgent):
             target = self._origin + (np.asarray(cell) + 0.5) * self.cell_m
         d = target - np.asarray(info["agent_pos"], float)
         # MiniWorld: heading yaw has direction (cos yaw, -sin yaw) in (x, z); left-positive.
-        return _wrap(math.degrees(math.atan2(-d[1], d[0])) - info["agent_yaw_deg"])
+        return wrap_degrees(math.degrees(math.atan2(-d[1], d[0])) - info["agent_yaw_deg"])
 
 
 # ---- multiview ---------------------------------------------------------------------------------
@@ -181,7 +179,7 @@ class ScriptedMultiview(ScriptedAgent):
         limits = {"el": ELEVATION_RANGE, "dist": DISTANCE_RANGE}
 
         def error(k: str, v: float) -> float:
-            d = _wrap(goal[k] - v) if k == "az" else goal[k] - v
+            d = wrap_degrees(goal[k] - v) if k == "az" else goal[k] - v
             return abs(d) / self.UNITS[k]
 
         best, gain = "orbit right 30 degrees", 0.0
@@ -226,23 +224,14 @@ class ScriptedManipulate(ScriptedAgent):
 
     def choose(self, info: dict[str, Any]) -> str:
         if info["block_grasped"]:
-            move = self._toward(*info["goal_from_block_cam"])
+            move = move_toward(*info["goal_from_block_cam"])
             return move or "move gripper up"
         r, f, u = info["block_from_gripper_cam"]  # block minus gripper: right, forward, up (m)
         if math.hypot(r, f) > 0.025:  # not above it: go up to a safe height, then across
-            return "move gripper up" if u > -0.05 else self._toward(r, f, 0.0) or "move gripper up"
+            return "move gripper up" if u > -0.05 else move_toward(r, f, 0.0) or "move gripper up"
         if info["gripper_command"] == "closed":  # a missed grasp: reopen above the block
             return "open gripper" if u < -0.03 else "move gripper up"
         return "move gripper down" if u < -0.015 else "close gripper"
-
-    @staticmethod
-    def _toward(right: float, forward: float, up: float) -> str | None:
-        comps = {"right": right, "forward": forward, "up": up}
-        axis = max(comps, key=lambda k: abs(comps[k]))
-        if abs(comps[axis]) < 0.01:
-            return None
-        pos, neg = {"right": ("right", "left"), "forward": ("forward", "backward"), "up": ("up", "down")}[axis]
-        return f"move gripper {pos if comps[axis] > 0 else neg}"
 
 
 SCRIPTED: dict[str, type[ScriptedAgent]] = {

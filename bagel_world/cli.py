@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+from bagel_world.simulator.tasks import TASK_NAMES
+
 
 def _cmd_inspect(args) -> int:
     from bagel_world.config import BagelConfig, preset
@@ -140,7 +142,7 @@ def _cmd_demo(args) -> int:
 def _cmd_record(args) -> int:
     from bagel_world.training.recorder import record, record_branches
 
-    tasks = args.task.split(",") if args.task != "all" else ["navigate", "multiview", "future_frame", "manipulate"]
+    tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
                        seed=args.seed, resolution=(args.size, args.size), vary=args.vary,
@@ -353,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     sc = sub.add_parser("scenarios", help="save the real twin's start (and goal) frames as a scenario set "
                         "for imagined envs")
-    sc.add_argument("--task", default="navigate", choices=["navigate", "multiview", "future_frame", "manipulate"])
+    sc.add_argument("--task", default="navigate", choices=list(TASK_NAMES))
     sc.add_argument("--episodes", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=1000, help="first seed; evaluation uses 0 and up")
     sc.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")

@@ -31,6 +31,8 @@ from typing import Any
 
 import numpy as np
 
+from bagel_world.simulator.tasks import TASK_NAMES
+
 log = logging.getLogger(__name__)
 
 AGENTS = ("random", "scripted", "planner", "ppo", "vlm")
@@ -264,7 +266,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `evaluate-agent` options (shared by `bagel-world evaluate-agent` and `python -m`)."""
     p.add_argument("--agent", default="all", choices=[*AGENTS, "all"],
                    help="one agent, or 'all' = random, scripted, planner (+ ppo with --policy) as a table")
-    p.add_argument("--task", default="navigate", choices=["navigate", "multiview", "future_frame", "manipulate"])
+    p.add_argument("--task", default="navigate", choices=list(TASK_NAMES))
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
     p.add_argument("--checkpoint", help="world model folder or repo id (default: the shipped model)")

@@ -19,23 +19,25 @@ from typing import Any
 
 import gymnasium as gym
 
-# id: (module, env class, vector env class, max_episode_steps)
+from bagel_world.simulator.tasks import MAX_EPISODE_STEPS
+
+# id: (module = task name, env class, vector env class)
 _ENVS = {
-    "BagelNavigate-v0": ("navigate", "BagelNavigateEnv", "BagelNavigateVectorEnv", 64),
-    "BagelMultiview-v0": ("multiview", "BagelMultiviewEnv", "BagelMultiviewVectorEnv", 24),
-    "BagelFutureFrame-v0": ("future_frame", "BagelFutureFrameEnv", "BagelFutureFrameVectorEnv", 32),
-    "BagelManipulate-v0": ("manipulate", "BagelManipulateEnv", "BagelManipulateVectorEnv", 64),
+    "BagelNavigate-v0": ("navigate", "BagelNavigateEnv", "BagelNavigateVectorEnv"),
+    "BagelMultiview-v0": ("multiview", "BagelMultiviewEnv", "BagelMultiviewVectorEnv"),
+    "BagelFutureFrame-v0": ("future_frame", "BagelFutureFrameEnv", "BagelFutureFrameVectorEnv"),
+    "BagelManipulate-v0": ("manipulate", "BagelManipulateEnv", "BagelManipulateVectorEnv"),
 }
 
 ENV_IDS = tuple(_ENVS)
 
-for _id, (_module, _cls, _vec_cls, _steps) in _ENVS.items():
+for _id, (_module, _cls, _vec_cls) in _ENVS.items():
     if _id not in gym.registry:  # re-importing (e.g. importlib.reload) must not re-register
         gym.register(
             id=_id,
             entry_point=f"bagel_world.envs.{_module}:{_cls}",
             vector_entry_point=f"bagel_world.envs.vector:{_vec_cls}",
-            max_episode_steps=_steps,
+            max_episode_steps=MAX_EPISODE_STEPS[_module],
         )
 
 # The classes, imported on first use so that registering stays light.
@@ -45,8 +47,8 @@ _EXPORTS = {
     "shared_simulator": "base",
     "clear_simulator_cache": "base",
     "BagelVectorEnv": "vector",
-    **{cls: module for module, cls, _, _ in _ENVS.values()},
-    **{vec: "vector" for _, _, vec, _ in _ENVS.values()},
+    **{cls: module for module, cls, _ in _ENVS.values()},
+    **{vec: "vector" for _, _, vec in _ENVS.values()},
 }
 
 __all__ = ["ENV_IDS", *_EXPORTS]

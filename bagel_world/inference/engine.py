@@ -37,6 +37,7 @@ from bagel_world.inference.transforms import (
 from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens, to_uint8, tokens_to_latent
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.qwen2_mot import KeyLayout
+from bagel_world.model.tokens import special_token_ids
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +75,7 @@ class BagelInference:
         # oneDNN's convolutions run ~1.4x faster on channels-last tensors on the CPU.
         self._conv_format = torch.channels_last if self.vae_device.type == "cpu" else torch.contiguous_format
         self.vae.to(memory_format=self._conv_format)
-        self.token_ids = _special_token_ids(tokenizer)
+        self.token_ids = special_token_ids(tokenizer)
         if len(tokenizer) > config.llm.vocab_size:
             raise ValueError(
                 f"tokenizer has {len(tokenizer)} tokens but the model's vocab_size is {config.llm.vocab_size}"
@@ -622,22 +623,6 @@ class BagelInference:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _special_token_ids(tokenizer) -> dict[str, int]:
-    names = {
-        "bos": "<|im_start|>",
-        "eos": "<|im_end|>",
-        "start_of_image": "<|vision_start|>",
-        "end_of_image": "<|vision_end|>",
-    }
-    ids = {}
-    vocab = tokenizer.get_vocab()
-    for key, tok in names.items():
-        if tok not in vocab:
-            raise ValueError(f"tokenizer has no {tok} token; BAGEL needs {', '.join(names.values())}")
-        ids[key] = int(vocab[tok])
-    return ids
-
-
 def _attention_mask(kv_lens: Sequence[int], q_lens: Sequence[int], causal: bool, device) -> KeyLayout | None:
     """Each row's queries see its own cache and its own new keys (causal: j <= i)."""
     if len(kv_lens) == 1 and not causal:

@@ -18,8 +18,8 @@ from safetensors.torch import save_file
 from bagel_world.config import BagelConfig, preset
 from bagel_world.model.autoencoder import AutoEncoder
 from bagel_world.model.bagel import Bagel, PositionEmbedding
+from bagel_world.model.tokens import SPECIAL_TOKENS
 
-SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>"]
 # Qwen2's pre-tokenisation regex.
 QWEN2_PATTERN = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"

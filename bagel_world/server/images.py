@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image
 
 from bagel_world.server.errors import OBJECT_REPR, ApiError, clip
+from bagel_world.simulator.codec import encode_png as encode_png  # re-exported for the routes
+from bagel_world.simulator.codec import png_b64 as png_b64
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 ACCEPTED = "PNG (8-bit grey, RGB, RGBA or palette), base64-encoded, optionally as a data:image/png;base64, URL"
@@ -22,17 +24,6 @@ _OTHER_FORMATS = {  # magic prefix -> name, to say what was sent instead
     b"\xff\xd8\xff": "JPEG", b"GIF87a": "GIF", b"GIF89a": "GIF", b"BM": "BMP", b"RIFF": "RIFF/WebP",
     b"II*\x00": "TIFF", b"MM\x00*": "TIFF", b"\x00\x00\x00\x0cjP": "JPEG 2000",
 }
-
-
-def encode_png(frame: np.ndarray) -> bytes:
-    """(H, W, 3) uint8 -> PNG bytes (lossless; fast compression since frames are small)."""
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(frame, dtype=np.uint8)).save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def png_b64(frame: np.ndarray) -> str:
-    return base64.b64encode(encode_png(frame)).decode("ascii")
 
 
 def png_header(data: bytes) -> tuple[int, int, int, int]:

@@ -27,12 +27,14 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-# task -> (env id, module, class, max_episode_steps of the imagined twin)
-REAL_ENVS: dict[str, tuple[str, str, str, int]] = {
-    "navigate": ("BagelNavigateReal-v0", "bagel_world.sims.navigate", "BagelNavigateRealEnv", 64),
-    "multiview": ("BagelMultiviewReal-v0", "bagel_world.sims.multiview", "BagelMultiviewRealEnv", 24),
-    "future_frame": ("BagelFutureFrameReal-v0", "bagel_world.sims.future_frame", "BagelFutureFrameRealEnv", 32),
-    "manipulate": ("BagelManipulateReal-v0", "bagel_world.sims.manipulate", "BagelManipulateRealEnv", 64),
+from bagel_world.simulator.tasks import MAX_EPISODE_STEPS
+
+# task -> (env id, module, class); the time limit is the imagined twin's (MAX_EPISODE_STEPS)
+REAL_ENVS: dict[str, tuple[str, str, str]] = {
+    "navigate": ("BagelNavigateReal-v0", "bagel_world.sims.navigate", "BagelNavigateRealEnv"),
+    "multiview": ("BagelMultiviewReal-v0", "bagel_world.sims.multiview", "BagelMultiviewRealEnv"),
+    "future_frame": ("BagelFutureFrameReal-v0", "bagel_world.sims.future_frame", "BagelFutureFrameRealEnv"),
+    "manipulate": ("BagelManipulateReal-v0", "bagel_world.sims.manipulate", "BagelManipulateRealEnv"),
 }
 # task -> the Python packages its simulator needs
 REQUIREMENTS: dict[str, tuple[str, ...]] = {
@@ -42,9 +44,9 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "manipulate": ("mujoco", "gymnasium_robotics"),
 }
 
-for _env_id, _module, _cls, _steps in REAL_ENVS.values():
+for _task, (_env_id, _module, _cls) in REAL_ENVS.items():
     if _env_id not in gym.registry:
-        gym.register(id=_env_id, entry_point=f"{_module}:{_cls}", max_episode_steps=_steps,
+        gym.register(id=_env_id, entry_point=f"{_module}:{_cls}", max_episode_steps=MAX_EPISODE_STEPS[_task],
                      vector_entry_point=f"bagel_world.sims.vector:{_cls.replace('Env', 'VectorEnv')}")
 
 

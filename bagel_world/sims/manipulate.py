@@ -284,16 +284,16 @@ def explore_action(rng: np.random.Generator, info: dict[str, Any], *, vary: floa
         r, f, u = info["goal_from_block_cam"]
         if info["block_pos"][2] < info["goal_pos"][2] + 0.04:
             return "move gripper up"
-        return _toward(r, f, 0.0) or "open gripper"
+        return move_toward(r, f, 0.0) or "open gripper"
     r, f, u = info["block_from_gripper_cam"]
     if math.hypot(r, f) > 0.025:  # line up above the block, from a safe height
-        return "move gripper up" if u > -0.05 else _toward(r, f, 0.0)
+        return "move gripper up" if u > -0.05 else move_toward(r, f, 0.0)
     if info["gripper_command"] == "closed":
         return "open gripper" if u < -0.03 else "move gripper up"
     return "move gripper down" if u < -0.015 else "close gripper"
 
 
-def _toward(right: float, forward: float, up: float) -> str | None:
+def move_toward(right: float, forward: float, up: float) -> str | None:
     """The canonical move along the largest camera-frame component of an offset, if any is > 1 cm."""
     comps = {"right": right, "forward": forward, "up": up}
     axis = max(comps, key=lambda k: abs(comps[k]))

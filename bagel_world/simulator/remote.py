@@ -18,24 +18,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from bagel_world.simulator.base import SamplingSettings, Simulator, StepOutput, TaskTemplate
+from bagel_world.simulator.codec import decode_png, png_b64
 from bagel_world.simulator.scenarios import ScenarioSet
-
-
-def _png_b64(frame: np.ndarray) -> str:
-    a = np.asarray(frame)
-    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-        raise ValueError(f"a frame must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(a)).save(buf, format="PNG", compress_level=1)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _decode_png(data: bytes) -> np.ndarray:
-    with Image.open(io.BytesIO(data), formats=["PNG"]) as img:
-        return np.asarray(img.convert("RGB"), dtype=np.uint8)
 
 
 def template_from_json(d: dict[str, Any]) -> TaskTemplate:
@@ -135,7 +121,7 @@ class RemoteSimulator(Simulator):
         return dict(self._tasks)
 
     def open(self, task: str, frames: Sequence[np.ndarray], prompt: str | None = None) -> str:
-        body = {"task": task, "frames": [_png_b64(f) for f in frames], "prompt": prompt}
+        body = {"task": task, "frames": [png_b64(f) for f in frames], "prompt": prompt}
         sid = self._json("POST", "/v1/sessions", json=body)["session_id"]
         self._opened.add(sid)
         return sid
@@ -146,7 +132,7 @@ class RemoteSimulator(Simulator):
         body = {"session_ids": list(session_ids), "actions": list(actions), "seeds": [int(s) for s in seeds]}
         outs = self._json("POST", "/v1/sessions/step", json=body)["outputs"]
         return [
-            StepOutput(frame=_decode_png(base64.b64decode(o["frame"])), text=o["text"],
+            StepOutput(frame=decode_png(base64.b64decode(o["frame"])), text=o["text"],
                        latency_s=float(o["latency_s"]), frame_index=int(o["frame_index"]))
             for o in outs
         ]
@@ -169,7 +155,7 @@ class RemoteSimulator(Simulator):
 
     def frame(self, session_id: str) -> np.ndarray:
         r = self._request("GET", f"/v1/sessions/{session_id}/frame", headers={"Accept": "image/png"})
-        return _decode_png(r.content)
+        return decode_png(r.content)
 
     def limits(self) -> dict:
         """The server's request limits (fetched once)."""
@@ -183,7 +169,7 @@ class RemoteSimulator(Simulator):
         # Split into requests within the server's frame-count and body-size limits.
         lim = self.limits()
         max_n, max_bytes = int(lim["max_frames_per_request"]), int(lim["max_body_bytes"]) * 9 // 10
-        encoded = [_png_b64(f) for f in frames]
+        encoded = [png_b64(f) for f in frames]
         chunks: list[list[str]] = [[]]
         size = 0
         for e in encoded:
@@ -201,7 +187,7 @@ class RemoteSimulator(Simulator):
             return np.zeros((0, len(answers)), np.float32)
         body = {"session_ids": list(session_ids), "question": question, "answers": list(answers)}
         if goals is not None:
-            body["goals"] = [_png_b64(np.asarray(g, np.uint8)) for g in goals]
+            body["goals"] = [png_b64(np.asarray(g, np.uint8)) for g in goals]
         return np.asarray(self._json("POST", "/v1/score", json=body)["logprobs"], dtype=np.float32)
 
     def __repr__(self) -> str:

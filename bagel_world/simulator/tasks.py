@@ -17,6 +17,9 @@ from bagel_world.simulator.base import SamplingSettings, TaskTemplate
 
 TASK_NAMES = ("navigate", "multiview", "future_frame", "manipulate")
 
+# Steps of one episode, for the imagined envs and their real twins alike (their TimeLimit).
+MAX_EPISODE_STEPS = {"navigate": 64, "multiview": 24, "future_frame": 32, "manipulate": 64}
+
 _PROMPTS = {
     "navigate": "You are a first-person world simulator. Each turn gives the current view and a movement; "
     "show the view after that movement.",

@@ -33,6 +33,7 @@ from bagel_world.inference.transforms import flattened_position_ids, patchify, t
 from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.packing import batch_masks
+from bagel_world.model.tokens import special_token_ids
 from bagel_world.training.data import Clip, ClipSampler
 
 log = logging.getLogger(__name__)
@@ -117,9 +118,7 @@ class WorldTrainer:
         self.trainable = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.AdamW(self.trainable, lr=args.lr, betas=(0.9, 0.95), eps=1e-8,
                                      weight_decay=args.weight_decay)
-        vocab = tokenizer.get_vocab()
-        self.ids = {k: vocab[t] for k, t in (("bos", "<|im_start|>"), ("eos", "<|im_end|>"),
-                                             ("soi", "<|vision_start|>"), ("eoi", "<|vision_end|>"))}
+        self.ids = special_token_ids(tokenizer)
         self.step = 0
         self.history: list[dict] = []
 
@@ -147,12 +146,12 @@ class WorldTrainer:
                 # the text-free context that text guidance contrasts with.
                 if not (a.action_dropout > 0 and draw() < a.action_dropout):
                     pl.add_text(self.tok.encode(clip.actions[f - 1], add_special_tokens=False), ids["bos"], ids["eos"])
-                pl.add_image(3, n_lat, ids["soi"], ids["eoi"], f)
-            pl.add_image(2, n_lat, ids["soi"], ids["eoi"], f)
-            pl.add_image(1, n_vit, ids["soi"], ids["eoi"], f)
+                pl.add_image(3, n_lat, ids["start_of_image"], ids["end_of_image"], f)
+            pl.add_image(2, n_lat, ids["start_of_image"], ids["end_of_image"], f)
+            pl.add_image(1, n_vit, ids["start_of_image"], ids["end_of_image"], f)
         if clip.goal is not None:  # the goal image a progress question asks about, clean as a frame
-            pl.add_image(2, n_lat, ids["soi"], ids["eoi"], len(clip.frames))
-            pl.add_image(1, n_vit, ids["soi"], ids["eoi"], len(clip.frames))
+            pl.add_image(2, n_lat, ids["start_of_image"], ids["end_of_image"], len(clip.frames))
+            pl.add_image(1, n_vit, ids["start_of_image"], ids["end_of_image"], len(clip.frames))
         if clip.question is not None:
             pl.add_text(self.tok.encode(clip.question, add_special_tokens=False), ids["bos"], ids["eos"])
             pl.add_text(self.tok.encode(clip.answer, add_special_tokens=False), ids["bos"], ids["eos"], loss=True)
