@@ -80,8 +80,10 @@ class BagelNavigateEnv(GoalImageEnv):
 
     `reset`: `scene_index` (-1 for a user's image), `instruction`, `frame_index` (0),
     `judged_distance` or `goal_similarity` (of the start frame). `step`: `model_text`
-    (text the model produced, or None), `frame_index`, `action_text` (what the model was
-    told), `noise_seed`, `is_success`, and `judged_distance` + `judged_reached` or
+    (text a backend produced with the frame; None from today's backends, which do not think
+    while stepping: `BagelInference.interleave_generate(think=True)` does, for one prompt),
+    `frame_index`, `action_text` (what the model was told), `noise_seed`, `is_success`,
+    and `judged_distance` + `judged_reached` or
     `goal_similarity`; with `report_latency=True` also `step_latency_s` (wall time of the
     batched simulator step).
 

@@ -57,7 +57,9 @@ class StepOutput:
     """Result of stepping one session by one action."""
 
     frame: np.ndarray  # (H, W, 3) uint8, the generated next frame
-    text: str | None  # text the model produced alongside (think mode), else None
+    # Text a backend produced with the frame. None from LocalSimulator and the server, which do
+    # not think while stepping (BagelInference.interleave_generate(think=True) does, for one prompt).
+    text: str | None
     latency_s: float  # wall time of the batched step this session was part of
     frame_index: int  # index of `frame` in the session's history (start frame = 0)
 
