@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
 import time
+import typing
 from pathlib import Path
 
 from bagel_world.simulator.tasks import TASK_NAMES
+
+
+def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """One option per field of dataclass `cls`: `--field-name` (or the field's metadata "flag"),
+    its type, default and metadata "help". The dataclass stays the one source of defaults."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        kind = hints[f.name]
+        args = typing.get_args(kind)
+        base = next((a for a in args if a is not type(None)), kind) if args else kind
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()  # type: ignore[misc]
+        help_text = f.metadata.get("help", "")
+        if base is bool:
+            parser.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=default,
+                                help=help_text)
+        elif base in (int, float, str):
+            shown = "" if default is None or "default" in help_text else f" (default: {default})"
+            parser.add_argument(flag, dest=f.name, type=base, default=default, help=help_text + shown)
+        else:
+            raise TypeError(f"{cls.__name__}.{f.name}: no command-line type for {kind}")
 
 
 def _cmd_inspect(args) -> int:
@@ -155,19 +180,10 @@ def _cmd_record(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from bagel_world.training.pipeline import TrainConfig, run_training
+    from bagel_world.training.config import TrainConfig
+    from bagel_world.training.pipeline import run_training
 
-    work = args.work or str(Path(args.out).with_name(Path(args.out).name + "-work"))
-    cfg = TrainConfig(data=args.data, out=args.out, work=work,
-                      ae_steps=args.ae_steps, world_steps=args.steps, batch_size=args.batch_size, window=args.window,
-                      hidden=args.hidden, layers=args.layers, heads=args.heads, kv_heads=args.kv_heads,
-                      intermediate=args.intermediate, vocab_size=args.vocab_size, lr=args.lr, seed=args.seed,
-                      bf16=args.bf16, device=args.device or ("cuda" if _cuda() else "cpu"), init=args.init,
-                      action_dropout=args.action_dropout, context_noise=args.context_noise, rope_gap=args.rope_gap,
-                      change_weight=args.change_weight, timestep_shift=args.timestep_shift,
-                      sample_steps=args.sample_steps, cfg_text_scale=args.cfg_text,
-                      branch_share=args.branch_share, branch_group=args.branch_group, ckpt_every=args.ckpt_every,
-                      warmup=args.warmup, progress_share=args.progress_share)
+    cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
     out = run_training(cfg)
     print(f"checkpoint written to {out}")
     return 0
@@ -316,41 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.set_defaults(func=_cmd_record)
 
     t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
-    t.add_argument("--data", default="data/rec")
-    t.add_argument("--out", default="checkpoints/bagel-world-small")
-    t.add_argument("--work", default=None, help="resumable state, logs (default: OUT-work)")
-    t.add_argument("--ae-steps", type=int, default=1500)
-    t.add_argument("--steps", type=int, default=6000, help="world-model optimiser steps")
-    t.add_argument("--batch-size", type=int, default=8)
-    t.add_argument("--window", type=int, default=4)
-    t.add_argument("--hidden", type=int, default=256)
-    t.add_argument("--layers", type=int, default=6)
-    t.add_argument("--heads", type=int, default=4)
-    t.add_argument("--kv-heads", type=int, default=2)
-    t.add_argument("--intermediate", type=int, default=768)
-    t.add_argument("--vocab-size", type=int, default=512)
-    t.add_argument("--lr", type=float, default=3e-4)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
-                   help="bf16 autocast (default: on CUDA and on CPUs with bf16 instructions; elsewhere fp32)")
-    t.add_argument("--init", default=None, help="start from this checkpoint (its tokenizer, autoencoder, weights)")
-    t.add_argument("--action-dropout", type=float, default=0.1,
-                   help="share of actions left out in training, so sampling can use cfg_text_scale > 1")
-    t.add_argument("--context-noise", type=float, default=0.2, help="max noise level of context frames in training")
-    t.add_argument("--rope-gap", type=int, default=1024, help="max random rope gap after the task text")
-    t.add_argument("--change-weight", type=float, default=2.0,
-                   help="extra flow-loss weight on latent tokens that change from the previous frame")
-    t.add_argument("--timestep-shift", type=float, default=1.0, help="shift of training and sampling timesteps")
-    t.add_argument("--sample-steps", type=int, default=5, help="num_timesteps in world.json (n-1 flow evaluations)")
-    t.add_argument("--cfg-text", type=float, default=1.0, help="cfg_text_scale in world.json")
-    t.add_argument("--branch-share", type=float, default=0.5,
-                   help="share of each batch made of counterfactual groups (when DATA has branch recordings)")
-    t.add_argument("--branch-group", type=int, default=4, help="clips per counterfactual group")
-    t.add_argument("--progress-share", type=float, default=0.5,
-                   help="share of clips that ask a goal-conditioned progress question (recordings with goals)")
-    t.add_argument("--warmup", type=int, default=500, help="linear learning-rate warm-up steps")
-    t.add_argument("--ckpt-every", type=int, default=500, help="steps between resumable states and exports")
-    t.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
+    from bagel_world.training.config import TrainConfig
+
+    add_dataclass_options(t, TrainConfig, skip=("extra",))
     t.set_defaults(func=_cmd_train)
 
     sc = sub.add_parser("scenarios", help="save the real twin's start (and goal) frames as a scenario set "

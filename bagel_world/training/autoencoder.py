@@ -19,14 +19,15 @@ import torch
 import torch.nn.functional as F
 
 from bagel_world.model.autoencoder import AutoEncoder
+from bagel_world.training.config import DEFAULT_AE_BATCH_SIZE, DEFAULT_AE_STEPS
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class AETrainArgs:
-    steps: int = 3000
-    batch_size: int = 32
+    steps: int = DEFAULT_AE_STEPS
+    batch_size: int = DEFAULT_AE_BATCH_SIZE
     lr: float = 1e-3
     kl_weight: float = 1e-6
     seed: int = 0

@@ -13,7 +13,7 @@ import logging
 import platform
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,7 @@ from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REA
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
 from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
+from bagel_world.training.config import TrainConfig
 from bagel_world.training.data import Branches, BranchSampler, ClipSampler, Shard, list_branches, list_shards
 from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
 
@@ -36,43 +37,12 @@ log = logging.getLogger(__name__)
 TASK_PROMPTS = {t: f"task: {t.replace('_', ' ')}" for t in TASK_NAMES}
 
 
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    work: str
-    ae_steps: int = 3000
-    ae_batch_size: int = 16
-    world_steps: int = 20000
-    batch_size: int = 8
-    window: int = 4
-    hidden: int = 256
-    layers: int = 6
-    heads: int = 4
-    kv_heads: int = 2
-    intermediate: int = 768
-    vocab_size: int = 512
-    lr: float = 3e-4
-    seed: int = 0
-    holdout_episodes: int = 8  # per task, kept out of training for scenarios and evaluation
-    bf16: bool | None = None  # None: bf16 autocast where it is fast (CUDA, or a CPU with bf16 instructions)
-    device: str = "cpu"  # cpu, cuda, cuda:1
-    init: str | None = None  # start from this checkpoint: its tokenizer, autoencoder and weights
-    # World-model levers (see WorldTrainArgs) and the sampling settings written to world.json.
-    action_dropout: float = 0.1
-    context_noise: float = 0.2
-    rope_gap: int = 1024
-    change_weight: float = 2.0
-    timestep_shift: float = 1.0
-    sample_steps: int = 5  # num_timesteps: 4 flow evaluations per frame
-    cfg_text_scale: float = 1.0
-    # Counterfactual groups from `record --branches` (used when the data folder has them).
-    branch_share: float = 0.5  # share of each batch made of branch groups
-    branch_group: int = 4  # clips per group: one state, different actions
-    ckpt_every: int = 500  # steps between resumable states (and exports)
-    progress_share: float = 0.5  # share of clips with a goal-conditioned progress question (tasks with one)
-    warmup: int = 500  # linear learning-rate warm-up steps
-    extra: dict = field(default_factory=dict)
+def resolve_defaults(c: TrainConfig) -> TrainConfig:
+    """Fill the defaults that depend on other values or the machine: work, device, bf16."""
+    work = c.work or str(Path(c.out).with_name(Path(c.out).name + "-work"))
+    device = c.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    bf16 = bf16_is_fast(device) if c.bf16 is None else c.bf16
+    return replace(c, work=work, device=device, bf16=bf16)
 
 
 def bf16_is_fast(device: str) -> bool:
@@ -153,6 +123,7 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     from transformers import AutoTokenizer
 
     t_start = time.perf_counter()
+    c = resolve_defaults(c)
     data, out, work = Path(c.data), Path(c.out), Path(c.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(c.seed)
@@ -162,8 +133,6 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
     n_frames = sum(s.frames.shape[0] * s.frames.shape[1] for s in shards)
     log.info("training on %d shards, %d frames, tasks %s, resolution %s", len(shards), n_frames, tasks, resolution)
 
-    if c.bf16 is None:
-        c = replace(c, bf16=bf16_is_fast(c.device))
     init = _load_init(c.init) if c.init else None
 
     # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary (or the init's).
@@ -217,7 +186,7 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         init_random(model, c.seed)
         copy_und_to_gen(model)
     model.to(device)
-    args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, window=c.window, seed=c.seed,
+    args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, seed=c.seed,
                           bf16=bool(c.bf16), task_prompts=TASK_PROMPTS, action_dropout=c.action_dropout,
                           context_noise=c.context_noise, rope_gap=c.rope_gap, change_weight=c.change_weight,
                           timestep_shift=c.timestep_shift, ckpt_every=c.ckpt_every,

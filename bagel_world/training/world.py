@@ -34,6 +34,7 @@ from bagel_world.model.autoencoder import AutoEncoder, latent_to_tokens
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.packing import batch_masks
 from bagel_world.model.tokens import special_token_ids
+from bagel_world.training.config import DEFAULT_WORLD_STEPS
 from bagel_world.training.data import Clip, ClipSampler
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WorldTrainArgs:
-    steps: int = 20_000
+    steps: int = DEFAULT_WORLD_STEPS
     batch_size: int = 8
     lr: float = 3e-4
     min_lr: float = 3e-5
@@ -52,7 +53,6 @@ class WorldTrainArgs:
     mse_weight: float = 1.0
     ce_weight: float = 0.25
     timestep_shift: float = 1.0
-    window: int = 4
     # Levers for a model that obeys its actions and stays stable over long rollouts:
     action_dropout: float = 0.0  # share of actions left out (the text-free context), for cfg_text_scale > 1
     context_noise: float = 0.0  # max noise level t of clean context latents, told by the timestep embedding

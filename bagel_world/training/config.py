@@ -1,0 +1,66 @@
+"""`TrainConfig`: everything `bagel-world train` takes, and the one home of its defaults.
+
+Light (no torch): the CLI builds its options from it before anything heavy is imported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DEFAULT_WORLD_STEPS = 6000  # about 2 h on a 2-core CPU at batch 8
+DEFAULT_AE_STEPS = 1500
+DEFAULT_AE_BATCH_SIZE = 16  # frames
+
+
+def _opt(default, help: str, flag: str | None = None):
+    """A TrainConfig field: its default and help are the one source of `bagel-world train`'s option."""
+    meta = {"help": help, **({"flag": flag} if flag else {})}
+    if isinstance(default, dict):
+        return field(default_factory=lambda: dict(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class TrainConfig:
+    """Everything `bagel-world train` takes. The CLI options are generated from these fields
+    (`--field-name`, or the field's `flag`), so each default lives here and only here."""
+
+    data: str = _opt("data/rec", "recorded shards (`bagel-world record --out`)")
+    out: str = _opt("checkpoints/bagel-world-small", "the exported checkpoint folder")
+    work: str | None = _opt(None, "resumable state and logs (default: OUT-work)")
+    ae_steps: int = _opt(DEFAULT_AE_STEPS, "autoencoder optimiser steps")
+    ae_batch_size: int = _opt(DEFAULT_AE_BATCH_SIZE, "autoencoder batch size (frames)")
+    world_steps: int = _opt(DEFAULT_WORLD_STEPS, "world-model optimiser steps", flag="--steps")
+    batch_size: int = _opt(8, "world-model batch size (clips)")
+    window: int = _opt(4, "context frames per clip, and the exported tasks' window")
+    hidden: int = _opt(256, "LLM hidden size (a new model; --init keeps the init's)")
+    layers: int = _opt(6, "LLM layers")
+    heads: int = _opt(4, "LLM attention heads")
+    kv_heads: int = _opt(2, "LLM key/value heads")
+    intermediate: int = _opt(768, "LLM MLP size")
+    vocab_size: int = _opt(512, "tokenizer vocabulary of a new model")
+    lr: float = _opt(3e-4, "peak learning rate (cosine to a tenth)")
+    seed: int = _opt(0, "seed of data order, noise and initialisation")
+    holdout_episodes: int = _opt(8, "episodes per task kept out of training (the scenario sets)")
+    bf16: bool | None = _opt(None, "bf16 autocast (default: on CUDA and on CPUs with bf16 instructions; "
+                                   "elsewhere fp32)")
+    device: str | None = _opt(None, "cpu, cuda, cuda:1 (default: cuda if available)")
+    init: str | None = _opt(None, "start from this checkpoint (its tokenizer, autoencoder, weights)")
+    # World-model levers (see WorldTrainArgs) and the sampling settings written to world.json.
+    action_dropout: float = _opt(0.1, "share of actions left out in training, so sampling can use "
+                                      "cfg_text_scale > 1")
+    context_noise: float = _opt(0.2, "max noise level of context frames in training")
+    rope_gap: int = _opt(1024, "max random rope gap after the task text")
+    change_weight: float = _opt(2.0, "extra flow-loss weight on latent tokens that change from the previous frame")
+    timestep_shift: float = _opt(1.0, "shift of training and sampling timesteps")
+    sample_steps: int = _opt(5, "num_timesteps in world.json (n-1 flow evaluations)")
+    cfg_text_scale: float = _opt(1.0, "cfg_text_scale in world.json", flag="--cfg-text")
+    # Counterfactual groups from `record --branches` (used when the data folder has them).
+    branch_share: float = _opt(0.5, "share of each batch made of counterfactual groups (when DATA has branch "
+                                    "recordings)")
+    branch_group: int = _opt(4, "clips per counterfactual group: one state, different actions")
+    progress_share: float = _opt(0.5, "share of clips that ask a goal-conditioned progress question "
+                                      "(recordings with goals)")
+    warmup: int = _opt(500, "linear learning-rate warm-up steps")
+    ckpt_every: int = _opt(500, "steps between resumable states and exports")
+    extra: dict = _opt({}, "free-form notes written into training.json")
