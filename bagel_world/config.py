@@ -156,6 +156,8 @@ class BagelConfig:
     vit_max_num_patch_per_side: int = 70
     connector_act: str = "gelu_pytorch_tanh"
     interpolate_pos: bool = False
+    # Kept because the official BagelConfig has it (upstream training reads it); our sampler
+    # and trainer take the shift from TaskTemplate.sampling / TrainConfig.timestep_shift instead.
     timestep_shift: float = 1.0
     # ImageTransform(max_size, min_size, stride) for the VAE and the ViT inputs.
     vae_transform: tuple[int, int, int] = (1024, 512, 16)
