@@ -59,6 +59,16 @@ def test_pipeline_trains_exports_and_resumes(tmp_path):
     run_training(cfg, progress=False)
     log = [json.loads(line) for line in (tmp_path / "work" / "loss.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [3, 4]
+    # The model card reads training.json: sizes, data, schedule, the given commands, eval table and limits.
+    from bagel_world.training.card import write_model_card
+
+    card = write_model_card(out, eval_md="| task | controllability |\n|---|---|\n| navigate | 0.50 |",
+                            commands=["bagel-world record --out data/rec"], notes="- a stated limit").read_text()
+    assert "LLM: hidden 32, 1 layers" in card and "4 of 4 AdamW steps" in card
+    assert "clips of up to 3 frames" in card and "1 episodes per task held out" in card
+    assert "bagel-world record --out data/rec" in card and "| navigate | 0.50 |" in card
+    assert "## Limits" in card and "- a stated limit" in card
+    assert "counterfactual groups" not in card  # this data has no branch recordings
 
 
 def test_debias_ema_recovers_the_average_of_the_trained_weights():

@@ -50,13 +50,19 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         f"- autoencoder: {c['ae_steps']} steps, batch {c.get('ae_batch_size', 16)}, L1 + MSE + 1e-6 KL; "
         f"reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB on training frames",
         f"- world model: {tr['step']} of {w['steps']} AdamW steps (cosine from {w['lr']} to {w['min_lr']}), batch "
-        f"{w['batch_size']} clips of up to {w['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
-        f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers, EMA {w['ema_decay']}, "
+        f"{w['batch_size']} clips of up to {c['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
+        f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers"
+        + (f" and goal-progress answers ({c['progress_share']} of the clips with goals)" if c.get("progress_share")
+           else "")
+        + f", EMA {w['ema_decay']}, "
         + ("bf16 autocast" if w.get("bf16") else "fp32"),
         f"- levers: action dropout {w.get('action_dropout', 0)} (for text guidance), context-noise augmentation up "
         f"to t = {w.get('context_noise', 0)}, random rope gap up to {w.get('rope_gap', 0)} after the task text "
         f"(for the sliding window), change-weighted flow loss ({w.get('change_weight', 0)}), training timestep "
-        f"shift {w.get('timestep_shift', 1.0)}",
+        f"shift {w.get('timestep_shift', 1.0)}"
+        + (f"; counterfactual groups (`record --branches`, {tr['branch_points']:,} recorded states): "
+           f"{c['branch_share']} of each batch in groups of {c['branch_group']} clips from one state with "
+           "different actions" if tr.get("branch_points") else ""),
         f"- last logged losses: MSE {last.get('mse', float('nan')):.3f}, CE {last.get('ce', float('nan')):.3f} "
         f"at {last.get('tokens_per_s', float('nan')):.0f} tokens/s",
         f"- wall time {tr['elapsed_s'] / 3600:.2f} h on {tr['hardware']}",

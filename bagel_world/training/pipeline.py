@@ -200,7 +200,8 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         sampler = BranchSampler(sampler, branches, c.branch_share, c.branch_group)
 
     def export(tr: WorldTrainer) -> None:
-        export_checkpoint(out, config, tr, vae, tok_dir, held, c, ae_metrics, n_frames, time.perf_counter() - t_start)
+        export_checkpoint(out, config, tr, vae, tok_dir, held, c, ae_metrics, n_frames, time.perf_counter() - t_start,
+                          branch_points=sum(b.num_points for b in branches))
 
     train_world(trainer, sampler, work, on_checkpoint=export, progress=progress)
     export(trainer)
@@ -235,8 +236,10 @@ def copy_und_to_gen(model: Bagel) -> None:
 
 
 def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae: AutoEncoder, tok_dir: Path,
-                      held: dict[str, Shard], c: TrainConfig, ae_metrics: dict, n_frames: int, elapsed_s: float) -> None:
-    """Write the EMA weights (bf16) in the official layout, plus world.json, scenarios, card."""
+                      held: dict[str, Shard], c: TrainConfig, ae_metrics: dict, n_frames: int, elapsed_s: float,
+                      branch_points: int = 0) -> None:
+    """Write the EMA weights (bf16) in the official layout, plus world.json, scenarios and
+    training.json (what `write_model_card` reads)."""
     ema_model = Bagel(config)
     ema_model.load_state_dict({k: v.cpu() for k, v in trainer.ema.items()})
     vae = copy.deepcopy(vae).cpu()
@@ -263,7 +266,7 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae
                     questions=[str(q[0, 0]) for q in sh.qa_q]).save(tmp / "scenarios" / f"{task}.npz")
     (tmp / "training.json").write_text(json.dumps({
         "train_config": asdict(c), "world_args": asdict(trainer.args), "step": trainer.step,
-        "ae_metrics": ae_metrics, "frames": n_frames, "elapsed_s": elapsed_s,
+        "ae_metrics": ae_metrics, "frames": n_frames, "branch_points": branch_points, "elapsed_s": elapsed_s,
         "hardware": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "last_log": trainer.history[-1] if trainer.history else None,
     }, indent=2) + "\n")
