@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -51,6 +52,7 @@ def test_generate_and_understand(tiny_ckpt, tmp_path, capsys):
     assert [s[0] for s in scores] == ["yes", "no"] and all(float(s[1]) < 0 for s in scores)
 
 
+@pytest.mark.slow
 def test_demo_and_quickstart_write_gifs(tmp_path):
     r = subprocess.run([sys.executable, "-m", "bagel_world.cli", "demo", "--steps", "2", "--out", str(tmp_path / "d")],
                        capture_output=True, text=True, timeout=600, cwd=REPO)
@@ -118,6 +120,7 @@ def test_serve_takes_limits_from_flags_then_environment(monkeypatch, capsys):
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_inspect_and_serve_refuse_bad_checkpoints_without_a_traceback(tiny_ckpt, tmp_path):
     bad = tmp_path / "bad"
     shutil.copytree(tiny_ckpt, bad)

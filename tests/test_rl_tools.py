@@ -141,6 +141,7 @@ def test_async_make_vec_of_imagined_envs_works_with_the_default_context():
     assert out.stdout.count("ok") == len(ENV_IDS)
 
 
+@pytest.mark.slow
 def test_async_make_vec_with_spawn_works():
     ids = [i for i in ALL_IDS if i in ENV_IDS or not missing_packages(TASK_OF[i])]
     # The spawned workers cannot see the parent's simulator slot: hand them the fake.

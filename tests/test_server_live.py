@@ -162,6 +162,7 @@ def test_remote_simulator_surfaces_model_failures():
         remote.disconnect()
 
 
+@pytest.mark.slow
 def test_openapi_fuzz_gives_no_5xx():
     """Every operation of the OpenAPI schema, fuzzed; half the cases aimed at live ids.
 

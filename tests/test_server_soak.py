@@ -36,6 +36,7 @@ def soak_plan(n_clients: int, n_steps: int, run: int) -> list[SoakClient]:
     return plan
 
 
+@pytest.mark.slow
 def test_64_clients_x_100_steps_nothing_lost_or_mixed_and_memory_bounded():
     n_clients, n_steps = 64, 100
     sim = FakeSimulator(TEMPLATES)
