@@ -350,3 +350,74 @@ def test_multiview_goal_view_is_reachable_with_canonical_actions(envs):
     while info["distance_m"] != dist:
         obs, _, _, _, info = env.step("zoom in" if info["distance_m"] > dist else "zoom out")
     assert info["at_goal_view"] and np.array_equal(obs, env.unwrapped.goal_frame)
+
+
+# ---- exact state save/restore and copies (issue: "Real twins cannot be copied") ------------------
+def _assert_same_step(a: tuple, b: tuple) -> None:
+    """Two step results are identical: observation bytes, reward, flags and info (NaNs equal)."""
+    ia, ib = ({k: v for k, v in out[4].items() if k != "step_latency_s"} for out in (a, b))
+    np.testing.assert_equal([a[0], *a[1:4], ia], [b[0], *b[1:4], ib])
+
+
+def _copy(env: gym.Env, how: str) -> gym.Env:
+    import copy
+    import pickle
+
+    return copy.deepcopy(env) if how == "deepcopy" else pickle.loads(pickle.dumps(env))
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_copies_and_restored_states_continue_exactly(task, how):
+    env = _make(task)  # as gym.make wraps it: the wrappers are copied too
+    twin = None
+    try:
+        rng = np.random.default_rng(0)
+        _, info = env.reset(seed=3)
+        for _ in range(3):
+            *_, info = env.step(explore_action(task, rng, info, vary=0.3))
+        state = env.unwrapped.get_state()
+        twin = _copy(env, how)
+        assert twin.unwrapped is not env.unwrapped
+        # the copy runs ahead alone, then the original follows: same steps, bit for bit
+        actions, ahead, i = [], [], info
+        for _ in range(3):
+            actions.append(explore_action(task, rng, i, vary=0.3))
+            ahead.append(twin.step(actions[-1]))
+            i = ahead[-1][4]
+        for action, expected in zip(actions, ahead, strict=True):
+            _assert_same_step(env.step(action), expected)
+        # diverge, then restore the saved state into both: the same steps again
+        twin.step(env.unwrapped.get_action_meanings()[-1])
+        for e in (env, twin):
+            e.unwrapped.set_state(state)
+            for action, expected in zip(actions, ahead, strict=True):
+                _assert_same_step(e.step(action), expected)
+        # a state of another episode restores too (MiniWorld rebuilds that episode's layout)
+        env.reset(seed=11)
+        env.unwrapped.set_state(state)
+        _assert_same_step(env.step(actions[0]), ahead[0])
+    finally:
+        env.close()
+        if twin is not None:
+            twin.close()
+
+
+def test_set_state_checks_the_state_and_a_fresh_state_needs_a_reset():
+    import pickle
+
+    env = _make("multiview")
+    other = _make("multiview", resolution=(24, 24))
+    try:
+        fresh = env.unwrapped.get_state()
+        env.reset(seed=0)
+        with pytest.raises(ValueError, match="cannot be restored"):
+            other.unwrapped.set_state(env.unwrapped.get_state())
+        with pytest.raises(TypeError, match="get_state"):
+            env.unwrapped.set_state({"frame": None})
+        env.unwrapped.set_state(pickle.loads(pickle.dumps(fresh)))
+        with pytest.raises(gym.error.ResetNeeded):
+            env.unwrapped.step("zoom in")
+    finally:
+        env.close()
+        other.close()

@@ -161,6 +161,40 @@ class FastRenderer:
         _LIVE_RENDERERS.discard(self)
 
 
+_DATA_ARRAYS: dict[str, None] = {}  # names of MjData's array fields (an ordered set), found once
+
+
+def _data_arrays(data: mujoco.MjData) -> list[str]:
+    if not _DATA_ARRAYS:
+        for name in dir(type(data)):
+            if not name.startswith("_") and isinstance(getattr(data, name, None), np.ndarray):
+                _DATA_ARRAYS[name] = None
+    return list(_DATA_ARRAYS)
+
+
+def get_data_state(model: mujoco.MjModel, data: mujoco.MjData) -> dict[str, object]:
+    """An exact copy of `data` for `set_data_state`: MuJoCo's integration state (time, qpos,
+    qvel, act, ctrl, applied forces, mocap, warm start, plugin state) and every array of
+    MjData, derived ones included. After `mj_step` the derived arrays (xpos, site_xpos, ...)
+    are those of the state before the last integration, and code that reads them before the
+    next step (Fetch's mocap action does) sees the same values only if they are copied too.
+    """
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(model, spec))
+    mujoco.mj_getState(model, data, state, spec)
+    return {"integration": state, "arrays": {n: getattr(data, n).copy() for n in _data_arrays(data)}}
+
+
+def set_data_state(model: mujoco.MjModel, data: mujoco.MjData, saved: dict) -> None:
+    """Restore `get_data_state` into `data` in place. Arena arrays (contacts, constraint rows)
+    whose size differs now are left alone: the next mj_step recomputes them before use."""
+    for name, value in saved["arrays"].items():
+        dst = getattr(data, name)
+        if dst.shape == value.shape:
+            dst[...] = value
+    mujoco.mj_setState(model, data, saved["integration"], mujoco.mjtState.mjSTATE_INTEGRATION)
+
+
 def ray_visible(model, data, start: np.ndarray, target: np.ndarray, body_id: int) -> bool:
     """Whether the first geom hit on the ray from `start` toward `target` belongs to `body_id`."""
     geomid = np.zeros(1, np.int32)

@@ -219,6 +219,14 @@ class BagelFutureFrameRealEnv(RealWorldEnv):
         info = {"question": q, "answer": answer, "p_yes": float(yes), "is_success": yes}
         return float(yes), yes and self.terminate_on_success, info
 
+    def _get_sim_state(self) -> dict[str, Any]:
+        return {"data": self._mj.get_data_state(self.model, self.data), "start": self._start,
+                "question": self._episode_question}
+
+    def _set_sim_state(self, s: dict[str, Any]) -> None:
+        self._mj.set_data_state(self.model, self.data, s["data"])
+        self._start, self._episode_question = s["start"], s["question"]
+
     def close(self) -> None:
         self.renderer.close()
         super().close()

@@ -242,6 +242,21 @@ class BagelManipulateRealEnv(RealWorldEnv):
         self._prev_distance = state["goal_distance"]
         return progress + (self.success_bonus if state["is_success"] else 0.0), state["is_success"], {}
 
+    def _state_key(self) -> tuple[Any, ...]:
+        return (*super()._state_key(), self.scene)
+
+    def _get_sim_state(self) -> dict[str, Any]:
+        f = self.fetch  # Fetch's own episode state: its goal and its RNG (used on reset)
+        return {"data": self._mj.get_data_state(self.model, self.data), "fetch_goal": f.goal,
+                "fetch_np_random": f._np_random, "fetch_np_random_seed": f._np_random_seed,
+                "grip": self._grip, "prev_distance": self._prev_distance}
+
+    def _set_sim_state(self, s: dict[str, Any]) -> None:
+        f = self.fetch
+        self._mj.set_data_state(self.model, self.data, s["data"])
+        f.goal, f._np_random, f._np_random_seed = s["fetch_goal"], s["fetch_np_random"], s["fetch_np_random_seed"]
+        self._grip, self._prev_distance = s["grip"], s["prev_distance"]
+
     def close(self) -> None:
         self.renderer.close()
         self.fetch.close()

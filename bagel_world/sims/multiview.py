@@ -210,6 +210,20 @@ class BagelMultiviewRealEnv(RealWorldEnv):
         self._seen.add(key)
         return float(novel), False, {"novelty": float(novel), "is_success": False}  # no goal to reach
 
+    def _get_sim_state(self) -> dict[str, Any]:
+        m = self.model  # a reset rewrites the objects' model poses and sizes
+        return {"data": self._mj.get_data_state(m, self.data), "body_pos": m.body_pos.copy(),
+                "body_quat": m.body_quat.copy(), "geom_size": m.geom_size.copy(), "present": self.present,
+                "camera": self.camera, "goal_pose": self.goal_pose, "goal_frame": self.goal_frame,
+                "seen": self._seen}
+
+    def _set_sim_state(self, s: dict[str, Any]) -> None:
+        m = self.model
+        m.body_pos[...], m.body_quat[...], m.geom_size[...] = s["body_pos"], s["body_quat"], s["geom_size"]
+        self._mj.set_data_state(m, self.data, s["data"])
+        self.present, self.camera, self.goal_pose = s["present"], s["camera"], s["goal_pose"]
+        self.goal_frame, self._seen = s["goal_frame"], s["seen"]
+
     def close(self) -> None:
         self.renderer.close()
         super().close()

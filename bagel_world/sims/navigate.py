@@ -152,10 +152,12 @@ class BagelNavigateRealEnv(RealWorldEnv):
                 obs_width=W, obs_height=H, window_width=W, window_height=H, **ctor)
         self._goal_pose: tuple[np.ndarray, float] | None = None
         self._prev_distance = 0.0
+        self._world_seed: int | None = None  # the seed the world's layout was generated with
 
     # ---- hooks -------------------------------------------------------------------------------
     def _reset_sim(self, seed: int, options: dict[str, Any]) -> None:
         self.world.reset(seed=seed)
+        self._world_seed = seed
         self.world.agent.cam_pitch = self.cam_pitch
         self._goal_pose = self._sample_goal()
 
@@ -216,6 +218,33 @@ class BagelNavigateRealEnv(RealWorldEnv):
         progress = self._prev_distance - state["goal_distance"]
         self._prev_distance = state["goal_distance"]
         return progress + (self.success_bonus if state["is_success"] else 0.0), state["is_success"], {}
+
+    def _state_key(self) -> tuple[Any, ...]:
+        return (*super()._state_key(), self.layout)
+
+    def _get_sim_state(self) -> dict[str, Any]:
+        # The layout (rooms, walls, static display list) follows from the seed and is rebuilt
+        # from it; what moves is the entities' poses (the agent is one of them) and the RNG.
+        w = self.world
+        carrying = w.agent.carrying
+        return {"world_seed": self._world_seed, "np_random": w._np_random, "step_count": w.step_count,
+                "poses": [(ent.pos, ent.dir) for ent in w.entities], "cam_pitch": w.agent.cam_pitch,
+                "carrying": None if carrying is None else w.entities.index(carrying),
+                "goal_pose": self._goal_pose, "prev_distance": self._prev_distance}
+
+    def _set_sim_state(self, s: dict[str, Any]) -> None:
+        w = self.world
+        if self._world_seed != s["world_seed"]:
+            with contextlib.redirect_stdout(io.StringIO()):
+                w.reset(seed=s["world_seed"])
+            self._world_seed = s["world_seed"]
+        if len(w.entities) != len(s["poses"]):
+            raise ValueError(f"the state has {len(s['poses'])} entities, the world {len(w.entities)}")
+        for ent, (pos, yaw) in zip(w.entities, s["poses"]):
+            ent.pos, ent.dir = pos, yaw
+        w._np_random, w.step_count, w.agent.cam_pitch = s["np_random"], s["step_count"], s["cam_pitch"]
+        w.agent.carrying = None if s["carrying"] is None else w.entities[s["carrying"]]
+        self._goal_pose, self._prev_distance = s["goal_pose"], s["prev_distance"]
 
     def close(self) -> None:
         self.world.close()
