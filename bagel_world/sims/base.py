@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -157,6 +158,10 @@ class RealWorldEnv(gym.Env):
             self.observation_space = self.frame_space
         if action_mode == "text":
             self.action_space = GrammarText(max_action_length, self.canonical_actions)
+            if "torchrl" in sys.modules:  # TorchRL's random text is then a command, not "a string"
+                from bagel_world.torchrl_text import register
+
+                register()
         else:
             self.action_space = spaces.Discrete(len(self.canonical_actions))
 
@@ -256,7 +261,14 @@ class RealWorldEnv(gym.Env):
         if self._frame is None:
             raise gym.error.ResetNeeded("call reset() before step()")
         text = self._action_to_text(action)
-        command = parse_action(self.task, text)
+        try:
+            command = parse_action(self.task, text)
+        except ValueError as e:
+            if text == "a string":  # TorchRL's placeholder sample of a Text space
+                raise ValueError(f"{e}. 'a string' is TorchRL's placeholder for a text space made before "
+                                 "TorchRL was imported: import bagel_world.torchrl_text (or torchrl) before "
+                                 "making the env, and random text actions are the task's commands") from e
+            raise
         t0 = time.perf_counter()
         extra = self._apply(command)
         self._frame = self._render_frame()
