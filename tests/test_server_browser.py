@@ -60,13 +60,21 @@ def test_playground_reset_step_and_gif(browser, tmp_path):
         page.fill("#token", "tok")
         page.dispatch_event("#token", "change")
         sync_api.expect(page.locator("#env option")).to_have_count(4)
+        # Before the first reset: a placeholder, no image element (a src-less <img> is a broken icon).
+        assert page.is_visible("#frame-placeholder") and not page.is_visible("#frame")
+        assert not page.is_visible("#goal-figure")
+        assert page.evaluate("[...document.images].every((img) => img.hidden || img.closest('[hidden]') "
+                             "|| (img.complete && img.naturalWidth > 0))")
         # Reset a goal env with a seed: frame and goal appear, canonical action buttons too.
         page.select_option("#env", "BagelNavigate-v0")
         page.fill("#seed", "3")
         page.click("#reset")
         sync_api.expect(page.locator("#status")).to_contain_text("started")
         assert page.get_attribute("#frame", "src").startswith("data:image/png;base64,")
+        assert page.is_visible("#frame") and not page.is_visible("#frame-placeholder")
         assert page.is_visible("#goal")
+        assert page.evaluate("[...document.images].filter((img) => !img.closest('[hidden]'))"
+                             ".every((img) => img.complete && img.naturalWidth > 0)")
         sync_api.expect(page.locator("#actions button.action")).to_have_count(6)
         first = page.get_attribute("#frame", "src")
         # Click an action, then type one.

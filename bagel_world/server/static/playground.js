@@ -98,6 +98,8 @@ async function reset() {
     const ep = await (await api("POST", "/v1/envs/" + encodeURIComponent(env.env_id) + "/episodes", body)).json();
     state.episode = ep.episode_id; state.env = env; state.ret = 0;
     $("frame").src = "data:image/png;base64," + ep.frame;
+    $("frame").hidden = false;  // no <img> without a src before the first reset: no broken-image icon
+    $("frame-placeholder").hidden = true;
     $("goal-figure").hidden = !ep.goal;
     if (ep.goal) $("goal").src = "data:image/png;base64," + ep.goal;
     $("log").tBodies[0].replaceChildren();
