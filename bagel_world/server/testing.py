@@ -130,14 +130,19 @@ def soak_clients(url: str, clients: list[SoakClient], token: str | None = None,
     return SoakResult(frames, counts["lost"], counts["mixed"], errors, time.perf_counter() - t0)
 
 
-def replay_max_diff(sim, client: SoakClient, frames: list[np.ndarray]) -> int:
-    """Largest per-pixel difference (grey levels) between `frames` and the same client run alone,
-    one step per call, directly on `sim`; 255 when the counts differ."""
+def replay_diffs(sim, client: SoakClient, frames: list[np.ndarray]) -> list[int]:
+    """Per step, the largest per-pixel difference (grey levels) between `frames` and the same
+    client run alone, one step per call, directly on `sim`; [255] when the counts differ."""
     sid = sim.open(client.task, [client.start])
     try:
         want = [sim.step([sid], [a], [s])[0].frame for a, s in zip(client.actions, client.seeds, strict=True)]
     finally:
         sim.close(sid)
     if len(want) != len(frames):
-        return 255
-    return max(int(np.abs(w.astype(np.int16) - f.astype(np.int16)).max()) for w, f in zip(want, frames))
+        return [255]
+    return [int(np.abs(w.astype(np.int16) - f.astype(np.int16)).max()) for w, f in zip(want, frames)]
+
+
+def replay_max_diff(sim, client: SoakClient, frames: list[np.ndarray]) -> int:
+    """The largest of `replay_diffs` over the client's whole rollout."""
+    return max(replay_diffs(sim, client, frames), default=0)
