@@ -41,10 +41,70 @@ def _sb3():
 
 
 # ---- the VecEnv adapter ------------------------------------------------------------------------
+class _VecEnvAdapter:
+    """The methods of `SB3VecEnv`, which `_make_sb3_vecenv_class` puts on SB3's `VecEnv` (so that
+    importing this module does not import SB3). `super()`, `num_envs`, `reset_infos` and the
+    `_seeds`, `_reset_seeds`, `_reset_options` and `_get_indices` helpers are `VecEnv`'s."""
+
+    def __init__(self, venv):
+        self.venv = venv
+        self._actions: np.ndarray | None = None
+        super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
+
+    def reset(self):
+        seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
+        obs, infos = self.venv.reset(seed=seeds)
+        self.reset_infos = _unbatch_infos(infos, self.num_envs)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = np.asarray(actions)
+
+    def step_wait(self):
+        # 1. One batched step of every sub-env; Gymnasium's dict of info arrays -> SB3's list of dicts.
+        obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
+        dones = terminated | truncated
+        infos = _unbatch_infos(infos, self.num_envs)
+        # 2. Each finished episode's last observation goes into its info, as SB3 expects.
+        for i in np.flatnonzero(dones):
+            infos[i]["terminal_observation"] = _index_obs(obs, i)
+            infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+        # 3. The finished sub-envs are reset now, and their first observations replace the last ones.
+        if dones.any():
+            new_obs, reset_infos = self.venv.reset(options={"reset_mask": dones})
+            resets = _unbatch_infos(reset_infos, self.num_envs)
+            for i in np.flatnonzero(dones):
+                _set_obs(obs, i, _index_obs(new_obs, i))
+                self.reset_infos[i] = resets[i]
+        return obs, rewards.astype(np.float32), dones, infos
+
+    def close(self) -> None:
+        self.venv.close()
+
+    def get_attr(self, attr_name: str, indices=None) -> list[Any]:
+        return [getattr(self.venv.envs[i], attr_name) for i in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
+        for i in self._get_indices(indices):
+            setattr(self.venv.envs[i], attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
+        return [getattr(self.venv.envs[i], method_name)(*method_args, **method_kwargs)
+                for i in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [e.render() for e in self.venv.envs]
+
+
 def _make_sb3_vecenv_class():
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 
-    class SB3VecEnv(VecEnv):
+    class SB3VecEnv(_VecEnvAdapter, VecEnv):
         """SB3 `VecEnv` over a Gymnasium `VectorEnv` with NEXT_STEP autoreset (our `BagelVectorEnv`).
 
         SB3 expects a finished sub-env to be reset within the same `step` (its observation
@@ -52,57 +112,6 @@ def _make_sb3_vecenv_class():
         So after each batched step, the sub-envs that ended are reset at once through the
         vector env's `options={"reset_mask": ...}`, which also clears its own autoreset.
         """
-
-        def __init__(self, venv):
-            self.venv = venv
-            self._actions: np.ndarray | None = None
-            super().__init__(venv.num_envs, venv.single_observation_space, venv.single_action_space)
-
-        def reset(self):
-            seeds = None if all(s is None for s in self._seeds) else list(self._seeds)
-            obs, infos = self.venv.reset(seed=seeds)
-            self.reset_infos = _unbatch_infos(infos, self.num_envs)
-            self._reset_seeds()
-            self._reset_options()
-            return obs
-
-        def step_async(self, actions: np.ndarray) -> None:
-            self._actions = np.asarray(actions)
-
-        def step_wait(self):
-            obs, rewards, terminated, truncated, infos = self.venv.step(self._actions)
-            dones = terminated | truncated
-            infos = _unbatch_infos(infos, self.num_envs)
-            for i in np.flatnonzero(dones):
-                infos[i]["terminal_observation"] = _index_obs(obs, i)
-                infos[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
-            if dones.any():
-                new_obs, reset_infos = self.venv.reset(options={"reset_mask": dones})
-                resets = _unbatch_infos(reset_infos, self.num_envs)
-                for i in np.flatnonzero(dones):
-                    _set_obs(obs, i, _index_obs(new_obs, i))
-                    self.reset_infos[i] = resets[i]
-            return obs, rewards.astype(np.float32), dones, infos
-
-        def close(self) -> None:
-            self.venv.close()
-
-        def get_attr(self, attr_name: str, indices=None) -> list[Any]:
-            return [getattr(self.venv.envs[i], attr_name) for i in self._get_indices(indices)]
-
-        def set_attr(self, attr_name: str, value: Any, indices=None) -> None:
-            for i in self._get_indices(indices):
-                setattr(self.venv.envs[i], attr_name, value)
-
-        def env_method(self, method_name: str, *method_args, indices=None, **method_kwargs) -> list[Any]:
-            return [getattr(self.venv.envs[i], method_name)(*method_args, **method_kwargs)
-                    for i in self._get_indices(indices)]
-
-        def env_is_wrapped(self, wrapper_class, indices=None) -> list[bool]:
-            return [False for _ in self._get_indices(indices)]
-
-        def get_images(self) -> Sequence[np.ndarray | None]:
-            return [e.render() for e in self.venv.envs]
 
     return SB3VecEnv
 
