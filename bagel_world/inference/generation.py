@@ -72,7 +72,7 @@ class ImageGeneration(ContextBuilding):
         ropes = torch.tensor([c.rope for c in rows], device=self.device)
         # 4. Integrate from t = 1 to 0: one (guided) velocity and one Euler step per grid point.
         ts, dts = sampler.timestep_grid(settings.num_timesteps, settings.timestep_shift)
-        trace = [] if return_trace else None
+        trace: list[dict[str, Any]] | None = [] if return_trace else None
         for i in _denoising_steps(len(ts), progress):
             t = float(ts[i])
             guided = use_text and sampler.guidance_active(t, settings.cfg_interval)
@@ -85,8 +85,8 @@ class ImageGeneration(ContextBuilding):
         images = self.decode_batch(x, image_shape)
         return GenerationResult(images=images, latents=x, trace=trace)
 
-    def _step_velocity(self, x: Tensor, t: Tensor, pos: Tensor, ropes: Tensor, past, kv_lens: list[int], *,
-                       guided: bool, use_img: bool, settings: SamplingSettings) -> Tensor:
+    def _step_velocity(self, x: Tensor, t: Tensor, pos: Tensor, ropes: Tensor, past: list[tuple[Tensor, Tensor]],
+                       kv_lens: list[int], *, guided: bool, use_img: bool, settings: SamplingSettings) -> Tensor:
         """The velocity (B, N, 64) of one sampler step: one network call over the conditional rows,
         and over the guidance rows too when the step is guided, combined by CFG."""
         B = x.shape[0]
