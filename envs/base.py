@@ -13,6 +13,7 @@ so both run the same code and give the same frames under the same seeds.
 from __future__ import annotations
 
 import copy
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,6 +123,10 @@ class BagelWorldEnv(gym.Env):
         self.observation_space = self._observation_space()
         if action_mode == "text":
             self.action_space = ActionText(max_action_length, canonical_actions=self.template.canonical_actions)
+            if "torchrl" in sys.modules:  # TorchRL's random text is then a command, not "a string"
+                from bagel_world.torchrl_text import register
+
+                register()
         else:
             if not self.template.canonical_actions:
                 raise ValueError(f"task {self.task!r} defines no canonical actions; use action_mode='text'")

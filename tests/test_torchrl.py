@@ -4,7 +4,8 @@ Skipped when TorchRL is not installed. The imagined envs run on the model-free
 `FakeSimulator`; the real twins skip when their simulators are not installed. Text
 action spaces become TorchRL `NonTensor` specs; `bagel_world.torchrl_text` makes their
 random samples the task's canonical commands instead of TorchRL's placeholder "a string"
-(the real twins register it themselves when TorchRL is imported before they are made).
+(the imagined envs and the real twins register it themselves when TorchRL is imported
+before they are made).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torchrl.envs import GymWrapper  # noqa: E402
 from torchrl.envs.libs import gym as torchrl_gym  # noqa: E402
 from torchrl.envs.utils import check_env_specs  # noqa: E402
 
-import bagel_world.torchrl_text  # noqa: E402,F401  (registers the conversion; the imagined envs need it)
+import bagel_world.torchrl_text  # noqa: E402,F401  (registers the conversion, as making an env would)
 from bagel_world.envs import ENV_IDS  # noqa: E402
 from bagel_world.sims import REAL_ENVS, missing_packages  # noqa: E402
 from bagel_world.simulator.tasks import default_templates  # noqa: E402
@@ -61,24 +62,24 @@ def test_check_env_specs_and_a_random_rollout(env_id, mode):
 
 
 @pytest.mark.parametrize("env_id", tuple(TASK_OF))
-def test_real_twins_register_the_text_spec_when_torchrl_is_loaded(env_id, monkeypatch):
+def test_envs_and_twins_register_the_text_spec_when_torchrl_is_loaded(env_id, monkeypatch):
     from bagel_world.envs.base import ActionText
     from bagel_world.sims.base import GrammarText
 
     registry = torchrl_gym._conversion_registry
     for cls in (ActionText, GrammarText):  # as in a process that never imported bagel_world.torchrl_text
         monkeypatch.delitem(registry.data, cls, raising=False)
-    plain = GymWrapper(_make("BagelNavigate-v0"))  # made before any twin: TorchRL's own Text spec
-    twin = GymWrapper(_make(env_id, resolution=(32, 32)))
+    imagined = GymWrapper(_make("BagelNavigate-v0"))  # the imagined env registers it for ActionText
+    twin = GymWrapper(_make(env_id, resolution=(32, 32)))  # the twin for GrammarText
     try:
-        assert not isinstance(plain.action_spec, CommandSpec)
-        assert plain.action_spec.rand().tolist() == TORCHRL_PLACEHOLDER
-        assert isinstance(twin.action_spec, CommandSpec)
+        for env in (imagined, twin):
+            assert isinstance(env.action_spec, CommandSpec)
+            assert env.action_spec.rand().tolist() in env._env.unwrapped.get_action_meanings()
         twin._env.reset(seed=0)
         with pytest.raises(ValueError, match="TorchRL's placeholder"):
             twin._env.step(TORCHRL_PLACEHOLDER)
     finally:
-        plain.close()
+        imagined.close()
         twin.close()
 
 
