@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -170,7 +170,7 @@ class RealWorldEnv(gym.Env):
         self._frame_index = 0
         self._window = HumanWindow(type(self).__name__, RENDER_FPS) if render_mode == "human" else None
 
-    def __new__(cls, *args: Any, **kwargs: Any) -> Self:
+    def __new__(cls, *args: Any, **kwargs: Any) -> RealWorldEnv:
         self = super().__new__(cls)
         self._init_args = (args, dict(kwargs))  # copies and pickles are rebuilt from these
         return self
