@@ -1,14 +1,16 @@
 """The model-judged policy: BAGEL's understanding path picks the next instruction.
 
-Each step it builds an understanding context (ViT tokens only, as the official VLM path)
+Each step it asks the simulator (`Simulator.ask`: an understanding context of ViT tokens
+only, as the official VLM path)
 
     [system] "Current view:" [frame ViT] "Goal view:" [goal ViT] [question]
 
-and scores every canonical action as the answer (`BagelInference.score_answers`, the
-log-probability of the answer tokens and the closing token); the best-scoring action is
-taken (or one is sampled with `temperature`). With `think=True` the model first writes
-its reasoning (`generate_text`), which is appended before the answers are scored. Tasks
-without a goal image (multiview, future_frame) get the frame only and a task question.
+to score every canonical action as the answer (the log-probability of the answer tokens
+and the closing token); the best-scoring action is taken (or one is sampled with
+`temperature`). With `think=True` the model first writes its reasoning, which precedes
+the answers. Tasks without a goal image (multiview, future_frame) get the frame only and a
+task question. It talks only to the simulator API, so it runs over a local model, a
+`RemoteSimulator` or the server alike.
 
 How far it goes: this is the intended policy for BAGEL-7B-MoT, whose understanding
 expert was trained on general image QA. The small world model's understanding training
@@ -29,7 +31,6 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
 from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, task_of
 from bagel_world.simulator.base import Simulator
@@ -46,10 +47,11 @@ QUESTIONS = {
 class ModelJudgedPolicy(Agent):
     """Pick the canonical action BAGEL's understanding path scores highest. See the module doc.
 
-    Give `engine` (a `BagelInference`) or `simulator` (a local one: its `.engine` is used).
-    `think`: reason in text first (`max_think_tokens`). `length_normalize`: divide each
-    answer's log-probability by its token count, so long phrasings are not penalised.
-    `temperature`: 0 takes the argmax, > 0 samples from softmax(score / temperature).
+    `simulator`: any `Simulator` that answers questions (`ask`): local, remote or served;
+    `engine=` (a `BagelInference`) is wrapped in a `LocalSimulator`. `think`: reason in text
+    first (`max_think_tokens`). `length_normalize`: divide each answer's log-probability by its
+    token count, so long phrasings are not penalised. `temperature`: 0 takes the argmax, > 0
+    samples from softmax(score / temperature).
     """
 
     name = "vlm"
@@ -57,21 +59,21 @@ class ModelJudgedPolicy(Agent):
     def __init__(self, engine=None, simulator: Simulator | None = None, *, question: str | None = None,
                  think: bool = False, max_think_tokens: int = 256, length_normalize: bool = True,
                  temperature: float = 0.0, seed: int | None = None):
-        if engine is None and simulator is not None:
-            engine = getattr(simulator, "engine", None)
-            if engine is None:
-                raise ValueError(f"{type(simulator).__name__} exposes no local model (.engine); the model-judged "
-                                 "policy needs a local BagelInference (pass engine=, or a LocalSimulator)")
-        if engine is None:
-            raise ValueError("pass engine= (a BagelInference) or simulator= (a LocalSimulator)")
+        if simulator is None and engine is not None:
+            from bagel_world.simulator.local import LocalSimulator
+
+            simulator = LocalSimulator(engine)
+        if simulator is None:
+            raise ValueError("pass simulator= (a Simulator that answers questions: local, remote or served) "
+                             "or engine= (a BagelInference)")
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature!r}")
         if max_think_tokens < 1:
             raise ValueError(f"max_think_tokens must be >= 1, got {max_think_tokens!r}")
-        self.engine, self.question, self.think = engine, question, think
+        self.simulator, self.question, self.think = simulator, question, think
         self.max_think_tokens, self.length_normalize, self.temperature = max_think_tokens, length_normalize, temperature
         self._rng = np.random.default_rng(seed)
-        self._gen = torch.Generator().manual_seed(0 if seed is None else seed)
+        self._think_seed = 0 if seed is None else int(seed)
         self.actions: tuple[str, ...] = ()
         self._task = ""
         self._episode_question = ""
@@ -84,7 +86,7 @@ class ModelJudgedPolicy(Agent):
                                      or "Has anything in the scene moved?")
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-            self._gen = torch.Generator().manual_seed(seed)
+            self._think_seed = int(seed)
 
     def act(self, obs: Any, info: dict[str, Any]) -> int:
         if not self.actions:
@@ -97,25 +99,18 @@ class ModelJudgedPolicy(Agent):
 
     def scores(self, obs: Any) -> np.ndarray:
         """(A,) the model's score of each canonical action for this observation."""
-        eng = self.engine
-        # 1. The understanding context: frame (and goal) as ViT tokens, then the question.
         goal = goal_of(obs)
-        inputs: list[Any] = ["Current view:", frame_of(obs)]
+        images, captions = [frame_of(obs)], ["Current view:"]
         if goal is not None:
-            inputs += ["Goal view:", goal]
-        inputs.append(self._question(goal is not None))
-        ctx, _, _ = eng.build_contexts(inputs, think=self.think, understanding=True)
-        # 2. Optional reasoning, appended as the model's own turn.
-        self.last_thought = None
+            images.append(goal)
+            captions.append("Goal view:")
+        s, self.last_thought = self.simulator.ask(
+            images, self._question(goal is not None), list(self.actions), captions=captions, think=self.think,
+            max_think_tokens=self.max_think_tokens, length_normalize=self.length_normalize, seed=self._think_seed)
         if self.think:
-            self.last_thought = eng.generate_text(ctx, max_length=self.max_think_tokens, generator=self._gen)[0]
-            eng.append_text(ctx, self.last_thought)
-        # 3. Every canonical action scored as the answer: (1, A) log-probabilities.
-        s = eng.score_answers(ctx, list(self.actions))[0].double().numpy()
-        if self.length_normalize:
-            s = s / np.array([len(eng.tokenize(a)) + 1 for a in self.actions])  # +1: the closing token
-        self.last_scores = s
-        return s
+            self._think_seed += 1  # a fresh draw of reasoning at every step, reproducible from the seed
+        self.last_scores = np.asarray(s, np.float64)
+        return self.last_scores
 
     def _question(self, has_goal: bool) -> str:
         listed = "; ".join(self.actions)

@@ -8,7 +8,8 @@ Writes, into --out: `compare_<task>.png` (the real episode on top, each run's im
 frames below, at horizons 0, 1, 2, 4, ... 64), `psnr_vs_horizon.png` (PSNR of every run and
 of copy-last against the horizon, one panel per task), and prints a markdown table of
 controllability, PSNR gain over copy-last and persistence per run. Every run must have
-evaluated the same seeds (the real episodes are checked to be identical).
+evaluated the same seeds (the real episodes are checked to be identical). A run folder with
+only its eval.json (e.g. a committed docs/eval/v1) joins the plot and the table.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 
 
 def load(run: Path) -> dict:
+    """A run's eval.json and, where they were kept, its rollouts (`rollout_<task>.npz`)."""
     res = json.loads((run / "eval.json").read_text())
-    res["rollouts"] = {t: np.load(run / f"rollout_{t}.npz") for t in res["tasks"]}
+    paths = {t: run / f"rollout_{t}.npz" for t in res["tasks"]}
+    res["rollouts"] = {t: np.load(p) for t, p in paths.items() if p.is_file()}
     return res
 
 
@@ -86,11 +89,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     first = next(iter(runs.values()))
     for task in first["tasks"]:
-        real = first["rollouts"][task]["real"]
-        for name, res in runs.items():
-            if not np.array_equal(res["rollouts"][task]["real"], real):
+        # Runs whose rollouts were not kept (only eval.json) join the plot and table, not the strips.
+        with_frames = {n: r["rollouts"][task] for n, r in runs.items() if task in r["rollouts"]}
+        if not with_frames:
+            continue
+        real = next(iter(with_frames.values()))["real"]
+        for name, ro in with_frames.items():
+            if not np.array_equal(ro["real"], real):
                 raise SystemExit(f"run {name!r} evaluated a different {task} episode; use the same --seed")
-        strip(real, {n: r["rollouts"][task]["imagined"] for n, r in runs.items()}).save(out / f"compare_{task}.png")
+        strip(real, {n: ro["imagined"] for n, ro in with_frames.items()}).save(out / f"compare_{task}.png")
     psnr_plot(runs, out / "psnr_vs_horizon.png")
     print(table(runs))
     print(f"\nwritten to {out}/compare_<task>.png and psnr_vs_horizon.png")

@@ -95,6 +95,26 @@ class FakeSimulator(Simulator):
             out[i] = logits - np.log(np.exp(logits).sum())
         return out
 
+    def ask(self, images, question, answers, *, captions=None, think=False, max_think_tokens=256,
+            length_normalize=False, seed=0):
+        """Answer j scores -(j - k)^2 (log-softmaxed), k = the images' mean brightness x (A-1) plus
+        the question's bias: a known function of images and question. With `think`, a fixed
+        thought that names the question."""
+        self.question_bias(question)  # checks it
+        for i, img in enumerate(images):
+            a = np.asarray(img)
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+                raise ValueError(f"images[{i}] must be (H, W, 3) uint8, got {a.shape} {a.dtype}")
+        if captions is not None and len(captions) != len(images):
+            raise ValueError("captions: one per image")
+        k = (np.mean([np.asarray(im, np.float64).mean() for im in images]) / 255.0 + self.question_bias(question)) \
+            * (len(answers) - 1)
+        logits = -((np.arange(len(answers)) - k) ** 2)
+        scores = logits - np.log(np.exp(logits).sum())
+        if length_normalize:
+            scores = scores / np.array([len(a.split()) + 1 for a in answers])
+        return scores, (f"thinking about {question!r}" if think else None)
+
     REACHED_GAP = 0.05
 
     @staticmethod

@@ -202,9 +202,26 @@ def test_model_judged_policy_scores_every_action(tiny_engine, think):
     assert (policy.last_thought is not None) == think
 
 
-def test_model_judged_policy_needs_a_local_model():
-    with pytest.raises(ValueError, match="engine"):
+def test_model_judged_policy_needs_a_simulator_and_runs_over_http():
+    with pytest.raises(ValueError, match="simulator="):
         ModelJudgedPolicy()
+    pytest.importorskip("fastapi")
+    from bagel_world.server import create_app
+    from bagel_world.server.testing import run_in_thread
+    from bagel_world.simulator.remote import RemoteSimulator
+
+    env = nav_env(fake())
+    obs, info = env.reset(seed=0)
+    local = ModelJudgedPolicy(simulator=fake(), seed=0)
+    with run_in_thread(create_app(fake())) as url:
+        remote_sim = RemoteSimulator(url)
+        remote = ModelJudgedPolicy(simulator=remote_sim, seed=0)
+        for p in (local, remote):
+            p.reset(env, obs, info, seed=0)
+        # The same choice and scores through the HTTP API as in process (the fake's known judge).
+        assert remote.act(obs, info) == local.act(obs, info)
+        np.testing.assert_allclose(remote.last_scores, local.last_scores, rtol=1e-12)
+        remote_sim.disconnect()
 
 
 # ---- PPO in imagination ------------------------------------------------------------------------

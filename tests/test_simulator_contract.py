@@ -142,6 +142,22 @@ def test_score_depends_on_the_question_and_takes_goals(sim):
     sim.close(s2)
 
 
+def test_ask_scores_answers_about_images(sim):
+    images = [_start(sim, seed=5), _start(sim, seed=6)]
+    answers = ["turn left 30 degrees", "move forward 0.5 m", "yes"]
+    s1, thought = sim.ask(images, "Which action brings the view closer to the goal?", answers,
+                          captions=["Current view:", "Goal view:"])
+    assert s1.shape == (3,) and np.isfinite(s1).all() and thought is None
+    s2, _ = sim.ask(images, "Is the floor grey?", answers, captions=["Current view:", "Goal view:"])
+    assert not np.allclose(s1, s2), "the question must reach the model"
+    again, _ = sim.ask(images, "Is the floor grey?", answers, captions=["Current view:", "Goal view:"])
+    np.testing.assert_allclose(again, s2, rtol=1e-6)
+    _, thought = sim.ask(images[:1], "Where is the red box?", answers, think=True, max_think_tokens=3, seed=1)
+    assert isinstance(thought, str)
+    with pytest.raises(ValueError):
+        sim.ask(images, "Is the floor grey?", answers, captions=["only one"])
+
+
 def test_scenarios_and_centred_features(sim):
     tpl = sim.tasks()["navigate"]
     scen = sim.scenarios("navigate")

@@ -13,6 +13,8 @@ from bagel_world.server.errors import ApiError, clip
 from bagel_world.server.images import png_b64
 from bagel_world.server.schemas import (
     COMMON_ERRORS,
+    AskRequest,
+    AskResult,
     Closed,
     EmbedRequest,
     EmbedResult,
@@ -132,3 +134,23 @@ async def score(body: ScoreRequest, state: ServerState = Depends(get_state)) -> 
     out = await state.call(functools.partial(state.simulator.score, goals=goals), [r.sim_id for r in recs],
                            body.question, body.answers)
     return ScoreResult(logprobs=out.astype("float32").tolist())
+
+
+@router.post("/ask")
+async def ask(body: AskRequest, state: ServerState = Depends(get_state)) -> AskResult:
+    """Understanding without a session: scores of answers to a question about images."""
+    s = state.settings
+    check_text(body.question, "question", s, required=True)
+    for i, a in enumerate(body.answers):
+        check_text(a, f"answers[{i}]", s, required=True)
+    if body.captions is not None:
+        if len(body.captions) != len(body.images):
+            raise ApiError(422, "invalid_input", f"captions: one per image; got {len(body.captions)} for "
+                           f"{len(body.images)} images")
+        for i, c in enumerate(body.captions):
+            check_text(c, f"captions[{i}]", s)
+    images = await run_in_threadpool(decode_frames, body.images, s, "images")
+    scores, thought = await state.call(functools.partial(
+        state.simulator.ask, captions=body.captions, think=body.think, max_think_tokens=body.max_think_tokens,
+        length_normalize=body.length_normalize, seed=body.seed), images, body.question, body.answers)
+    return AskResult(logprobs=[float(x) for x in scores], thought=thought)

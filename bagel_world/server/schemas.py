@@ -93,6 +93,23 @@ class ScoreResult(BaseModel):
     logprobs: list[list[float]]  # (len(session_ids), len(answers)) float32 values
 
 
+class AskRequest(Request):
+    images: list[PngB64] = Field(min_length=1, description="shown to the model as ViT tokens, in order")
+    captions: list[Text] | None = Field(None, description="one caption per image, shown before it, "
+                                        "e.g. 'Current view:' and 'Goal view:'")
+    question: NonBlankText
+    answers: list[Text] = Field(min_length=1, max_length=64)
+    think: bool = Field(False, strict=True, description="let the model write its reasoning before the answers")
+    max_think_tokens: int = Field(256, ge=1, le=1024, strict=True)
+    length_normalize: bool = Field(False, strict=True, description="divide each score by its answer's token count")
+    seed: int = Field(0, ge=0, lt=2**63, strict=True, description="seed of the reasoning's sampling")
+
+
+class AskResult(BaseModel):
+    logprobs: list[float]  # (len(answers),) log P(answer) (per token with length_normalize)
+    thought: str | None  # the reasoning, with think
+
+
 class Closed(BaseModel):
     closed: str
 

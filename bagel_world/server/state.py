@@ -309,6 +309,10 @@ class BatchedSimulator(Simulator):
     def embed(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         return self._sync(self._state.simulator.embed, frames)
 
+    def ask(self, images: Sequence[np.ndarray], question: str, answers: Sequence[str], **kwargs: Any
+            ) -> tuple[np.ndarray, str | None]:
+        return self._sync(functools.partial(self._state.simulator.ask, **kwargs), images, question, answers)
+
     def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
               goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
         if goals is None:  # a simulator without goal-conditioned scoring still serves plain questions

@@ -117,6 +117,21 @@ class Simulator(abc.ABC):
         float32: the model-judged reward path.
         """
 
+    def ask(self, images: Sequence[np.ndarray], question: str, answers: Sequence[str], *,
+            captions: Sequence[str] | None = None, think: bool = False, max_think_tokens: int = 256,
+            length_normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, str | None]:
+        """Understanding without a session: the log-probability of each answer to `question`
+        about `images` ((H, W, 3) uint8 each, shown as ViT tokens after their `captions`, as the
+        official VLM path does). With `think`, the model first writes its reasoning (at most
+        `max_think_tokens`, sampled with `seed`), which precedes the answers. With
+        `length_normalize`, each score is divided by its answer's token count (+1 for the
+        closing token). Returns ((len(answers),) float64, the reasoning or None).
+
+        Backends with a model implement it (local, remote, the server's); others raise
+        NotImplementedError.
+        """
+        raise NotImplementedError(f"{type(self).__name__} does not answer questions about images")
+
     # ---- services built on the calls above ---------------------------------------------------
     def shipped_scenarios(self, task: str) -> ScenarioSet | None:
         """The start (and goal) scenes the checkpoint ships for `task`, or None."""

@@ -171,6 +171,40 @@ class LocalSimulator(Simulator):
             self.engine.append_text(ctxs, [question] * len(ctxs))
             return self.engine.score_answers(ctxs, list(answers)).numpy().astype(np.float32)
 
+    def ask(self, images: Sequence[np.ndarray], question: str, answers: Sequence[str], *,
+            captions: Sequence[str] | None = None, think: bool = False, max_think_tokens: int = 256,
+            length_normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, str | None]:
+        if not isinstance(question, str) or not question.strip():
+            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        if not answers or not all(isinstance(a, str) and a for a in answers):
+            raise ValueError(f"answers must be a non-empty list of non-empty strings, got {answers!r}")
+        if captions is not None and len(captions) != len(images):
+            raise ValueError(f"captions: one per image; got {len(captions)} for {len(images)} images")
+        if max_think_tokens < 1:
+            raise ValueError(f"max_think_tokens must be >= 1, got {max_think_tokens!r}")
+        inputs: list = []
+        for i, img in enumerate(images):
+            a = np.asarray(img)
+            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+                raise ValueError(f"images[{i}] must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
+            inputs += ([captions[i]] if captions is not None else []) + [np.ascontiguousarray(a)]
+        inputs.append(question)
+        eng = self.engine
+        with self._lock, torch.no_grad():
+            # 1. The understanding context (ViT tokens only, as the official VLM path).
+            ctx, _, _ = eng.build_contexts(inputs, think=think, understanding=True)
+            # 2. Optional reasoning, appended as the model's own turn.
+            thought = None
+            if think:
+                gen = torch.Generator().manual_seed(int(seed))
+                thought = eng.generate_text(ctx, max_length=max_think_tokens, generator=gen)[0]
+                eng.append_text(ctx, thought)
+            # 3. Every answer scored: log P(answer tokens and the closing token).
+            scores = eng.score_answers(ctx, list(answers))[0].double().numpy()
+            if length_normalize:
+                scores = scores / np.array([len(eng.tokenize(a)) + 1 for a in answers])
+        return scores, thought
+
     @property
     def num_sessions(self) -> int:
         return len(self._sessions)

@@ -190,5 +190,15 @@ class RemoteSimulator(Simulator):
             body["goals"] = [png_b64(np.asarray(g, np.uint8)) for g in goals]
         return np.asarray(self._json("POST", "/v1/score", json=body)["logprobs"], dtype=np.float32)
 
+    def ask(self, images: Sequence[np.ndarray], question: str, answers: Sequence[str], *,
+            captions: Sequence[str] | None = None, think: bool = False, max_think_tokens: int = 256,
+            length_normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, str | None]:
+        body = {"images": [png_b64(im) for im in images], "question": question,
+                "answers": list(answers), "captions": None if captions is None else list(captions),
+                "think": bool(think), "max_think_tokens": int(max_think_tokens),
+                "length_normalize": bool(length_normalize), "seed": int(seed)}
+        out = self._json("POST", "/v1/ask", json=body)
+        return np.asarray(out["logprobs"], dtype=np.float64), out["thought"]
+
     def __repr__(self) -> str:
         return f"RemoteSimulator({self.url!r})"
