@@ -267,22 +267,21 @@ def _cmd_serve(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bagel-world", description="BAGEL world models: envs, planners, server")
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
-    sub = p.add_subparsers(dest="command", required=True)
+def _add_model_args(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--checkpoint", help="folder or repo id (default: the shipped model)")
+    sp.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
+
+def _add_inspect(sub) -> None:
     q = sub.add_parser("inspect", help="check a checkpoint folder against the architecture")
     q.add_argument("path", nargs="?", help="checkpoint folder or Hugging Face repo id")
     q.add_argument("--preset", choices=["bagel-7b-mot", "tiny"], help="print a preset's expected tensor layout")
     q.set_defaults(func=_cmd_inspect)
 
-    def add_model_args(sp):
-        sp.add_argument("--checkpoint", help="folder or repo id (default: the shipped model)")
-        sp.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: cuda if available)")
 
+def _add_generate(sub) -> None:
     g = sub.add_parser("generate", help="text-to-image, or edit an image with --image")
-    add_model_args(g)
+    _add_model_args(g)
     g.add_argument("--prompt", required=True)
     g.add_argument("--image", help="input image to edit (PNG/JPEG)")
     g.add_argument("--out", default="out.png")
@@ -298,8 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--think", action="store_true")
     g.set_defaults(func=_cmd_generate)
 
+
+def _add_understand(sub) -> None:
     u = sub.add_parser("understand", help="answer a question about an image")
-    add_model_args(u)
+    _add_model_args(u)
     u.add_argument("--image", required=True)
     u.add_argument("--question", required=True)
     u.add_argument("--answers", help="comma-separated candidates to score instead of generating")
@@ -307,13 +308,17 @@ def build_parser() -> argparse.ArgumentParser:
     u.add_argument("--think", action="store_true")
     u.set_defaults(func=_cmd_understand)
 
+
+def _add_demo(sub) -> None:
     d = sub.add_parser("demo", help="roll out every env on the default model and write GIFs")
-    add_model_args(d)
+    _add_model_args(d)
     d.add_argument("--out", default="out/demo")
     d.add_argument("--steps", type=int, default=8)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(func=_cmd_demo)
 
+
+def _add_record(sub) -> None:
     r = sub.add_parser("record", help="record exploration rollouts of the real simulators into shards")
     r.add_argument("--task", default="all", help="navigate, multiview, future_frame, manipulate, comma list or all")
     r.add_argument("--out", default="data/rec")
@@ -331,12 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
                         "action (exact replay), for counterfactual training groups")
     r.set_defaults(func=_cmd_record)
 
-    t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
-    from bagel_world.training.config import TrainConfig
 
-    add_dataclass_options(t, TrainConfig, skip=("extra",))
+def _add_train(sub) -> None:
+    from bagel_world.training.config import TrainConfig  # light: no torch
+
+    t = sub.add_parser("train", help="train the autoencoder and the MoT world model on recorded shards")
+    add_dataclass_options(t, TrainConfig, skip=("extra",))  # every option and default from TrainConfig
     t.set_defaults(func=_cmd_train)
 
+
+def _add_scenarios(sub) -> None:
     sc = sub.add_parser("scenarios", help="save the real twin's start (and goal) frames as a scenario set "
                         "for imagined envs")
     sc.add_argument("--task", default="navigate", choices=list(TASK_NAMES))
@@ -347,8 +356,10 @@ def build_parser() -> argparse.ArgumentParser:
     sc.add_argument("--out", default="runs/scenarios/navigate.npz")
     sc.set_defaults(func=_cmd_scenarios)
 
+
+def _add_eval(sub) -> None:
     e = sub.add_parser("eval", help="fidelity: imagined rollouts vs the real simulators on held-out seeds")
-    add_model_args(e)
+    _add_model_args(e)
     e.add_argument("--task", default="all")
     e.add_argument("--episodes", type=int, default=8)
     e.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
@@ -359,9 +370,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", default="out/eval")
     e.set_defaults(func=_cmd_eval)
 
+
+def _add_eval_progress(sub) -> None:
     ep = sub.add_parser("eval-progress", help="judged progress vs real distance and success on held-out seeds "
                         "(Spearman, AUROC)")
-    add_model_args(ep)
+    _add_model_args(ep)
     ep.add_argument("--task", default="navigate")
     ep.add_argument("--layout", default=None, help="navigate: one_room, four_rooms or maze (default: the twin's)")
     ep.add_argument("--episodes", type=int, default=8)
@@ -372,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
     ep.add_argument("--out", default=None, help="write the figures to this JSON file")
     ep.set_defaults(func=_cmd_eval_progress)
 
+
+def _add_evaluate_agent(sub) -> None:
     from bagel_world.evaluate_agents import add_arguments  # light: argparse/numpy only
 
     ea = sub.add_parser("evaluate-agent", help="run agents (random, scripted, planner, ppo, vlm) in the real "
@@ -379,10 +394,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_arguments(ea)  # defines its own --checkpoint/--device
     ea.set_defaults(func=_cmd_evaluate_agent)
 
+
+def _add_serve(sub) -> None:
     from bagel_world.server.settings import add_arguments as add_settings_arguments  # light: no FastAPI
 
     s = sub.add_parser("serve", help="serve the simulator over HTTP")
-    add_model_args(s)
+    _add_model_args(s)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8000)
     s.add_argument("--token", default=None, help="bearer token (required for non-loopback hosts; "
@@ -393,6 +410,23 @@ def build_parser() -> argparse.ArgumentParser:
     limits = s.add_argument_group("limits", "each also read from its environment variable; a flag wins")
     add_settings_arguments(limits)
     s.set_defaults(func=_cmd_serve)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="bagel-world", description="BAGEL world models: envs, planners, server")
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+    _add_inspect(sub)
+    _add_generate(sub)
+    _add_understand(sub)
+    _add_demo(sub)
+    _add_record(sub)
+    _add_train(sub)
+    _add_scenarios(sub)
+    _add_eval(sub)
+    _add_eval_progress(sub)
+    _add_evaluate_agent(sub)
+    _add_serve(sub)
     return p
 
 

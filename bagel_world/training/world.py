@@ -158,96 +158,119 @@ class WorldTrainer:
         return pl
 
     def loss(self, clips: list[Clip], gen: torch.Generator) -> tuple[Tensor, dict]:
-        """Forward one padded batch of clips; returns total loss and its parts."""
-        cfg, model = self.config, self.model
+        """Forward one padded batch of clips; returns total loss and its parts.
+
+        A linear recipe; every random draw comes from `gen`, in this order (so a resumed run
+        draws what an uninterrupted one would): the plans, the autoencoder's posterior sample,
+        each latent frame's timestep or context noise, then the flow noise.
+        """
+        model = self.model
         device = model.vae2llm.weight.device
+        # 1. Token layout of each clip, padded into one batch.
         plans = [self.plan(c, gen) for c in clips]
+        kinds, pos = self._batch_layout(plans)
+        x = torch.zeros(*kinds.shape, self.config.llm.hidden_size, device=device)
+        # 2. Text and marker embeddings.
+        text_rows = (kinds == 0).nonzero()
+        text_ids = torch.tensor([i for pl in plans for i in pl.text_ids])
+        x[text_rows[:, 0], text_rows[:, 1]] = model.embed_text(text_ids.to(device)).float()
+        # 3. ViT tokens (trainable SigLIP), one packed call for all frames of the batch.
+        vit_rows = (kinds == 1).nonzero()
+        x[vit_rows[:, 0], vit_rows[:, 1]] = self._vit_embeddings(plans, clips, device)
+        # 4. Latent tokens from the frozen autoencoder: clean context (t = 0, or lightly noised
+        #    and told so) and the noised frames to predict (x_t; these carry the flow loss).
+        clean, noised = self._latent_tokens(plans, clips, gen, device)
+        clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
+        if clean["x"].numel():
+            x[clean_rows[:, 0], clean_rows[:, 1]] = model.embed_latents(
+                clean["x"].to(device), clean["t"].to(device), clean["pos"].to(device)).float()
+        if noised is not None:
+            eps = torch.randn(noised["x0"].shape, generator=gen).to(device)
+            t = noised["t"][:, None]
+            xt = (1 - t) * noised["x0"] + t * eps
+            x[noised_rows[:, 0], noised_rows[:, 1]] = model.embed_latents(xt, noised["t"], noised["pos"]).float()
+        # 5. The LLM over the packed batch, then the flow-matching MSE and the answers' CE.
+        mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
+        gen_mask = (kinds == 2) | (kinds == 3)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            hidden = model.language_model(x.to(model.dtype), pos.to(device), gen_mask.to(device), mask, None).hidden
+            mse = torch.zeros((), device=device)
+            if noised is not None:
+                v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
+                w = noised["w"]  # (N,) per-token weights, mean ~1 per frame
+                mse = (w[:, None] * (v - (eps - noised["x0"])) ** 2).mean() / w.mean()
+            ce = self._answer_ce(hidden, plans, device)
+        total = self.args.mse_weight * mse + self.args.ce_weight * ce
+        return total, {"mse": mse.item(), "ce": ce.item(), "tokens": int(sum(len(p.kinds) for p in plans))}
+
+    @staticmethod
+    def _batch_layout(plans: list[_Plan]) -> tuple[Tensor, Tensor]:
+        """(B, L) token kinds (-1: padding) and rope positions of the padded batch."""
         B, L = len(plans), max(len(p.kinds) for p in plans)
-        Hd = cfg.llm.hidden_size
         kinds = torch.full((B, L), -1, dtype=torch.long)
         pos = torch.zeros(B, L, dtype=torch.long)
         for b, pl in enumerate(plans):
             kinds[b, : len(pl.kinds)] = torch.tensor(pl.kinds)
             pos[b, : len(pl.positions)] = torch.tensor(pl.positions)
-        x = torch.zeros(B, L, Hd, device=device)
-        # 1. Text and marker embeddings.
-        text_rows = (kinds == 0).nonzero()
-        text_ids = torch.tensor([i for pl in plans for i in pl.text_ids])
-        x[text_rows[:, 0], text_rows[:, 1]] = model.embed_text(text_ids.to(device)).float()
-        # 2. ViT tokens (trainable SigLIP), one packed call for all frames of the batch.
-        vit_rows = (kinds == 1).nonzero()
+        return kinds, pos
+
+    def _vit_embeddings(self, plans: list[_Plan], clips: list[Clip], device: torch.device) -> Tensor:
+        cfg = self.config
         patches, vpos, lens = [], [], []
         for pl, clip in zip(plans, clips):
-            images = clip.images
             for f in pl.vit_frames:
-                img = to_tensor_uint8(images[f])
+                img = to_tensor_uint8(clip.images[f])
                 pp = cfg.vit.patch_size
                 patches.append(patchify(img, pp))
                 vpos.append(flattened_position_ids(img.shape[1] // pp, img.shape[2] // pp, cfg.vit_max_num_patch_per_side))
                 lens.append(patches[-1].shape[0])
         cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32, device=device)
-        vpos_t = torch.cat(vpos).to(device)
-        x[vit_rows[:, 0], vit_rows[:, 1]] = model.embed_vit(torch.cat(patches).to(device), vpos_t, cu).float()
-        # 3. Latent tokens: clean (t = 0) and noised (x_t, loss) from the frozen autoencoder.
-        clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
-        x0_clean, t_clean, x0_noised, t_noised, lat_pos_c, lat_pos_n, w_noised = [], [], [], [], [], [], []
+        return self.model.embed_vit(torch.cat(patches).to(device), torch.cat(vpos).to(device), cu).float()
+
+    def _latent_tokens(self, plans: list[_Plan], clips: list[Clip], gen: torch.Generator,
+                       device: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
+        """Clean context tokens {x, t, pos} and noised target tokens {x0, t, pos, w} (None if none)."""
+        cfg, a = self.config, self.args
         with torch.no_grad():
             frames = [torch.stack([to_tensor_uint8(f) for f in clip.images]) for clip in clips]
             z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
-        z_per_clip = torch.split(z, [len(c.images) for c in clips])
-        for pl, zc in zip(plans, z_per_clip):
+        x_c, t_c, pos_c, x0_n, t_n, pos_n, w_n = [], [], [], [], [], [], []
+        for pl, zc in zip(plans, torch.split(z, [len(c.images) for c in clips])):
             h, w = zc.shape[2] // cfg.latent_patch_size, zc.shape[3] // cfg.latent_patch_size
             lp = flattened_position_ids(h, w, cfg.max_latent_size)
             for f, noised in pl.latent_frames:
                 tok = latent_to_tokens(zc[f], cfg.latent_patch_size)
                 if noised:
-                    t = torch.sigmoid(torch.randn((), generator=gen))
-                    t = shift_timesteps(t, self.args.timestep_shift)
-                    x0_noised.append(tok)
-                    t_noised.append(t.expand(tok.shape[0]))
-                    lat_pos_n.append(lp)
-                    w_noised.append(self._change_weights(tok, latent_to_tokens(zc[f - 1], cfg.latent_patch_size)))
+                    t = shift_timesteps(torch.sigmoid(torch.randn((), generator=gen)), a.timestep_shift)
+                    x0_n.append(tok)
+                    t_n.append(t.expand(tok.shape[0]))
+                    pos_n.append(lp)
+                    w_n.append(self._change_weights(tok, latent_to_tokens(zc[f - 1], cfg.latent_patch_size)))
                 else:
                     # Context-noise augmentation (GameNGen, DIAMOND): half of the context
                     # frames are partly noised, and the model is told how much.
-                    tc = self.args.context_noise * float(torch.rand((), generator=gen))
-                    if self.args.context_noise <= 0 or float(torch.rand((), generator=gen)) < 0.5:
+                    tc = a.context_noise * float(torch.rand((), generator=gen))
+                    if a.context_noise <= 0 or float(torch.rand((), generator=gen)) < 0.5:
                         tc = 0.0
                     noise = torch.randn(tok.shape, generator=gen).to(tok.device) if tc > 0 else None
-                    x0_clean.append(tok if noise is None else (1 - tc) * tok + tc * noise)
-                    t_clean.append(torch.full((tok.shape[0],), tc))
-                    lat_pos_c.append(lp)
-        xc = torch.cat(x0_clean)
-        x[clean_rows[:, 0], clean_rows[:, 1]] = model.embed_latents(
-            xc.to(device), torch.cat(t_clean).to(device), torch.cat(lat_pos_c).to(device)
-        ).float() if xc.numel() else x[clean_rows[:, 0], clean_rows[:, 1]]
-        mse = torch.zeros((), device=device)
-        if x0_noised:
-            x0 = torch.cat(x0_noised).to(device)
-            t = torch.cat(t_noised).to(device)
-            eps = torch.randn(x0.shape, generator=gen).to(device)
-            xt = (1 - t[:, None]) * x0 + t[:, None] * eps
-            x[noised_rows[:, 0], noised_rows[:, 1]] = model.embed_latents(xt, t, torch.cat(lat_pos_n).to(device)).float()
-        # 4. The LLM over the packed batch.
-        mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
-        gen_mask = (kinds == 2) | (kinds == 3)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
-            out = model.language_model(x.to(model.dtype), pos.to(device), gen_mask.to(device), mask, None)
-            hidden = out.hidden
-            parts = {}
-            if x0_noised:
-                v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
-                w = torch.cat(w_noised).to(device)  # (N,) per-token weights, mean ~1 per frame
-                mse = (w[:, None] * (v - (eps - x0)) ** 2).mean() / w.mean()
-            ce = torch.zeros((), device=device)
-            tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
-            if tgt:
-                bi = torch.tensor([(b, i) for b, i, _ in tgt], device=device)
-                logits = model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
-                ce = F.cross_entropy(logits, torch.tensor([y for *_, y in tgt], device=device))
-        total = self.args.mse_weight * mse + self.args.ce_weight * ce
-        parts.update(mse=mse.item(), ce=ce.item(), tokens=int(sum(len(p.kinds) for p in plans)))
-        return total, parts
+                    x_c.append(tok if noise is None else (1 - tc) * tok + tc * noise)
+                    t_c.append(torch.full((tok.shape[0],), tc))
+                    pos_c.append(lp)
+        clean = {"x": torch.cat(x_c), "t": torch.cat(t_c), "pos": torch.cat(pos_c)}
+        if not x0_n:
+            return clean, None
+        noised = {"x0": torch.cat(x0_n).to(device), "t": torch.cat(t_n).to(device), "pos": torch.cat(pos_n).to(device),
+                  "w": torch.cat(w_n).to(device)}
+        return clean, noised
+
+    def _answer_ce(self, hidden: Tensor, plans: list[_Plan], device: torch.device) -> Tensor:
+        """Cross-entropy of the answer tokens (simulator-state and progress questions)."""
+        tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
+        if not tgt:
+            return torch.zeros((), device=device)
+        bi = torch.tensor([(b, i) for b, i, _ in tgt], device=device)
+        logits = self.model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
+        return F.cross_entropy(logits, torch.tensor([y for *_, y in tgt], device=device))
 
     def _change_weights(self, tok: Tensor, prev: Tensor) -> Tensor:
         """(N,) flow-loss weights: 1 + change_weight * (token change from the previous frame,
