@@ -17,9 +17,10 @@ EPISODES=${EPISODES:-4096}
 export MUJOCO_GL=egl PYOPENGL_PLATFORM=egl
 for task in navigate multiview future_frame manipulate; do
     OMP_NUM_THREADS=1 bagel-world record --task "$task" --out "$DATA" --episodes "$EPISODES" --steps 32 \
-        --seed 1000 --uniform 0.5 --vary 0.1 &
+        --seed 1000 --uniform 0.5 --vary 0.1 --branches 4 &
 done
 wait
 bagel-world train --data "$DATA" --out "$OUT" --work "$WORK" --device cuda --bf16 \
-    --init bagel_world/checkpoints/bagel-world-small --steps "$STEPS" --batch-size 64 --lr 3e-4
+    --init bagel_world/checkpoints/bagel-world-small --steps "$STEPS" --batch-size 64 --lr 3e-4 \
+    --timestep-shift 3 --cfg-text 3 --branch-share 0.5 --branch-group 4 --progress-share 0.5
 bagel-world eval --checkpoint "$OUT" --device cuda --episodes 16 --seed 0 --out "$OUT-eval"
