@@ -108,7 +108,7 @@ class ModelJudgedPolicy(Agent):
             images, self._question(goal is not None), list(self.actions), captions=captions, think=self.think,
             max_think_tokens=self.max_think_tokens, length_normalize=self.length_normalize, seed=self._think_seed)
         if self.think:
-            self._think_seed += 1  # a fresh draw of reasoning at every step, reproducible from the seed
+            self._think_seed += 1  # a new generator seed per step (decoding itself is greedy)
         self.last_scores = np.asarray(s, np.float64)
         return self.last_scores
 

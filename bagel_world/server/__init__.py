@@ -20,6 +20,7 @@ Frames travel as PNG: base64 in JSON, or raw `image/png` for GET .../frame with
     DELETE /v1/sessions/{id}
     POST   /v1/embed                       {frames} -> {features}
     POST   /v1/score                       {session_ids, question, answers} -> {logprobs}
+    POST   /v1/ask                         {images, captions, question, answers, think} -> {logprobs, thought}
     GET    /v1/envs                        Bagel env ids with their canonical actions
     POST   /v1/envs/{env_id}/episodes      {seed?, options?, start_image?, goal_image?}
     POST   /v1/episodes/{id}/step          {action: text or canonical index}

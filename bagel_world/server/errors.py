@@ -67,6 +67,8 @@ def from_simulator_error(exc: BaseException) -> ApiError:
     if isinstance(exc, KeyError):
         msg = exc.args[0] if exc.args else "unknown session"
         return ApiError(404, "unknown_session", str(msg))
+    if isinstance(exc, NotImplementedError):  # e.g. ask() on a backend without an understanding path
+        return ApiError(501, "not_implemented", str(exc))
     text = str(exc)
     if isinstance(exc, MemoryError) or "out of memory" in text.lower():
         return ApiError(503, "out_of_memory", f"the model ran out of memory on this batch; retry later ({text})",

@@ -102,7 +102,7 @@ class AskRequest(Request):
     think: bool = Field(False, strict=True, description="let the model write its reasoning before the answers")
     max_think_tokens: int = Field(256, ge=1, le=1024, strict=True)
     length_normalize: bool = Field(False, strict=True, description="divide each score by its answer's token count")
-    seed: int = Field(0, ge=0, lt=2**63, strict=True, description="seed of the reasoning's sampling")
+    seed: int = Field(0, ge=0, lt=2**63, strict=True, description="seed of the reasoning's generator (decoding is greedy)")
 
 
 class AskResult(BaseModel):

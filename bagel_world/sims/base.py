@@ -118,6 +118,8 @@ class RealWorldEnv(gym.Env):
     millisecond (MiniWorld: a layout rebuild when the state is of another episode).
     Wrapper state (e.g. `TimeLimit`'s step count) is not part of `get_state`; deep-copy
     the wrapped env to copy it too.
+    Rendering options (`shadows=`) belong to the env, not the state: a state restored into an
+    env made with other options renders with those.
     """
 
     _init_args: tuple[tuple[Any, ...], dict[str, Any]]
@@ -159,9 +161,13 @@ class RealWorldEnv(gym.Env):
         if action_mode == "text":
             self.action_space = GrammarText(max_action_length, self.canonical_actions)
             if "torchrl" in sys.modules:  # TorchRL's random text is then a command, not "a string"
-                from bagel_world.torchrl_text import register
+                try:
+                    from bagel_world.torchrl_text import register
 
-                register()
+                    register()
+                except (ImportError, AttributeError) as exc:  # a TorchRL outside the tested range
+                    log.warning("TorchRL %s: text actions keep TorchRL's default spec (%s)",
+                                getattr(sys.modules["torchrl"], "__version__", "?"), exc)
         else:
             self.action_space = spaces.Discrete(len(self.canonical_actions))
 

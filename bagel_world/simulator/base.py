@@ -123,7 +123,7 @@ class Simulator(abc.ABC):
         """Understanding without a session: the log-probability of each answer to `question`
         about `images` ((H, W, 3) uint8 each, shown as ViT tokens after their `captions`, as the
         official VLM path does). With `think`, the model first writes its reasoning (at most
-        `max_think_tokens`, sampled with `seed`), which precedes the answers. With
+        `max_think_tokens`, greedy; `seed` seeds its generator), which precedes the answers. With
         `length_normalize`, each score is divided by its answer's token count (+1 for the
         closing token). Returns ((len(answers),) float64, the reasoning or None).
 
@@ -145,7 +145,9 @@ class Simulator(abc.ABC):
         if task not in self.tasks():
             raise KeyError(f"unknown task {task!r}; this simulator has {sorted(self.tasks())}")
         cache = self._service_cache("scenarios")
-        if task not in cache:
+        with self._service_lock():
+            if task in cache:
+                return cache[task]
             shipped = self.shipped_scenarios(task)
             H, W = self.tasks()[task].resolution
             cache[task] = shipped if shipped is not None else procedural_scenarios(task, (H, W))
@@ -154,7 +156,9 @@ class Simulator(abc.ABC):
     def feature_mean(self, task: str) -> np.ndarray:
         """Mean feature (D,) of the task's scenario frames and goals: the centre of `centred_features`."""
         cache = self._service_cache("feature_mean")
-        if task not in cache:
+        with self._service_lock():  # computed once even when envs are made from several threads
+            if task in cache:
+                return cache[task]
             s = self.scenarios(task)
             frames = list(s.frames) + (list(s.goals) if s.goals is not None else [])
             cache[task] = np.asarray(self.embed(frames), np.float32).mean(axis=0)
@@ -174,6 +178,10 @@ class Simulator(abc.ABC):
         # Per instance, made on first use (subclasses need not call an __init__ here).
         with _CACHE_LOCK:
             return vars(self).setdefault(f"_cache_{name}", {})
+
+    def _service_lock(self) -> threading.RLock:
+        with _CACHE_LOCK:
+            return vars(self).setdefault("_cache_lock", threading.RLock())
 
     def close_all(self) -> None:  # noqa: B027  a hook with a default, not an abstract method
         """Forget every session (backends that hold sessions override this)."""

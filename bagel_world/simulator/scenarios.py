@@ -36,8 +36,11 @@ class ScenarioSet:
         return len(self.frames)
 
     def save(self, path: str | Path) -> None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        Path(path).write_bytes(self.to_bytes())
+        path = Path(path)
+        if path.suffix != ".npz":  # as np.savez does
+            path = path.with_name(path.name + ".npz")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(self.to_bytes())
 
     def to_bytes(self) -> bytes:
         """The set as .npz bytes (what `save` writes and `load` reads, from a path or a file object)."""

@@ -47,8 +47,10 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         "",
         "## Training",
         "",
-        f"- autoencoder: {c['ae_steps']} steps, batch {c.get('ae_batch_size', 16)}, L1 + MSE + 1e-6 KL; "
-        f"reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB on training frames",
+        (f"- autoencoder: the init's, kept frozen; reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB "
+         "on its training frames" if c.get("init") else
+         f"- autoencoder: {c['ae_steps']} steps, batch {c.get('ae_batch_size', 16)}, L1 + MSE + 1e-6 KL; "
+         f"reconstruction PSNR {tr['ae_metrics']['recon_psnr_db']:.1f} dB on training frames"),
         f"- world model: {tr['step']} of {w['steps']} AdamW steps (cosine from {w['lr']} to {w['min_lr']}), batch "
         f"{w['batch_size']} clips of up to {c['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
         f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers"
