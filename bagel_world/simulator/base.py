@@ -183,6 +183,10 @@ class Simulator(abc.ABC):
         with _CACHE_LOCK:
             return vars(self).setdefault("_cache_lock", threading.RLock())
 
+    def __getstate__(self) -> dict:
+        # Pickling (e.g. to a spawned vector-env worker) leaves the caches and their lock behind.
+        return {k: v for k, v in vars(self).items() if not k.startswith("_cache_")}
+
     def close_all(self) -> None:  # noqa: B027  a hook with a default, not an abstract method
         """Forget every session (backends that hold sessions override this)."""
 
