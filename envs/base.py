@@ -13,8 +13,6 @@ so both run the same code and give the same frames under the same seeds.
 from __future__ import annotations
 
 import copy
-import logging
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +32,7 @@ from bagel_world.envs.checks import (
     check_prompt_text,
     check_scenarios,
     check_text_action,
+    register_torchrl_text_spec,
     user_scenarios,
 )
 from bagel_world.envs.registry import (
@@ -45,8 +44,6 @@ from bagel_world.envs.rendering import RENDER_FPS, HumanWindow, have_pygame, ren
 from bagel_world.forking import ASYNC_HINT, check_not_forked
 from bagel_world.simulator.base import Simulator, StepOutput
 from bagel_world.simulator.scenarios import ScenarioSet
-
-log = logging.getLogger(__name__)
 
 # Defined in checks.py, registry.py and rendering.py, and importable from here as they always were.
 __all__ = [
@@ -126,14 +123,7 @@ class BagelWorldEnv(gym.Env):
         self.observation_space = self._observation_space()
         if action_mode == "text":
             self.action_space = ActionText(max_action_length, canonical_actions=self.template.canonical_actions)
-            if "torchrl" in sys.modules:  # TorchRL's random text is then a command, not "a string"
-                try:
-                    from bagel_world.torchrl_text import register
-
-                    register()
-                except (ImportError, AttributeError) as exc:  # a TorchRL outside the tested range
-                    log.warning("TorchRL %s: text actions keep TorchRL's default spec (%s)",
-                                getattr(sys.modules["torchrl"], "__version__", "?"), exc)
+            register_torchrl_text_spec()  # with TorchRL loaded, its random text is a command, not "a string"
         else:
             if not self.template.canonical_actions:
                 raise ValueError(f"task {self.task!r} defines no canonical actions; use action_mode='text'")

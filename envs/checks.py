@@ -5,6 +5,8 @@ acceptable text), reset options, images, prompts, and scenario sets against a ta
 from __future__ import annotations
 
 import functools
+import logging
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,8 @@ from gymnasium import spaces
 
 from bagel_world.envs.rendering import have_pygame
 from bagel_world.simulator.scenarios import ScenarioSet
+
+log = logging.getLogger(__name__)
 
 # Printable ASCII, space included (Gymnasium's default Text charset has no space).
 PRINTABLE = "".join(chr(c) for c in range(32, 127))
@@ -48,6 +52,21 @@ class ActionText(spaces.Text):
 
     def __repr__(self) -> str:
         return f"ActionText(1, {self.max_length}, printable ASCII, not blank)"
+
+
+def register_torchrl_text_spec() -> None:
+    """Where TorchRL is already imported, register `bagel_world.torchrl_text` (random text
+    actions become canonical commands); a TorchRL outside the tested range only logs a warning
+    and keeps TorchRL's default spec. Called when a text-mode env or twin is made."""
+    if "torchrl" not in sys.modules:
+        return
+    try:
+        from bagel_world.torchrl_text import register
+
+        register()
+    except (ImportError, AttributeError) as exc:
+        log.warning("TorchRL %s: text actions keep TorchRL's default spec (%s)",
+                    getattr(sys.modules["torchrl"], "__version__", "?"), exc)
 
 
 def check_env_args(render_mode: Any, render_modes: Sequence[str], action_mode: Any, max_action_length: Any) -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from bagel_world.envs.base import (
     check_option_keys,
     render_modes,
 )
+from bagel_world.envs.checks import register_torchrl_text_spec
 from bagel_world.forking import check_not_forked
 from bagel_world.sims.grammar import Command, parse_action
 from bagel_world.simulator.tasks import CANONICAL_ACTIONS
@@ -160,14 +160,7 @@ class RealWorldEnv(gym.Env):
             self.observation_space = self.frame_space
         if action_mode == "text":
             self.action_space = GrammarText(max_action_length, self.canonical_actions)
-            if "torchrl" in sys.modules:  # TorchRL's random text is then a command, not "a string"
-                try:
-                    from bagel_world.torchrl_text import register
-
-                    register()
-                except (ImportError, AttributeError) as exc:  # a TorchRL outside the tested range
-                    log.warning("TorchRL %s: text actions keep TorchRL's default spec (%s)",
-                                getattr(sys.modules["torchrl"], "__version__", "?"), exc)
+            register_torchrl_text_spec()  # with TorchRL loaded, its random text is a command, not "a string"
         else:
             self.action_space = spaces.Discrete(len(self.canonical_actions))
 
