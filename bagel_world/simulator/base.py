@@ -142,14 +142,15 @@ class Simulator(abc.ABC):
         """The task's start scenes: the checkpoint's set (`shipped_scenarios`), else 64
         procedural scenes at the task's resolution. Loaded once per simulator and shared:
         read-only, copy what you change. Unknown tasks raise KeyError."""
-        if task not in self.tasks():
-            raise KeyError(f"unknown task {task!r}; this simulator has {sorted(self.tasks())}")
+        tasks = self.tasks()
+        if task not in tasks:
+            raise KeyError(f"unknown task {task!r}; this simulator has {sorted(tasks)}")
         cache = self._service_cache("scenarios")
         with self._service_lock():
             if task in cache:
                 return cache[task]
             shipped = self.shipped_scenarios(task)
-            H, W = self.tasks()[task].resolution
+            H, W = tasks[task].resolution
             cache[task] = shipped if shipped is not None else procedural_scenarios(task, (H, W))
         return cache[task]
 

@@ -54,7 +54,6 @@ class RemoteSimulator(Simulator):
         self._tasks: dict[str, TaskTemplate] | None = None
         self._opened: set[str] = set()  # sessions this client holds, for close_all
         self._limits: dict | None = None
-        self._shipped: dict[str, ScenarioSet | None] = {}
 
     # ---- transport -----------------------------------------------------------------------
     def _request(self, method: str, path: str, **kw) -> Any:
@@ -93,19 +92,16 @@ class RemoteSimulator(Simulator):
         self.disconnect()
 
     def shipped_scenarios(self, task: str) -> ScenarioSet | None:
-        """The server checkpoint's scenario set for `task` (fetched once), or None.
+        """The server checkpoint's scenario set for `task`, or None (`scenarios` keeps it).
 
         Mirroring the server's sets makes a remote env reset to the same frames as a local
         one for the same seed.
         """
-        if task not in self._shipped:
-            try:
-                data = self._request("GET", f"/v1/tasks/{task}/scenarios").content
-            except KeyError:  # none for this task: both sides use the same procedural scenes
-                self._shipped[task] = None
-            else:
-                self._shipped[task] = ScenarioSet.load(io.BytesIO(data))
-        return self._shipped[task]
+        try:
+            data = self._request("GET", f"/v1/tasks/{task}/scenarios").content
+        except KeyError:  # none for this task: both sides use the same procedural scenes
+            return None
+        return ScenarioSet.load(io.BytesIO(data))
 
     def health(self) -> dict:
         return self._json("GET", "/healthz")
