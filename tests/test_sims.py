@@ -421,3 +421,24 @@ def test_set_state_checks_the_state_and_a_fresh_state_needs_a_reset():
     finally:
         env.close()
         other.close()
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+def test_every_action_from_a_saved_state_equals_replaying_it(task):
+    """`real_each` (eval's controllability, `record --branches`) restores a saved state before
+    each action; that gives the same frames as replaying the episode from its reset."""
+    from bagel_world.training.controllability import real_each
+
+    class ReplayOnly:  # the same env without get_state/set_state: real_each replays per action
+        def __init__(self, env):
+            self.reset, self.step = env.reset, env.step
+
+    env = _make(task).unwrapped
+    try:
+        canon = list(CANONICAL_ACTIONS[task])
+        prefix = [canon[i] for i in np.random.default_rng(1).integers(0, len(canon), 5)]
+        restored = real_each(env, 4, prefix, canon)
+        assert restored.shape == (len(canon), *RES, 3)
+        np.testing.assert_array_equal(restored, real_each(ReplayOnly(env), 4, prefix, canon))
+    finally:
+        env.close()
