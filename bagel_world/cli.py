@@ -262,6 +262,14 @@ def _cmd_serve(args) -> int:
     limits = settings_kwargs(args, os.environ)
     ServerSettings(**limits)
     check_checkpoint(args.checkpoint if args.checkpoint is not None else default_checkpoint())
+    if args.ray:
+        from bagel_world.server.ray_serve import serve_ray
+
+        serve_ray(checkpoint=args.checkpoint, host=args.host, port=args.port, token=args.token, device=args.device,
+                  replicas=args.replicas, **limits)
+        return 0
+    if args.replicas != 1:
+        raise ValueError(f"--replicas {args.replicas} needs --ray (one process serves one simulator)")
     serve(checkpoint=args.checkpoint, host=args.host, port=args.port, token=args.token, device=args.device,
           **limits)
     return 0
@@ -407,7 +415,12 @@ def _add_serve(sub) -> None:
     s.add_argument("--allowed-host", action="append", metavar="NAME",
                    help="a Host name a server without a token answers besides localhost, 127.0.0.1 and [::1] "
                         "(repeatable; env BAGEL_WORLD_ALLOWED_HOSTS, comma-separated)")
-    limits = s.add_argument_group("limits", "each also read from its environment variable; a flag wins")
+    s.add_argument("--ray", action="store_true",
+                   help="serve on Ray Serve: --replicas simulator replicas behind one router, each session kept "
+                        "on its replica (needs the [ray] extra; joins RAY_ADDRESS if set, else starts Ray here)")
+    s.add_argument("--replicas", type=int, default=1, help="with --ray: simulator replicas (one per GPU on cuda)")
+    limits = s.add_argument_group("limits", "each also read from its environment variable; a flag wins; with --ray, "
+                                            "per replica")
     add_settings_arguments(limits)
     s.set_defaults(func=_cmd_serve)
 

@@ -66,16 +66,9 @@ def parse() -> Args:
 def make_sim(args: Args):
     if args.fake:
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from fakes import FakeSimulator
+        from fakes import TimedFakeFactory
 
-        from bagel_world.simulator.tasks import default_templates
-
-        class TimedFake(FakeSimulator):
-            def step(self, session_ids, actions, seeds):
-                time.sleep(args.fake_step_ms / 1000.0)
-                return super().step(session_ids, actions, seeds)
-
-        return TimedFake(default_templates(large=False)), f"FakeSimulator ({args.fake_step_ms:g} ms per call)"
+        return TimedFakeFactory(args.fake_step_ms)(), f"FakeSimulator ({args.fake_step_ms:g} ms per call)"
     import torch
 
     from bagel_world.simulator import make_simulator

@@ -10,7 +10,9 @@ model behaviour use the tiny random checkpoint instead.
 from __future__ import annotations
 
 import itertools
+import time
 import zlib
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -130,3 +132,28 @@ class FakeSimulator(Simulator):
         if n_answers == 2:
             return 0.0 if gap < cls.REACHED_GAP else 1.0
         return gap * (n_answers - 1)
+
+
+class TimedFakeSimulator(FakeSimulator):
+    """A fixed cost per step call, whatever its batch size (like a GPU model below its limit)."""
+
+    def __init__(self, templates: dict[str, TaskTemplate], step_ms: float):
+        super().__init__(templates)
+        self.step_ms = step_ms
+
+    def step(self, session_ids, actions, seeds):
+        time.sleep(self.step_ms / 1000.0)
+        return super().step(session_ids, actions, seeds)
+
+
+@dataclass(frozen=True)
+class TimedFakeFactory:
+    """Builds a `TimedFakeSimulator` over the small default templates; picklable, so a Ray
+    Serve replica can build its own (tests and benchmarks put tests/ on the workers' path)."""
+
+    step_ms: float = 0.0
+
+    def __call__(self) -> TimedFakeSimulator:
+        from bagel_world.simulator.tasks import default_templates
+
+        return TimedFakeSimulator(default_templates(large=False), self.step_ms)

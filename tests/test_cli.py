@@ -120,6 +120,20 @@ def test_serve_takes_limits_from_flags_then_environment(monkeypatch, capsys):
     assert "max_batch_size must be >= 1" in capsys.readouterr().err
 
 
+def test_serve_ray_gets_the_replicas_and_limits_and_replicas_need_ray(monkeypatch, capsys):
+    import bagel_world.server.app as server_app
+    import bagel_world.server.ray_serve as ray_serve
+
+    got = {}
+    monkeypatch.setattr(ray_serve, "serve_ray", lambda **kw: got.update(kw))
+    monkeypatch.setattr(server_app, "serve", lambda **kw: got.update(kw, plain=True))
+    assert main(["serve", "--ray", "--replicas", "3", "--max-sessions", "5", "--token", "t"]) == 0
+    assert got["replicas"] == 3 and got["max_sessions"] == 5 and got["token"] == "t" and "plain" not in got
+    got.clear()
+    assert main(["serve", "--replicas", "2"]) == 2 and not got
+    assert "--replicas 2 needs --ray" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_inspect_and_serve_refuse_bad_checkpoints_without_a_traceback(tiny_ckpt, tmp_path):
     bad = tmp_path / "bad"

@@ -31,6 +31,9 @@ Frames travel as PNG: base64 in JSON, or raw `image/png` for GET .../frame with
 
 Every /v1 route needs `Authorization: Bearer <token>` when the server has a token; a
 server without one answers only on loopback. OpenAPI docs are at /docs.
+
+Several simulator replicas on Ray Serve, each session kept on its replica: see
+`bagel_world.server.ray_serve` (`bagel-world serve --ray --replicas N`, the `[ray]` extra).
 """
 
 from bagel_world.server.settings import ServerSettings

@@ -87,8 +87,12 @@ class BodyLimitMiddleware:
         return await self.app(scope, replay, send)
 
 
-def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerSettings | None = None) -> FastAPI:
-    """The server app over a simulator, or over a factory called once at startup."""
+def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerSettings | None = None,
+               id_tag: str = "") -> FastAPI:
+    """The server app over a simulator, or over a factory called once at startup.
+
+    `id_tag` goes into every session and episode id after its kind (`sess-<id_tag><hex>`): a
+    Ray Serve replica puts its address there (bagel_world.server.ray_serve)."""
     settings = settings or ServerSettings()
     if not isinstance(simulator, Simulator) and not callable(simulator):
         raise TypeError(f"create_app needs a Simulator or a zero-argument factory, got {type(simulator).__name__}")
@@ -103,7 +107,7 @@ def create_app(simulator: Simulator | Callable[[], Simulator], settings: ServerS
             if not isinstance(sim, Simulator):
                 raise TypeError(f"the simulator factory returned {type(sim).__name__}, not a Simulator")
         # 2. Worker thread, batcher and idle sweeper; then serve.
-        state = ServerState(sim, settings, owns_simulator=owns)
+        state = ServerState(sim, settings, owns_simulator=owns, id_tag=id_tag)
         await state.start()
         app.state.server = state
         log.info("serving %s with tasks %s", type(sim).__name__, sorted(state.tasks()))

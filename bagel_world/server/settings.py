@@ -76,7 +76,7 @@ def env_name(name: str) -> str:
     return ENV_PREFIX + name.upper()
 
 
-def _parser_for(kind: str):
+def limit_parser(kind: str):
     """str -> value for a field annotated `kind` ('int', 'float' or 'int | None')."""
     def parse(text: str):
         text = text.strip()
@@ -106,7 +106,7 @@ def settings_kwargs(args, environ) -> dict:
         if text is None:
             continue
         try:
-            out[f.name] = _parser_for(str(f.type))(text)
+            out[f.name] = limit_parser(str(f.type))(text)
         except ValueError:
             raise ValueError(f"{where}={text!r} is not accepted: give {'a number' if f.type == 'float' else 'an integer'}"
                              f"{' or none' if 'None' in str(f.type) else ''}") from None

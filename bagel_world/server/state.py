@@ -54,8 +54,9 @@ class EpisodeRecord:
 
 
 class ServerState:
-    def __init__(self, simulator: Simulator, settings: ServerSettings, owns_simulator: bool):
+    def __init__(self, simulator: Simulator, settings: ServerSettings, owns_simulator: bool, id_tag: str = ""):
         self.simulator, self.settings, self.owns_simulator = simulator, settings, owns_simulator
+        self.id_tag = id_tag  # put into every session and episode id (a Ray Serve replica's address)
         # One thread runs every simulator call: the model is not re-entrant, and a single
         # worker keeps calls in the order the event loop issued them.
         self.sim_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bagel-sim")
@@ -149,9 +150,8 @@ class ServerState:
         idle = time.monotonic() - min(r.last_used for r in held)
         return max(1, math.ceil(self.settings.session_ttl_s - idle))
 
-    @staticmethod
-    def new_id(prefix: str) -> str:
-        return f"{prefix}-{secrets.token_hex(12)}"
+    def new_id(self, prefix: str) -> str:
+        return f"{prefix}-{self.id_tag}{secrets.token_hex(12)}"
 
     # ---- lookup with idle expiry ---------------------------------------------------------
     def _missing(self, kind: str, cid: str) -> ApiError:
