@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 import typing
@@ -185,7 +186,8 @@ def _cmd_train(args) -> int:
 
     cfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if hasattr(args, f.name)})
     out = run_training(cfg)
-    print(f"checkpoint written to {out}")
+    if os.environ.get("RANK", "0") == "0":  # one line per run, not per torchrun rank
+        print(f"checkpoint written to {out}")
     return 0
 
 

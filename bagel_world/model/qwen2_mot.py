@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
 
 from bagel_world.config import Qwen2MoTConfig
 
@@ -254,6 +255,9 @@ class Qwen2MoTForCausalLM(nn.Module):
         self.config = cfg
         self.model = Qwen2MoTModel(cfg)
         self.lm_head = nn.Linear(cfg.hidden_size, cfg.vocab_size, bias=False)
+        # Training memory: with grad enabled, each decoder layer's activations are recomputed
+        # in the backward instead of kept (same values; `bagel-world train --activation-checkpointing`).
+        self.checkpoint_layers = False
 
     def forward(
         self,
@@ -268,8 +272,10 @@ class Qwen2MoTForCausalLM(nn.Module):
         split = ExpertSplit.from_mask(gen_mask)
         cos_sin = self.model.rotary_emb(positions, x.dtype)
         new_kv, layer_outputs = [], [] if output_layers else None
+        recompute = self.checkpoint_layers and torch.is_grad_enabled()
         for i, layer in enumerate(self.model.layers):
-            x, k, v = layer(x, split, cos_sin, attn_mask, None if past_kv is None else past_kv[i])
+            args = (x, split, cos_sin, attn_mask, None if past_kv is None else past_kv[i])
+            x, k, v = checkpoint(layer, *args, use_reentrant=False) if recompute else layer(*args)
             new_kv.append((k, v))
             if layer_outputs is not None:
                 layer_outputs.append(x)

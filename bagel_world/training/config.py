@@ -63,4 +63,9 @@ class TrainConfig:
                                       "(recordings with goals)")
     warmup: int = _opt(500, "linear learning-rate warm-up steps")
     ckpt_every: int = _opt(500, "steps between resumable states and exports")
+    # Several processes (`torchrun --nproc-per-node N -m bagel_world.cli train ... --distributed`).
+    distributed: bool = _opt(False, "one rank of a torchrun group: FSDP2-sharded world model, each rank on its own "
+                                    "episodes with batch/N clips (gloo on CPU, nccl on CUDA)")
+    activation_checkpointing: bool = _opt(False, "recompute each decoder layer's activations in the backward "
+                                                 "instead of keeping them (less memory, same losses)")
     extra: dict = _opt({}, "free-form notes written into training.json")

@@ -171,7 +171,8 @@ class ClipSampler:
     positives and near distances are well covered).
     """
 
-    def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0):
+    def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
+                 part: tuple[int, int] = (0, 1)):
         if not 0.0 <= progress_share <= 1.0:
             raise ValueError(f"progress_share must be in [0, 1], got {progress_share}")
         self.progress_share = progress_share
@@ -181,7 +182,11 @@ class ClipSampler:
         T1 = min(s.frames.shape[1] for s in shards)
         if T1 < 2:
             raise ValueError(f"episodes need at least 2 frames, got {T1}")
-        self._index = [(i, e) for i, s in enumerate(shards) for e in range(s.num_episodes)]
+        # part (rank, ranks): a rank of a distributed run samples every ranks-th episode only.
+        self.part = part
+        self._index = [(i, e) for i, s in enumerate(shards) for e in range(s.num_episodes)][part[0] :: part[1]]
+        if not self._index:
+            raise ValueError(f"rank {part[0]} of {part[1]} has no episode: fewer training episodes than ranks")
 
     def sample_batch(self, n: int) -> list[Clip]:
         return [self.sample() for _ in range(n)]
@@ -240,13 +245,23 @@ class BranchSampler:
             raise ValueError(f"branch_share must be in [0, 1] and group >= 2; got {branch_share}, {group}")
         self.clips, self.branches, self.share, self.group = clips, branches, branch_share, group
         self.rng = clips.rng  # one generator, saved and restored with the training state
-        self._index = [(i, n) for i, b in enumerate(branches) for n in range(b.num_points)]
+        # A rank of a distributed run (the clip sampler's part) keeps every ranks-th state.
+        rank, ranks = clips.part
+        self._index = [(i, n) for i, b in enumerate(branches) for n in range(b.num_points)][rank::ranks]
+        if not self._index:
+            raise ValueError(f"rank {rank} of {ranks} has no branch state: fewer branch states than ranks")
 
     def sample(self) -> Clip:
         return self.clips.sample()
 
     def sample_batch(self, n: int) -> list[Clip]:
-        n_groups = int(round(n * self.share)) // self.group
+        """n clips; in a distributed run n is this rank's share, and the groups of the global
+        batch (as many as one process would draw) are dealt out to the ranks in turn."""
+        rank, ranks = self.clips.part
+        n_groups = len(range(rank, int(round(n * ranks * self.share)) // self.group, ranks))
+        if n_groups * self.group > n:
+            raise ValueError(f"a counterfactual group of {self.group} clips does not fit a batch of {n} clips per "
+                             "rank; lower --branch-group or raise --batch-size")
         out: list[Clip] = []
         for _ in range(n_groups):
             out += self.sample_group()

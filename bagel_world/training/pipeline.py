@@ -7,6 +7,7 @@ every world-model checkpoint, so a usable model exists whenever the run is stopp
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
@@ -120,6 +121,24 @@ def _texts(shards: list[Shard]) -> list[str]:
 
 
 def run_training(c: TrainConfig, progress: bool = True) -> Path:
+    """Train and export; with c.distributed, as one rank of its torchrun group (training/distributed.py)."""
+    if not c.distributed:
+        return _train(c, progress)
+    from bagel_world.training.distributed import torchrun_group
+
+    with torchrun_group(c.device) as device:
+        return _train(replace(c, device=str(device)), progress)
+
+
+def _rank_zero_first(distributed: bool):
+    if not distributed:
+        return contextlib.nullcontext()
+    from bagel_world.training.distributed import rank_zero_first
+
+    return rank_zero_first()
+
+
+def _train(c: TrainConfig, progress: bool) -> Path:
     from transformers import AutoTokenizer
 
     t_start = time.perf_counter()
@@ -135,48 +154,50 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
 
     init = _load_init(c.init) if c.init else None
 
-    # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary (or the init's).
-    tok_dir = work / "tokenizer"
-    if not (tok_dir / "tokenizer.json").is_file():
-        if init is not None:
-            tok_dir.mkdir(parents=True, exist_ok=True)
-            for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
-                if (Path(c.init) / name).is_file():
-                    shutil.copy(Path(c.init) / name, tok_dir / name)
-        else:
-            build_tokenizer(tok_dir, texts=_texts(shards), vocab_size=c.vocab_size)
-    tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
-    vocab = int(np.ceil(len(tokenizer) / 64) * 64)
-    config = copy.deepcopy(init.config) if init is not None else small_config(c, vocab, resolution)
+    # Rank 0 of a distributed run writes the tokenizer and autoencoder; the others then load them.
+    with _rank_zero_first(c.distributed):
+        # 1. Tokenizer: byte-level BPE learned on the action/question vocabulary (or the init's).
+        tok_dir = work / "tokenizer"
+        if not (tok_dir / "tokenizer.json").is_file():
+            if init is not None:
+                tok_dir.mkdir(parents=True, exist_ok=True)
+                for name in ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt"):
+                    if (Path(c.init) / name).is_file():
+                        shutil.copy(Path(c.init) / name, tok_dir / name)
+            else:
+                build_tokenizer(tok_dir, texts=_texts(shards), vocab_size=c.vocab_size)
+        tokenizer = AutoTokenizer.from_pretrained(str(tok_dir))
+        vocab = int(np.ceil(len(tokenizer) / 64) * 64)
+        config = copy.deepcopy(init.config) if init is not None else small_config(c, vocab, resolution)
 
-    # 2. Autoencoder.
-    device = torch.device(c.device)
-    vae = AutoEncoder(copy.deepcopy(config.vae)).to(device)
-    init_ae = work / "ae_init.pt"
-    if init_ae.is_file():
-        vae.load_state_dict(torch.load(init_ae, map_location=device))
-    else:
-        torch.save(vae.state_dict(), init_ae)
-    all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
-    ae_metrics_path = work / "ae_metrics.json"
-    if init is not None and not ae_metrics_path.is_file():
-        # The init's autoencoder is kept frozen as it is: its latents are what its weights read.
-        vae.load_state_dict(init.vae.state_dict())
-        torch.save({"vae": vae.state_dict()}, work / "ae_state.pt")
-        ae_metrics_path.write_text(json.dumps({
-            "shift_factor": init.config.vae.shift_factor, "scale_factor": init.config.vae.scale_factor,
-            "from": str(c.init), **init.ae_metrics}, indent=2))
-    if ae_metrics_path.is_file():
-        ae_metrics = json.loads(ae_metrics_path.read_text())
-        vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
-    else:
-        ae_args = AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed)
-        ae_metrics = train_autoencoder(vae, all_frames, ae_args, work, progress)
-        ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
-    vae.scale_factor, vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
-    config.vae.scale_factor, config.vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
-    vae.config = config.vae
-    del all_frames
+        # 2. Autoencoder.
+        device = torch.device(c.device)
+        vae = AutoEncoder(copy.deepcopy(config.vae)).to(device)
+        init_ae = work / "ae_init.pt"
+        if init_ae.is_file():
+            vae.load_state_dict(torch.load(init_ae, map_location=device))
+        else:
+            torch.save(vae.state_dict(), init_ae)
+        all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
+        ae_metrics_path = work / "ae_metrics.json"
+        if init is not None and not ae_metrics_path.is_file():
+            # The init's autoencoder is kept frozen as it is: its latents are what its weights read.
+            vae.load_state_dict(init.vae.state_dict())
+            torch.save({"vae": vae.state_dict()}, work / "ae_state.pt")
+            ae_metrics_path.write_text(json.dumps({
+                "shift_factor": init.config.vae.shift_factor, "scale_factor": init.config.vae.scale_factor,
+                "from": str(c.init), **init.ae_metrics}, indent=2))
+        if ae_metrics_path.is_file():
+            ae_metrics = json.loads(ae_metrics_path.read_text())
+            vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
+        else:
+            ae_args = AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed)
+            ae_metrics = train_autoencoder(vae, all_frames, ae_args, work, progress)
+            ae_metrics_path.write_text(json.dumps(ae_metrics, indent=2))
+        vae.scale_factor, vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
+        config.vae.scale_factor, config.vae.shift_factor = ae_metrics["scale_factor"], ae_metrics["shift_factor"]
+        vae.config = config.vae
+        del all_frames
 
     # 3. The MoT world model. The gen expert starts as a copy of the und expert (official init).
     model = Bagel(config)
@@ -186,13 +207,21 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         init_random(model, c.seed)
         copy_und_to_gen(model)
     model.to(device)
+    model.language_model.checkpoint_layers = c.activation_checkpointing
     args = WorldTrainArgs(steps=c.world_steps, batch_size=c.batch_size, lr=c.lr, seed=c.seed,
                           bf16=bool(c.bf16), task_prompts=TASK_PROMPTS, action_dropout=c.action_dropout,
                           context_noise=c.context_noise, rope_gap=c.rope_gap, change_weight=c.change_weight,
                           timestep_shift=c.timestep_shift, ckpt_every=c.ckpt_every,
                           warmup=c.warmup)
-    trainer = WorldTrainer(config, model, vae, tokenizer, args)
-    sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed), progress_share=c.progress_share)
+    if c.distributed:
+        from bagel_world.training.distributed import ShardedWorldTrainer
+
+        trainer = ShardedWorldTrainer(config, model, vae, tokenizer, args)
+    else:
+        trainer = WorldTrainer(config, model, vae, tokenizer, args)
+    # Each rank of a distributed run: its own episodes and sampler seed.
+    sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
+                          progress_share=c.progress_share, part=(trainer.rank, trainer.world))
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),
@@ -200,8 +229,10 @@ def run_training(c: TrainConfig, progress: bool = True) -> Path:
         sampler = BranchSampler(sampler, branches, c.branch_share, c.branch_group)
 
     def export(tr: WorldTrainer) -> None:
-        export_checkpoint(out, config, tr, vae, tok_dir, held, c, ae_metrics, n_frames, time.perf_counter() - t_start,
-                          branch_points=sum(b.num_points for b in branches))
+        ema = tr.full_ema()  # every rank takes part; only the main rank gets the weights
+        if ema is not None:
+            export_checkpoint(out, config, tr, ema, vae, tok_dir, held, c, ae_metrics, n_frames,
+                              time.perf_counter() - t_start, branch_points=sum(b.num_points for b in branches))
 
     train_world(trainer, sampler, work, on_checkpoint=export, progress=progress)
     export(trainer)
@@ -235,13 +266,13 @@ def copy_und_to_gen(model: Bagel) -> None:
             sd[k].copy_(sd[und])
 
 
-def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae: AutoEncoder, tok_dir: Path,
-                      held: dict[str, Shard], c: TrainConfig, ae_metrics: dict, n_frames: int, elapsed_s: float,
-                      branch_points: int = 0) -> None:
-    """Write the EMA weights (bf16) in the official layout, plus world.json, scenarios and
-    training.json (what `write_model_card` reads)."""
+def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, ema: dict[str, torch.Tensor],
+                      vae: AutoEncoder, tok_dir: Path, held: dict[str, Shard], c: TrainConfig, ae_metrics: dict,
+                      n_frames: int, elapsed_s: float, branch_points: int = 0) -> None:
+    """Write the EMA weights `ema` (whole, on the CPU) in bf16 in the official layout, plus
+    world.json, scenarios and training.json (what `write_model_card` reads)."""
     ema_model = Bagel(config)
-    ema_model.load_state_dict({k: v.cpu() for k, v in trainer.ema.items()})
+    ema_model.load_state_dict(ema)
     vae = copy.deepcopy(vae).cpu()
     tmp = out.with_name(out.name + ".tmp")
     if tmp.exists():
@@ -267,6 +298,7 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, vae
     (tmp / "training.json").write_text(json.dumps({
         "train_config": asdict(c), "world_args": asdict(trainer.args), "step": trainer.step,
         "ae_metrics": ae_metrics, "frames": n_frames, "branch_points": branch_points, "elapsed_s": elapsed_s,
+        "world_size": trainer.world,
         "hardware": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "last_log": trainer.history[-1] if trainer.history else None,
     }, indent=2) + "\n")

@@ -15,6 +15,7 @@ Total = mse_weight * MSE + ce_weight * CE, AdamW, EMA of the weights, bf16 autoc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -107,8 +108,28 @@ class _Plan:
         self.kinds += kinds
 
 
+@dataclass
+class _Batch:
+    """A batch ready for the model: layout, latents and every random draw already made."""
+
+    clips: list[Clip]
+    plans: list[_Plan]
+    kinds: Tensor  # (B, L) token kinds, -1 for padding
+    pos: Tensor  # (B, L) rope positions
+    clean: dict[str, Tensor]
+    noised: dict | None
+    eps: Tensor | None  # the flow noise of the noised tokens
+    totals: dict[str, float] | None = None  # global sums of flow weights "w" and answer tokens "ce"
+
+
 class WorldTrainer:
-    """Owns the model, its EMA, the optimiser and the frozen autoencoder."""
+    """Owns the model, its EMA, the optimiser and the frozen autoencoder.
+
+    One process trains on the whole batch; `ShardedWorldTrainer` (training/distributed.py)
+    is one rank of a torchrun group, on its share of the batch.
+    """
+
+    rank, world = 0, 1
 
     def __init__(self, config: BagelConfig, model: Bagel, vae: AutoEncoder, tokenizer, args: WorldTrainArgs):
         self.config, self.model, self.vae, self.tok, self.args = config, model, vae.eval(), tokenizer, args
@@ -121,6 +142,16 @@ class WorldTrainer:
         self.ids = special_token_ids(tokenizer)
         self.step = 0
         self.history: list[dict] = []
+
+    @property
+    def is_main(self) -> bool:
+        """The rank that logs and exports."""
+        return self.rank == 0
+
+    @property
+    def local_batch(self) -> int:
+        """Clips per train_step on this rank."""
+        return self.args.batch_size // self.world
 
     # ---- batch construction ------------------------------------------------------------
     def plan(self, clip: Clip, gen: torch.Generator | None = None) -> _Plan:
@@ -157,39 +188,62 @@ class WorldTrainer:
             pl.add_text(self.tok.encode(clip.answer, add_special_tokens=False), ids["bos"], ids["eos"], loss=True)
         return pl
 
-    def loss(self, clips: list[Clip], gen: torch.Generator) -> tuple[Tensor, dict]:
-        """Forward one padded batch of clips; returns total loss and its parts.
+    def loss(self, clips: list[Clip], gen: torch.Generator | list[torch.Generator]) -> tuple[Tensor, dict]:
+        """Forward one padded batch of clips; returns total loss and its parts."""
+        return self._forward(self._batch(clips, gen))
+
+    def _batch(self, clips: list[Clip], gen: torch.Generator | list[torch.Generator]) -> _Batch:
+        """The batch's layout, latents and noise: every random draw, and no trainable weight yet.
 
         A linear recipe; every random draw comes from `gen`, in this order (so a resumed run
         draws what an uninterrupted one would): the plans, the autoencoder's posterior sample,
-        each latent frame's timestep or context noise, then the flow noise.
+        each latent frame's timestep or context noise, then the flow noise. `gen` may also be
+        one generator per clip, each drawing its clip's share in that order: a clip's noise then
+        does not depend on the batch it sits in (distributed training splits the batch).
         """
-        model = self.model
-        device = model.vae2llm.weight.device
-        # 1. Token layout of each clip, padded into one batch.
-        plans = [self.plan(c, gen) for c in clips]
+        device = self.model.vae2llm.weight.device
+        gens = gen if isinstance(gen, list) else [gen] * len(clips)
+        plans = [self.plan(c, g) for c, g in zip(clips, gens)]
         kinds, pos = self._batch_layout(plans)
+        clean, noised = self._latent_tokens(plans, clips, gen, device)
+        eps = None
+        if noised is not None:
+            if isinstance(gen, list):
+                eps = torch.cat([torch.randn(n, noised["x0"].shape[1], generator=g)
+                                 for n, g in zip(noised["per_clip"], gens)])
+            else:
+                eps = torch.randn(noised["x0"].shape, generator=gen)
+            eps = eps.to(device)
+        return _Batch(clips, plans, kinds, pos, clean, noised, eps)
+
+    def _forward(self, b: _Batch) -> tuple[Tensor, dict]:
+        """The model over a prepared batch: the flow-matching MSE and the answers' CE.
+
+        With `b.totals` (distributed training) both are this rank's sums over the global
+        batch's totals, so the ranks' losses add up to the mean over the global batch.
+        """
+        model, plans, kinds, pos = self.model, b.plans, b.kinds, b.pos
+        device = model.vae2llm.weight.device
         x = torch.zeros(*kinds.shape, self.config.llm.hidden_size, device=device)
-        # 2. Text and marker embeddings.
+        # 1. Text and marker embeddings.
         text_rows = (kinds == 0).nonzero()
         text_ids = torch.tensor([i for pl in plans for i in pl.text_ids])
         x[text_rows[:, 0], text_rows[:, 1]] = model.embed_text(text_ids.to(device)).float()
-        # 3. ViT tokens (trainable SigLIP), one packed call for all frames of the batch.
+        # 2. ViT tokens (trainable SigLIP), one packed call for all frames of the batch.
         vit_rows = (kinds == 1).nonzero()
-        x[vit_rows[:, 0], vit_rows[:, 1]] = self._vit_embeddings(plans, clips, device)
-        # 4. Latent tokens from the frozen autoencoder: clean context (t = 0, or lightly noised
+        x[vit_rows[:, 0], vit_rows[:, 1]] = self._vit_embeddings(plans, b.clips, device)
+        # 3. Latent tokens from the frozen autoencoder: clean context (t = 0, or lightly noised
         #    and told so) and the noised frames to predict (x_t; these carry the flow loss).
-        clean, noised = self._latent_tokens(plans, clips, gen, device)
+        clean, noised = b.clean, b.noised
         clean_rows, noised_rows = (kinds == 2).nonzero(), (kinds == 3).nonzero()
         if clean["x"].numel():
             x[clean_rows[:, 0], clean_rows[:, 1]] = model.embed_latents(
                 clean["x"].to(device), clean["t"].to(device), clean["pos"].to(device)).float()
         if noised is not None:
-            eps = torch.randn(noised["x0"].shape, generator=gen).to(device)
             t = noised["t"][:, None]
-            xt = (1 - t) * noised["x0"] + t * eps
+            xt = (1 - t) * noised["x0"] + t * b.eps
             x[noised_rows[:, 0], noised_rows[:, 1]] = model.embed_latents(xt, noised["t"], noised["pos"]).float()
-        # 5. The LLM over the packed batch, then the flow-matching MSE and the answers' CE.
+        # 4. The LLM over the packed batch, then the flow-matching MSE and the answers' CE.
         mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
         gen_mask = (kinds == 2) | (kinds == 3)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
@@ -198,10 +252,15 @@ class WorldTrainer:
             if noised is not None:
                 v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
                 w = noised["w"]  # (N,) per-token weights, mean ~1 per frame
-                mse = (w[:, None] * (v - (eps - noised["x0"])) ** 2).mean() / w.mean()
-            ce = self._answer_ce(hidden, plans, device)
+                sq = (v - (b.eps - noised["x0"])) ** 2
+                if b.totals is None:
+                    mse = (w[:, None] * sq).mean() / w.mean()
+                else:
+                    mse = (w[:, None] * sq).sum() / (sq.shape[1] * b.totals["w"])
+            ce = self._answer_ce(hidden, plans, device, None if b.totals is None else b.totals["ce"])
         total = self.args.mse_weight * mse + self.args.ce_weight * ce
-        return total, {"mse": mse.item(), "ce": ce.item(), "tokens": int(sum(len(p.kinds) for p in plans))}
+        return total, {"loss": total.item(), "mse": mse.item(), "ce": ce.item(),
+                       "tokens": int(sum(len(p.kinds) for p in plans))}
 
     @staticmethod
     def _batch_layout(plans: list[_Plan]) -> tuple[Tensor, Tensor]:
@@ -227,21 +286,28 @@ class WorldTrainer:
         cu = torch.tensor([0] + list(np.cumsum(lens)), dtype=torch.int32, device=device)
         return self.model.embed_vit(torch.cat(patches).to(device), torch.cat(vpos).to(device), cu).float()
 
-    def _latent_tokens(self, plans: list[_Plan], clips: list[Clip], gen: torch.Generator,
-                       device: torch.device) -> tuple[dict[str, Tensor], dict[str, Tensor] | None]:
-        """Clean context tokens {x, t, pos} and noised target tokens {x0, t, pos, w} (None if none)."""
+    def _latent_tokens(self, plans: list[_Plan], clips: list[Clip], gen: torch.Generator | list[torch.Generator],
+                       device: torch.device) -> tuple[dict[str, Tensor], dict | None]:
+        """Clean context tokens {x, t, pos} and noised target tokens {x0, t, pos, w, per_clip}
+        (None if none; per_clip: how many of them each clip has)."""
         cfg, a = self.config, self.args
+        gens = gen if isinstance(gen, list) else [gen] * len(clips)
         with torch.no_grad():
             frames = [torch.stack([to_tensor_uint8(f) for f in clip.images]) for clip in clips]
-            z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
-        x_c, t_c, pos_c, x0_n, t_n, pos_n, w_n = [], [], [], [], [], [], []
-        for pl, zc in zip(plans, torch.split(z, [len(c.images) for c in clips])):
+            if isinstance(gen, list):  # posterior samples, each clip's from its own generator
+                z = torch.cat([self.vae.encode(f.to(device), generator=g) for f, g in zip(frames, gens)])
+            else:
+                z = self.vae.encode(torch.cat(frames).to(device), generator=gen)  # posterior sample
+        x_c, t_c, pos_c, x0_n, t_n, pos_n, w_n, per_clip = [], [], [], [], [], [], [], []
+        for pl, zc, g in zip(plans, torch.split(z, [len(c.images) for c in clips]), gens):
+            per_clip.append(0)
             h, w = zc.shape[2] // cfg.latent_patch_size, zc.shape[3] // cfg.latent_patch_size
             lp = flattened_position_ids(h, w, cfg.max_latent_size)
             for f, noised in pl.latent_frames:
                 tok = latent_to_tokens(zc[f], cfg.latent_patch_size)
                 if noised:
-                    t = shift_timesteps(torch.sigmoid(torch.randn((), generator=gen)), a.timestep_shift)
+                    t = shift_timesteps(torch.sigmoid(torch.randn((), generator=g)), a.timestep_shift)
+                    per_clip[-1] += tok.shape[0]
                     x0_n.append(tok)
                     t_n.append(t.expand(tok.shape[0]))
                     pos_n.append(lp)
@@ -249,10 +315,10 @@ class WorldTrainer:
                 else:
                     # Context-noise augmentation (GameNGen, DIAMOND): half of the context
                     # frames are partly noised, and the model is told how much.
-                    tc = a.context_noise * float(torch.rand((), generator=gen))
-                    if a.context_noise <= 0 or float(torch.rand((), generator=gen)) < 0.5:
+                    tc = a.context_noise * float(torch.rand((), generator=g))
+                    if a.context_noise <= 0 or float(torch.rand((), generator=g)) < 0.5:
                         tc = 0.0
-                    noise = torch.randn(tok.shape, generator=gen).to(tok.device) if tc > 0 else None
+                    noise = torch.randn(tok.shape, generator=g).to(tok.device) if tc > 0 else None
                     x_c.append(tok if noise is None else (1 - tc) * tok + tc * noise)
                     t_c.append(torch.full((tok.shape[0],), tc))
                     pos_c.append(lp)
@@ -260,17 +326,23 @@ class WorldTrainer:
         if not x0_n:
             return clean, None
         noised = {"x0": torch.cat(x0_n).to(device), "t": torch.cat(t_n).to(device), "pos": torch.cat(pos_n).to(device),
-                  "w": torch.cat(w_n).to(device)}
+                  "w": torch.cat(w_n).to(device), "per_clip": per_clip}
         return clean, noised
 
-    def _answer_ce(self, hidden: Tensor, plans: list[_Plan], device: torch.device) -> Tensor:
-        """Cross-entropy of the answer tokens (simulator-state and progress questions)."""
+    def _answer_ce(self, hidden: Tensor, plans: list[_Plan], device: torch.device, total: float | None = None) -> Tensor:
+        """Cross-entropy of the answer tokens (simulator-state and progress questions): their
+        mean, or their sum over `total` (the global batch's count, in distributed training).
+        With `total` the head runs even on no answers, so that lm_head has a gradient on every
+        rank: FSDP reduces the gradients of the same parameters on all ranks."""
         tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
-        if not tgt:
+        if not tgt and total is None:
             return torch.zeros((), device=device)
-        bi = torch.tensor([(b, i) for b, i, _ in tgt], device=device)
+        bi = torch.tensor([(b, i) for b, i, _ in tgt], dtype=torch.long, device=device).reshape(-1, 2)
         logits = self.model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
-        return F.cross_entropy(logits, torch.tensor([y for *_, y in tgt], device=device))
+        y = torch.tensor([y for *_, y in tgt], dtype=torch.long, device=device)
+        if total is None:
+            return F.cross_entropy(logits, y)
+        return F.cross_entropy(logits, y, reduction="sum") / max(total, 1.0)
 
     def _change_weights(self, tok: Tensor, prev: Tensor) -> Tensor:
         """(N,) flow-loss weights: 1 + change_weight * (token change from the previous frame,
@@ -306,8 +378,7 @@ class WorldTrainer:
                 if v.is_floating_point():
                     self.ema[k].mul_(d).add_(v.detach(), alpha=1 - d)
         self.step += 1
-        parts.update(step=self.step, loss=loss.item(), grad_norm=gnorm.item(), lr=self.lr_at(self.step - 1),
-                     sec=time.perf_counter() - t0)
+        parts.update(step=self.step, grad_norm=gnorm.item(), lr=self.lr_at(self.step - 1), sec=time.perf_counter() - t0)
         return parts
 
     # ---- checkpoints -------------------------------------------------------------------
@@ -325,6 +396,27 @@ class WorldTrainer:
         gen.set_state(st["torch_rng"].cpu())
         self.history = st.get("history", [])
 
+    def save(self, folder: Path, sampler_rng: np.random.Generator, gen: torch.Generator) -> None:
+        """The resumable state: folder/train_state.pt, replaced atomically."""
+        path = folder / "train_state.pt"
+        torch.save(self.state(sampler_rng, gen), path.with_suffix(".tmp"))
+        path.with_suffix(".tmp").replace(path)
+
+    def resume(self, folder: Path, sampler_rng: np.random.Generator, gen: torch.Generator) -> bool:
+        """Load folder/train_state.pt if there is one; True if it did."""
+        path = folder / "train_state.pt"
+        if not path.is_file():
+            if (folder / "dist_state").is_dir():
+                raise RuntimeError(f"{folder} holds the state of a distributed run (dist_state/); resume it with "
+                                   "--distributed under torchrun, or train elsewhere (--work)")
+            return False
+        self.load_state(torch.load(path, weights_only=False, map_location=self.model.vae2llm.weight.device),
+                        sampler_rng, gen)
+        return True
+
+    def full_ema(self) -> dict[str, Tensor] | None:
+        """The EMA weights, whole and on the CPU, for export (None on ranks that do not export)."""
+        return {k: v.cpu() for k, v in self.ema.items()}
 
 
 def to_tensor_uint8(frame: np.ndarray) -> Tensor:
@@ -340,38 +432,35 @@ def train_world(
     on_checkpoint=None,
     progress: bool = True,
 ) -> None:
-    """Run until trainer.args.steps, logging to out_dir/loss.jsonl and checkpointing to
-    out_dir/train_state.pt (resumed automatically when present)."""
+    """Run until trainer.args.steps, logging to out_dir/loss.jsonl and saving the resumable
+    state (`trainer.save`) every ckpt_every steps; a saved state is resumed automatically.
+    Every rank of a distributed run calls this; the main rank logs."""
     from tqdm.auto import tqdm
 
     a = trainer.args
     out_dir.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(a.seed)
-    state_path = out_dir / "train_state.pt"
-    if state_path.is_file():
-        device = trainer.model.vae2llm.weight.device
-        trainer.load_state(torch.load(state_path, weights_only=False, map_location=device), sampler.rng, gen)
-        log.info("resumed from %s at step %d", state_path, trainer.step)
-    bar = tqdm(total=a.steps, initial=trainer.step, desc="train world model", disable=not progress)
-    with open(out_dir / "loss.jsonl", "a") as logf:
+    if trainer.resume(out_dir, sampler.rng, gen):
+        log.info("resumed from %s at step %d", out_dir, trainer.step)
+    bar = tqdm(total=a.steps, initial=trainer.step, desc="train world model", disable=not progress or not trainer.is_main)
+    with open(out_dir / "loss.jsonl", "a") if trainer.is_main else contextlib.nullcontext() as logf:
         acc: list[dict] = []
         while trainer.step < a.steps:
-            parts = trainer.train_step(sampler.sample_batch(a.batch_size), gen)
+            parts = trainer.train_step(sampler.sample_batch(trainer.local_batch), gen)
             acc.append(parts)
             bar.update(1)
             if trainer.step % a.log_every == 0 or trainer.step == a.steps:
                 row = {k: float(np.mean([p[k] for p in acc])) for k in ("loss", "mse", "ce", "grad_norm", "sec")}
                 tokens_per_s = sum(p["tokens"] for p in acc) / sum(p["sec"] for p in acc)
                 row.update(step=trainer.step, lr=parts["lr"], tokens_per_s=tokens_per_s)
-                logf.write(json.dumps(row) + "\n")
-                logf.flush()
+                if logf is not None:
+                    logf.write(json.dumps(row) + "\n")
+                    logf.flush()
                 trainer.history.append(row)
                 bar.set_postfix(mse=f"{row['mse']:.3f}", ce=f"{row['ce']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
                 acc = []
             if trainer.step % a.ckpt_every == 0 or trainer.step == a.steps:
-                tmp = state_path.with_suffix(".tmp")
-                torch.save(trainer.state(sampler.rng, gen), tmp)
-                tmp.replace(state_path)
+                trainer.save(out_dir, sampler.rng, gen)
                 if on_checkpoint is not None:
                     on_checkpoint(trainer)
     bar.close()
