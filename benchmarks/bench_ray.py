@@ -72,7 +72,12 @@ def run_load(url: str, clients: int, steps: int) -> tuple[float, set[str]]:
     threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
     for th in threads:
         th.start()
-    barrier.wait()
+    try:
+        barrier.wait()
+    except threading.BrokenBarrierError:
+        for th in threads:
+            th.join()
+        raise errors[0] from None
     t0 = time.perf_counter()
     for th in threads:
         th.join()

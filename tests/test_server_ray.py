@@ -31,6 +31,7 @@ from bagel_world.server.ray_serve import APP_NAME, REPLICA_HEADER, build_app, pa
 pytestmark = pytest.mark.slow
 
 TOKEN = "ray-test-token"
+MAX_BODY = 200_000
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TEMPLATES = default_templates(large=False)
 TASK = "navigate"
@@ -53,7 +54,7 @@ def url():
     try:
         port = _free_port()
         serve.start(http_options={"host": "127.0.0.1", "port": port})
-        serve.run(build_app(TimedFakeFactory(step_ms=5), ServerSettings(token=TOKEN), replicas=2,
+        serve.run(build_app(TimedFakeFactory(step_ms=5), ServerSettings(token=TOKEN, max_body_bytes=MAX_BODY), replicas=2,
                             health_check_period_s=1, probe_s=0.5), name=APP_NAME, route_prefix="/")
         yield f"http://127.0.0.1:{port}"
     finally:
@@ -88,6 +89,12 @@ def test_concurrent_clients_are_served_by_their_sessions_replica_and_forks_stay_
     failures: list[str] = []
 
     def client(k: int) -> None:
+        try:
+            run(k)
+        except Exception as exc:
+            failures.append(f"client {k}: {exc!r}")
+
+    def run(k: int) -> None:
         rng = np.random.default_rng(k)
         acts = [ACTIONS[i] for i in rng.integers(0, len(ACTIONS), steps + 3)]
         seeds = [int(x) for x in rng.integers(0, 2**31, steps + 3)]
@@ -110,6 +117,7 @@ def test_concurrent_clients_are_served_by_their_sessions_replica_and_forks_stay_
             fork_frames, fork_served = [], []
             for t in range(fork_at, fork_at + 3):  # the fork continues from the state at fork_at
                 r = _step(http, [fork[0]], [acts[steps + t - fork_at]], [seeds[steps + t - fork_at]])
+                assert r.status_code == 200, r.text
                 fork_served.append(int(r.headers[REPLICA_HEADER]))
                 fork_frames.append(_frame(r.json()["outputs"][0]))
             for s in (sid, fork[0]):
@@ -122,6 +130,7 @@ def test_concurrent_clients_are_served_by_their_sessions_replica_and_forks_stay_
         th.start()
     for th in threads:
         th.join(timeout=120)
+    assert not any(th.is_alive() for th in threads), "a client did not finish within 120 s"
     assert not failures, failures
     assert len(results) == n
     assert {r["home"] for r in results.values()} == {0, 1}  # new sessions are spread over both replicas
@@ -139,22 +148,63 @@ def test_concurrent_clients_are_served_by_their_sessions_replica_and_forks_stay_
         assert all(np.array_equal(a, b) for a, b in zip(r["fork_frames"], fork_want[fork_at:], strict=True))
 
 
-def test_a_step_over_sessions_of_both_replicas_is_split_and_put_back_in_order(url):
+def _opened_on_both(http: httpx.Client, n: int = 4) -> list[tuple[str, int]]:
+    opened = [_open(http) for _ in range(n)]  # new sessions go round-robin
+    assert {home for _, home in opened} == {0, 1}
+    return opened
+
+
+def test_a_call_over_sessions_of_both_replicas_is_split_and_put_back_in_order(url):
     with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
-        opened = [_open(http) for _ in range(4)]
-        assert {home for _, home in opened} == {0, 1}
-        sids = [sid for sid, _ in opened]
+        sids = [sid for sid, _ in _opened_on_both(http)]
         acts, seeds = [ACTIONS[i % len(ACTIONS)] for i in range(4)], [11, 12, 13, 14]
+        # refused as a whole before anything runs: lists of another length, an unknown session
+        r = _step(http, sids, acts[:3], seeds[:3])
+        assert r.status_code == 422 and r.json()["error"]["code"] == "length_mismatch", r.text
+        fake = "sess-r1.00000000.nope"  # a replica's address, an incarnation that never existed
+        on0 = next(sid for sid in sids if parse_address(sid)[1] == 0)
+        r = _step(http, [on0, fake], acts[:2], seeds[:2])  # split over both replicas
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_session" and fake in r.text
         r = _step(http, sids, acts, seeds)
         assert r.status_code == 200, r.text
         assert set(r.headers[REPLICA_HEADER].split(",")) == {"0", "1"}
         for out, a, s in zip(r.json()["outputs"], acts, seeds, strict=True):
-            assert np.array_equal(_frame(out), _replay([a], [s])[0])
-        # an unknown session among them: the request fails naming it, as on one server
-        r = _step(http, [sids[0], "sess-r1.00000000.nope"], acts[:2], seeds[:2])
-        assert r.status_code in (404, 410) and "sess-r1.00000000.nope" in r.json()["error"]["message"]
+            assert np.array_equal(_frame(out), _replay([a], [s])[0])  # each session stepped once
+            assert out["frame_index"] == 1
+        # a score over both replicas equals the sessions scored one by one
+        q = {"question": "is the box red?", "answers": ["yes", "no"]}
+        both = http.post("/v1/score", json={"session_ids": sids, **q})
+        assert both.status_code == 200, both.text
+        alone = [http.post("/v1/score", json={"session_ids": [s], **q}).json()["logprobs"][0] for s in sids]
+        np.testing.assert_allclose(both.json()["logprobs"], alone)
         for sid in sids:
-            http.delete(f"/v1/sessions/{sid}")
+            assert http.delete(f"/v1/sessions/{sid}").status_code == 200
+
+
+def test_episodes_playground_openapi_and_body_limit_through_the_router(url):
+    with httpx.Client(base_url=url, headers=AUTH, timeout=60) as http:
+        r = http.post("/v1/envs/BagelNavigate-v0/episodes", json={"seed": 3})
+        assert r.status_code == 201, r.text
+        eid, home = r.json()["episode_id"], int(r.headers[REPLICA_HEADER])
+        assert parse_address(eid)[1] == home
+        for a in ACTIONS[:2]:
+            r = http.post(f"/v1/episodes/{eid}/step", json={"action": a})
+            assert r.status_code == 200 and int(r.headers[REPLICA_HEADER]) == home, r.text
+        r = http.post(f"/v1/episodes/{eid}/fork")
+        assert r.status_code == 201 and parse_address(r.json()["episode_id"])[1] == home
+        child = r.json()["episode_id"]
+        png = http.get(f"/v1/episodes/{eid}/frame", headers={"Accept": "image/png"})
+        assert png.status_code == 200 and png.headers["content-type"] == "image/png" and png.content[:4] == b"\x89PNG"
+        gif = http.get(f"/v1/episodes/{eid}/gif")
+        assert gif.status_code == 200 and gif.content[:3] == b"GIF"
+        for e in (eid, child):
+            assert http.delete(f"/v1/episodes/{e}").status_code == 200
+        r = http.get(f"/v1/episodes/{eid}/frame")
+        assert r.status_code == 404 and r.json()["error"]["code"] == "unknown_episode"
+        assert http.get("/playground/").status_code == 200
+        assert "/v1/sessions/step" in http.get("/openapi.json").json()["paths"]
+        r = http.post("/v1/embed", content=b"x" * (MAX_BODY + 1), headers={"content-type": "application/json"})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
 
 
 def test_token_rules_and_remote_clients_work_unchanged(url, monkeypatch):
@@ -163,17 +213,20 @@ def test_token_rules_and_remote_clients_work_unchanged(url, monkeypatch):
     import bagel_world.envs  # noqa: F401  (registers the ids)
     from bagel_world.simulator.remote import RemoteSimulator
 
-    assert httpx.get(f"{url}/v1/tasks").status_code == 401
     assert httpx.get(f"{url}/v1/tasks", headers={"Authorization": "Bearer wrong"}).status_code == 401
     assert httpx.get(f"{url}/healthz").status_code == 200
+    r = httpx.get(f"{url}/v1/tasks")
+    assert r.status_code == 401 and r.headers.get("www-authenticate") == "Bearer"
     sim = RemoteSimulator(url, token=TOKEN)
-    sid = sim.open(TASK, [START])
-    child = sim.fork(sid)
-    a, b = sim.step([sid, child], [ACTIONS[0], ACTIONS[1]], [1, 2])
-    assert np.array_equal(a.frame, _replay([ACTIONS[0]], [1])[0])
-    assert np.array_equal(b.frame, _replay([ACTIONS[1]], [2])[0])
-    sim.close(sid)
-    sim.close(child)
+    sids = [sim.open(TASK, [START]) for _ in range(2)]  # round-robin: one on each replica
+    assert {parse_address(s)[1] for s in sids} == {0, 1}
+    child = sim.fork(sids[1])
+    assert parse_address(child)[1:] == parse_address(sids[1])[1:]
+    outs = sim.step([*sids, child], [ACTIONS[0], ACTIONS[1], ACTIONS[2]], [1, 2, 3])
+    for out, a, seed in zip(outs, ACTIONS[:3], [1, 2, 3], strict=True):
+        assert np.array_equal(out.frame, _replay([a], [seed])[0])
+    for s in (*sids, child):
+        sim.close(s)
     monkeypatch.setenv("BAGEL_WORLD_TOKEN", TOKEN)
     env = gym.make("BagelNavigate-v0", backend=url)
     try:

@@ -17,13 +17,16 @@ is made by the parent's replica, so it carries the same address. Requests that n
 sessions, tasks, health) go round-robin to replicas that answered their last probe.
 
 Faults: when a replica dies, Serve starts a new one with a new incarnation. A request for a
-session of the dead one gets 503 `replica_unavailable` while it is down and 410 `session_lost`
-once the new one is up (it does not have the session); both name the session. Sessions on other
-replicas are not affected, and new sessions go to live replicas.
+session of the dead one gets 503 `replica_unavailable` while the router knows it is down (the
+replica died under a request, or missed 3 probes in a row), and 410 `session_lost` once the new
+one is up (the router has seen the old incarnation, so the id is not just unknown: that is 404);
+both name the session. Sessions on other replicas are not affected, and new sessions go to live
+replicas.
 
 Limits are per replica: with N replicas the cluster holds N x `max_sessions`, and a client's
-quota applies on each replica. The request-body timeout is Serve's proxy's (its
-`request_timeout_s`); the body size limit is checked by the router before a request is forwarded.
+quota applies on each replica; /v1/metrics and /v1/limits describe the replica named in the
+answer's X-Bagel-Replica header. The router applies the body size and body time limits itself
+before it forwards a request.
 
 On GPUs: one replica per GPU (`ray_actor_options={"num_gpus": 1}`, what `--device cuda` sets).
 """
@@ -105,18 +108,21 @@ class SimulatorReplica:
         return {"index": self.index, "incarnation": self.incarnation, "pid": os.getpid()}
 
     async def forward(self, request: dict) -> dict:
-        """Run one HTTP request through the app: `request` has method, path, query, headers,
-        body, client, server and ids (the session and episode ids it names)."""
+        """Run one HTTP request through the app: `request` has method, path, raw_path,
+        root_path, query, headers, body, client, server, ids (the session and episode ids it
+        names) and known (the incarnations of this replica the router has seen: an id of one of
+        them that is not this one was lost in a restart; any other id is simply unknown)."""
         for cid in request["ids"]:
             addr = parse_address(cid)
-            if addr is not None and addr[1] == self.index and addr[2] != self.incarnation:
+            if addr is not None and addr[1] == self.index and addr[2] != self.incarnation and addr[2] in request["known"]:
                 kind = _kind(cid)
-                return _json_error(410, f"{kind}_lost", f"{kind} {clip(cid)} was held by simulator replica "
-                                   f"{self.index}, which has restarted since; its state is lost: open a new one")
+                return self._answer(_json_error(410, f"{kind}_lost", f"{kind} {clip(cid)} was held by simulator "
+                                                f"replica {self.index}, which has restarted since; its state is lost: "
+                                                f"open a new one"))
         scope = {
             "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "scheme": request["scheme"],
-            "method": request["method"], "path": request["path"], "raw_path": request["path"].encode(),
-            "root_path": "", "query_string": request["query"], "headers": request["headers"],
+            "method": request["method"], "path": request["path"], "raw_path": request["raw_path"],
+            "root_path": request["root_path"], "query_string": request["query"], "headers": request["headers"],
             "client": tuple(request["client"]) if request["client"] else None,
             "server": tuple(request["server"]) if request["server"] else None,
         }
@@ -132,47 +138,77 @@ class SimulatorReplica:
 
         out: dict = {"status": 500, "headers": [], "body": b""}
         chunks: list[bytes] = []
+        started = False
 
         async def send(msg: dict) -> None:
+            nonlocal started
             if msg["type"] == "http.response.start":
+                started = True
                 out["status"], out["headers"] = msg["status"], list(msg.get("headers", []))
             elif msg["type"] == "http.response.body":
                 chunks.append(msg.get("body", b""))
 
-        await self.app(scope, receive, send)
+        # Shielded: a client that goes away cancels this call (Serve passes the cancellation
+        # on), but a session the simulator is opening must still be registered, or it leaks.
+        try:
+            await asyncio.shield(asyncio.ensure_future(self.app(scope, receive, send)))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the app has answered its JSON 500 already, then re-raised
+            log.exception("replica %d: %s %s failed", self.index, request["method"], request["path"], exc_info=exc)
+            if not started:
+                return self._answer(_json_error(500, "internal_error", f"internal server error: {type(exc).__name__}"))
         out["body"] = b"".join(chunks)
-        return out
+        return self._answer(out)
 
-    async def __del__(self):  # Serve calls it when it stops the replica: close sessions, free the model
-        lifespan = getattr(self, "_lifespan", None)
-        if lifespan is not None:
-            await lifespan.__aexit__(None, None, None)
+    async def missing(self, ids: list[str]) -> list[str]:
+        """Which of these session ids this replica does not hold (a router's check before it
+        runs a call that spans replicas)."""
+        state = self.app.state.server
+        return [cid for cid in ids if state is None or cid not in state.sessions]
+
+    def _answer(self, out: dict) -> dict:
+        out["incarnation"] = self.incarnation  # the router learns which incarnations it has seen
+        return out
 
 
 class Router:
     """The HTTP ingress: sends each request to the simulator replica its ids name."""
 
+    DOWN_AFTER = 3  # consecutive failed probes before a replica that did not die counts as down
+
     def __init__(self, replicas: list, settings: ServerSettings, probe_s: float = 1.0, request_timeout_s: float = 600.0):
         self.replicas, self.settings = list(replicas), settings
         self.probe_s, self.request_timeout_s = probe_s, request_timeout_s
-        self.live = [True] * len(self.replicas)  # answered the last probe (or not yet probed)
+        n = len(self.replicas)
+        self.live = [True] * n  # answers its probes (or not yet probed)
+        self.misses = [0] * n  # consecutive failed probes
+        self.seen: list[set[str]] = [set() for _ in range(n)]  # every incarnation seen of each replica
         self._turn = itertools.count()
         self._prober: asyncio.Task | None = None
 
     # ---- replica health ---------------------------------------------------------------------
+    def _saw(self, k: int, incarnation: str) -> None:
+        self.seen[k].add(incarnation)
+        self.live[k], self.misses[k] = True, 0
+
     async def _probe_forever(self) -> None:
         while True:
             await asyncio.gather(*(self._probe(k) for k in range(len(self.replicas))))
             await asyncio.sleep(self.probe_s)
 
     async def _probe(self, k: int) -> None:
+        from ray.exceptions import RayActorError
+
         try:
-            await asyncio.wait_for(self.replicas[k].info.remote(), timeout=max(1.0, 2 * self.probe_s))
-            self.live[k] = True
-        except Exception:  # dead, restarting (Serve queues the call until a new replica is up) or stuck
-            if self.live[k]:
-                log.warning("simulator replica %d does not answer; new sessions go to the others", k)
-            self.live[k] = False
+            info = await asyncio.wait_for(self.replicas[k].info.remote(), timeout=max(1.0, 2 * self.probe_s))
+            self._saw(k, info["incarnation"])
+        except Exception as exc:  # dead, restarting (Serve queues the call until a new replica is up) or busy
+            self.misses[k] += 1
+            if self.live[k] and (isinstance(exc, RayActorError) or self.misses[k] >= self.DOWN_AFTER):
+                log.warning("simulator replica %d does not answer (%s); new sessions go to the others", k,
+                            type(exc).__name__)
+                self.live[k] = False
 
     def _next_live(self, skip: set[int]) -> int | None:
         n = len(self.replicas)
@@ -183,27 +219,41 @@ class Router:
         return None
 
     # ---- forwarding ---------------------------------------------------------------------------
-    async def _call(self, k: int, req: dict, ids: list[str]) -> dict:
-        """Forward to replica k; a dead or restarting replica gives 503 naming the session."""
-        from ray.exceptions import ActorUnavailableError, RayActorError
+    @staticmethod
+    def _names(ids: list[str]) -> str:
+        if not ids:
+            return "this request"
+        more = f" and {len(ids) - 3} more" if len(ids) > 3 else ""
+        return f"{_kind(ids[0])} " + ", ".join(clip(i) for i in ids[:3]) + more
 
-        names = f"{_kind(ids[0])} {clip(ids[0])}" if ids else "this request"
+    async def _call(self, k: int, req: dict, ids: list[str]) -> dict:
+        """Forward to replica k; a dead or unreachable replica gives 503 naming the sessions."""
+        from ray.exceptions import ActorUnavailableError, RayActorError
+        from ray.serve.exceptions import DeploymentUnavailableError
+
         if ids and not self.live[k]:
-            return _json_error(503, "replica_unavailable", f"simulator replica {k}, which holds {names}, is down or "
-                               f"restarting; the sessions it held are lost", {"Retry-After": "1"})
+            return _json_error(503, "replica_unavailable", f"simulator replica {k}, which holds {self._names(ids)}, "
+                               f"is down or restarting; its sessions may be lost", {"Retry-After": "1"})
         try:
-            out = await asyncio.wait_for(self.replicas[k].forward.remote({**req, "ids": ids}),
+            out = await asyncio.wait_for(self.replicas[k].forward.remote({**req, "ids": ids, "known": set(self.seen[k])}),
                                          timeout=self.request_timeout_s)
-        except (RayActorError, ActorUnavailableError, asyncio.TimeoutError) as exc:
+        except (RayActorError, ActorUnavailableError, DeploymentUnavailableError) as exc:
             self.live[k] = False
             log.warning("simulator replica %d failed on %s %s: %s", k, req["method"], req["path"], type(exc).__name__)
-            return _json_error(503, "replica_unavailable", f"simulator replica {k}, which served {names}, died or did "
-                               f"not answer ({type(exc).__name__}); the sessions it held are lost", {"Retry-After": "1"})
+            return _json_error(503, "replica_unavailable", f"simulator replica {k}, which served {self._names(ids)}, "
+                               f"died ({type(exc).__name__}); its sessions may be lost", {"Retry-After": "1"})
+        except asyncio.TimeoutError:
+            return _json_error(504, "replica_timeout", f"simulator replica {k} did not answer {self._names(ids)} "
+                               f"within {self.request_timeout_s:g} s")
+        except Exception as exc:
+            log.exception("forwarding %s %s to replica %d failed", req["method"], req["path"], k, exc_info=exc)
+            return _json_error(500, "internal_error", f"internal server error: {type(exc).__name__}")
+        self._saw(k, out.pop("incarnation"))
         out["headers"] = [*out["headers"], (REPLICA_HEADER.encode(), str(k).encode())]
         return out
 
     async def _any(self, req: dict) -> dict:
-        """A request that names no session: a live replica, the next one if it fails."""
+        """A request that names no session: a live replica, the next one if it dies meanwhile."""
         tried: set[int] = set()
         while (k := self._next_live(tried)) is not None:
             tried.add(k)
@@ -219,21 +269,40 @@ class Router:
 
     async def _multi(self, req: dict, body: dict, ids: list[str]) -> dict:
         """A step or score call over sessions of several replicas: one sub-call per replica,
-        concurrently; the answers are put back in the order of the request."""
+        concurrently; the answers are put back in the order of the request. Before any part
+        runs, the router checks what only the whole request shows (lists of one length, in
+        `_splittable`), that every replica it needs is up and that each holds its sessions, so
+        a request refused for those reasons steps no session anywhere."""
         groups: dict[int, list[int]] = {}
         for i, cid in enumerate(ids):
             groups.setdefault(self._home(cid) or 0, []).append(i)
-        aligned = [k for k in ("session_ids", "actions", "seeds", "goals") if isinstance(body.get(k), list)]
+        down = [k for k in groups if not self.live[k]]
+        if down:
+            k = down[0]
+            return await self._call(k, req, [ids[i] for i in groups[k]])  # 503 naming its sessions
+        aligned = [k for k in ("session_ids", "actions", "seeds", "goals") if body.get(k) is not None]
 
         def part(idx: list[int]) -> dict:
             sub = {**body, **{k: [body[k][i] for i in idx] for k in aligned}}
             return {**req, "body": json.dumps(sub).encode()}
 
+        # A session that its replica does not hold: that replica's answer to its part (404, or
+        # 410 after a restart; a replica checks every session before it steps any) is the
+        # answer, and no other part runs.
+        try:
+            absent = await asyncio.gather(*(
+                asyncio.wait_for(self.replicas[k].missing.remote([ids[i] for i in idx]), timeout=self.request_timeout_s)
+                for k, idx in groups.items()))
+        except Exception:
+            absent = [[] for _ in groups]  # a replica that cannot answer: its part's call says why
+        for (k, idx), gone in zip(groups.items(), absent):
+            if gone:
+                return await self._call(k, part(idx), [ids[i] for i in idx])
         outs = await asyncio.gather(*(self._call(k, part(idx), [ids[i] for i in idx]) for k, idx in groups.items()))
         for out in outs:
             if out["status"] != 200:
                 return out  # it names the session; the parts on other replicas have run
-        key = "outputs" if req["path"] == "/v1/sessions/step" else "logprobs"
+        key = "outputs" if req["route"] == "/v1/sessions/step" else "logprobs"
         merged: list = [None] * len(ids)
         for idx, out in zip(groups.values(), outs):
             for i, item in zip(idx, json.loads(out["body"])[key]):
@@ -242,54 +311,93 @@ class Router:
         return {"status": 200, "body": json.dumps({key: merged}).encode(),
                 "headers": [(b"content-type", b"application/json"), (REPLICA_HEADER.encode(), served.encode())]}
 
+    def _splittable(self, body) -> list[str] | None:
+        """The session ids of a well-formed multi-session body whose lists all match them, else
+        None (then one replica answers, and its checks say what is wrong)."""
+        if not isinstance(body, dict):
+            return None
+        ids = body.get("session_ids")
+        if not (isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids) and len(set(ids)) == len(ids)):
+            return None
+        for k in ("actions", "seeds", "goals"):
+            if body.get(k) is not None and not (isinstance(body[k], list) and len(body[k]) == len(ids)):
+                return None
+        return ids
+
     async def route(self, req: dict) -> dict:
-        parts = req["path"].split("/")
+        path = req["route"]
+        parts = path.split("/")
         # /v1/sessions/{id}/... and /v1/episodes/{id}/... ; /v1/sessions/step is not an id
         if len(parts) >= 4 and parts[1] == "v1" and parts[2] in ("sessions", "episodes") and \
-                req["path"] != "/v1/sessions/step":
+                path != "/v1/sessions/step":
             cid = parts[3]
             k = self._home(cid)
             return await (self._call(k, req, [cid]) if k is not None else self._any(req))
-        if req["method"] == "POST" and req["path"] in _MULTI_SESSION_PATHS:
+        if req["method"] == "POST" and path in _MULTI_SESSION_PATHS:
             try:
-                body = json.loads(req["body"])
-                ids = body.get("session_ids") if isinstance(body, dict) else None
+                ids = self._splittable(json.loads(req["body"]))
             except ValueError:
                 ids = None
-            if isinstance(ids, list) and ids and all(isinstance(i, str) for i in ids) and len(set(ids)) == len(ids):
+            if ids is not None:
                 homes = {self._home(cid) for cid in ids} - {None}
                 if len(homes) == 1:
                     return await self._call(homes.pop(), req, ids)
                 if len(homes) > 1:
-                    return await self._multi(req, body, ids)
+                    return await self._multi(req, json.loads(req["body"]), ids)
         return await self._any(req)  # names no replica's id: the replica's own checks answer
+
+    async def _read_body(self, request) -> bytes | dict:
+        """The body, or the 413/408 answer a single server gives (BodyLimitMiddleware's rules)."""
+        limit = self.settings.max_body_bytes
+        too_large = _json_error(413, "body_too_large", f"request body exceeds the server's limit of {limit} bytes")
+        length = request.headers.get("content-length")
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            return too_large
+        async def read() -> bytes | None:
+            chunks, total = [], 0
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    return None
+                chunks.append(chunk)
+            return b"".join(chunks)
+
+        try:
+            body = await asyncio.wait_for(read(), self.settings.body_timeout_s)  # for the whole body
+        except asyncio.TimeoutError:
+            return _json_error(408, "request_timeout", f"the request body did not arrive within the server's limit "
+                                                       f"of {self.settings.body_timeout_s:g} s", {"Connection": "close"})
+        return too_large if body is None else body
 
     async def __call__(self, request):
         from starlette.responses import Response
 
         if self._prober is None:
             self._prober = asyncio.get_running_loop().create_task(self._probe_forever())
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.settings.max_body_bytes):
-            out = _json_error(413, "body_too_large", f"request body exceeds the server's limit of "
-                                                     f"{self.settings.max_body_bytes} bytes")
+        body = await self._read_body(request)
+        if isinstance(body, dict):
+            out = body
         else:
-            body = await request.body()
-            if len(body) > self.settings.max_body_bytes:
-                out = _json_error(413, "body_too_large", f"request body exceeds the server's limit of "
-                                                         f"{self.settings.max_body_bytes} bytes")
-            else:
-                scope = request.scope
-                out = await self.route({
-                    "method": request.method, "path": scope["path"], "query": scope.get("query_string", b""),
-                    "headers": [(k, v) for k, v in scope["headers"] if k.lower() != b"content-length"]
-                    + [(b"content-length", str(len(body)).encode())],
-                    "body": body, "scheme": scope.get("scheme", "http"), "client": scope.get("client"),
-                    "server": scope.get("server"),
-                })
-        headers = [(k, v) for k, v in out["headers"] if k.lower() not in (b"content-length", b"transfer-encoding")]
+            scope = request.scope
+            root = scope.get("root_path", "")
+            path = scope["path"]
+            out = await self.route({
+                "method": request.method, "path": path, "raw_path": scope.get("raw_path") or path.encode(),
+                "root_path": root, "route": path[len(root):] if root and path.startswith(root) else path,
+                "query": scope.get("query_string", b""),
+                "headers": [(k, v) for k, v in scope["headers"] if k.lower() not in (b"content-length",
+                                                                                      b"transfer-encoding")]
+                + [(b"content-length", str(len(body)).encode())],
+                "body": body, "scheme": scope.get("scheme", "http"), "client": scope.get("client"),
+                "server": scope.get("server"),
+            })
         resp = Response(content=out["body"], status_code=out["status"])
-        resp.raw_headers = [*headers, (b"content-length", str(len(out["body"])).encode())]
+        keep_length = request.method == "HEAD"  # a HEAD answer states the length of the body it omits
+        headers = [(k, v) for k, v in out["headers"]
+                   if k.lower() != b"transfer-encoding" and (keep_length or k.lower() != b"content-length")]
+        if not keep_length or not any(k.lower() == b"content-length" for k, _ in headers):
+            headers.append((b"content-length", str(len(out["body"])).encode()))
+        resp.raw_headers = headers
         return resp
 
 
