@@ -41,7 +41,8 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         "## Data",
         "",
         f"- {tr['frames']:,} frames at {resolution} "
-        "from `bagel-world record` (exploration policies in MiniWorld, MuJoCo and Fetch; seeds from 1000 up), "
+        "from `bagel-world record` (exploration policies in MiniWorld, MuJoCo and Fetch; seeds as in the commands "
+        "below, all above the evaluation seeds), "
         f"{c['holdout_episodes']} episodes per task held out (their start frames and final frames are the "
         "scenario sets in `scenarios/`).",
         "",
