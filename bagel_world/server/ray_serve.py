@@ -184,7 +184,9 @@ class Router:
         self.live = [True] * n  # answers its probes (or not yet probed)
         self.misses = [0] * n  # consecutive failed probes
         self.seen: list[set[str]] = [set() for _ in range(n)]  # every incarnation seen of each replica
-        self._turn = itertools.count()
+        # Round-robin turns: one for requests that open a session or an episode, so consecutive
+        # opens alternate whatever else a client asks in between, and one for the rest.
+        self._turns = {True: itertools.count(), False: itertools.count()}
         self._prober: asyncio.Task | None = None
 
     # ---- replica health ---------------------------------------------------------------------
@@ -210,10 +212,10 @@ class Router:
                             type(exc).__name__)
                 self.live[k] = False
 
-    def _next_live(self, skip: set[int]) -> int | None:
+    def _next_live(self, skip: set[int], opens: bool) -> int | None:
         n = len(self.replicas)
         for _ in range(n):
-            k = next(self._turn) % n
+            k = next(self._turns[opens]) % n
             if self.live[k] and k not in skip:
                 return k
         return None
@@ -255,7 +257,8 @@ class Router:
     async def _any(self, req: dict) -> dict:
         """A request that names no session: a live replica, the next one if it dies meanwhile."""
         tried: set[int] = set()
-        while (k := self._next_live(tried)) is not None:
+        opens = req["method"] == "POST" and (req["route"] == "/v1/sessions" or req["route"].endswith("/episodes"))
+        while (k := self._next_live(tried, opens)) is not None:
             tried.add(k)
             out = await self._call(k, req, [])
             if out["status"] != 503 or b"replica_unavailable" not in out["body"]:
