@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("fastapi")
 pytest.importorskip("uvicorn")
 
-from fakes import FakeSimulator  # noqa: E402
+from fakes import FakeSimulator, TimedFakeSimulator  # noqa: E402
 from test_server import FlakySimulator, decode, frame  # noqa: E402
 
 from bagel_world.server import ServerSettings, create_app  # noqa: E402
@@ -23,19 +23,9 @@ TEMPLATES = default_templates(large=False)
 ACTIONS = TEMPLATES["navigate"].canonical_actions
 
 
-class SlowFakeSimulator(FakeSimulator):
-    """A fake whose batched step takes a fixed time, like a model call, whatever the batch size."""
-
-    def step(self, session_ids, actions, seeds):
-        import time
-
-        time.sleep(0.005)
-        return super().step(session_ids, actions, seeds)
-
-
 def test_32_concurrent_clients_get_their_own_frames_and_are_batched():
     n_clients, n_steps = 32, 6
-    sim = SlowFakeSimulator(TEMPLATES)
+    sim = TimedFakeSimulator(TEMPLATES, step_ms=5)  # a fixed time per batched step, like a model call
     app = create_app(sim, ServerSettings(max_batch_size=32, max_batch_wait_ms=10))
     results: dict[int, list[np.ndarray]] = {}
     errors: list[BaseException] = []

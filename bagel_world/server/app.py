@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -20,8 +20,8 @@ from fastapi.responses import RedirectResponse
 from fastapi.staticfiles import StaticFiles
 
 from bagel_world.server import routes_envs, routes_health, routes_sessions
-from bagel_world.server.errors import error_response, install_error_handlers
-from bagel_world.server.settings import ServerSettings, is_loopback
+from bagel_world.server.errors import body_too_large, body_too_slow, install_error_handlers
+from bagel_world.server.settings import ServerSettings, serving_token
 from bagel_world.server.state import ServerState
 from bagel_world.simulator.base import Simulator
 
@@ -44,14 +44,10 @@ class BodyLimitMiddleware:
         self.app, self.max_bytes, self.timeout_s = app, max_bytes, timeout_s
 
     async def _too_slow(self, scope, receive, send) -> None:
-        resp = error_response(408, "request_timeout", f"the request body did not arrive within the server's limit "
-                                                      f"of {self.timeout_s:g} s", headers={"Connection": "close"})
-        await resp(scope, receive, send)
+        await body_too_slow(self.timeout_s).response()(scope, receive, send)
 
     async def _too_large(self, scope, receive, send) -> None:
-        resp = error_response(413, "body_too_large", f"request body exceeds the server's limit of "
-                                                     f"{self.max_bytes} bytes")
-        await resp(scope, receive, send)
+        await body_too_large(self.max_bytes).response()(scope, receive, send)
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -166,6 +162,24 @@ def _openapi_with_tasks(app: FastAPI) -> dict:
     return schema
 
 
+@dataclass
+class ModelFactory:
+    """The simulator a server loads at startup (picklable: Ray ships it to its replicas)."""
+
+    checkpoint: str | None = None
+    device: str | None = None
+    torch_threads: int | None = None  # torch.set_num_threads before loading (CPU replicas sharing cores)
+
+    def __call__(self) -> Simulator:
+        from bagel_world.simulator import make_simulator
+
+        if self.torch_threads:
+            import torch
+
+            torch.set_num_threads(self.torch_threads)
+        return make_simulator(checkpoint=self.checkpoint, device=self.device)
+
+
 def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None,
           device=None, log_level: str = "info", **limits) -> None:
     """Load the simulator from `checkpoint` and serve it until interrupted (blocking).
@@ -175,16 +189,7 @@ def serve(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token: str
     """
     import uvicorn
 
-    token = token or os.environ.get("BAGEL_WORLD_TOKEN") or None
-    if not is_loopback(host) and not token:
-        raise ValueError(f"refusing to serve on non-loopback address {host!r} without a token: pass --token "
-                         f"(or set BAGEL_WORLD_TOKEN), or bind 127.0.0.1")
-    settings = ServerSettings(token=token, **limits)
-
-    def factory() -> Simulator:
-        from bagel_world.simulator import make_simulator
-
-        return make_simulator(checkpoint=checkpoint, device=device)
-
+    settings = ServerSettings(token=serving_token(token, host), **limits)
+    factory = ModelFactory(checkpoint, device)
     app = create_app(factory, settings)
     uvicorn.run(app, host=host, port=port, log_level=log_level, timeout_graceful_shutdown=5)

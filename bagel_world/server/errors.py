@@ -53,6 +53,15 @@ def error_response(status: int, code: str, message: str, headers: dict[str, str]
     return JSONResponse(body, status_code=status, headers=headers)
 
 
+def body_too_large(max_bytes: int) -> ApiError:
+    return ApiError(413, "body_too_large", f"request body exceeds the server's limit of {max_bytes} bytes")
+
+
+def body_too_slow(timeout_s: float) -> ApiError:
+    return ApiError(408, "request_timeout", f"the request body did not arrive within the server's limit of "
+                                            f"{timeout_s:g} s", headers={"Connection": "close"})
+
+
 def from_simulator_error(exc: BaseException) -> ApiError:
     """Map an exception raised by a simulator call to the error the client sees.
 

@@ -42,11 +42,11 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from bagel_world.server.errors import clean_message, clip
-from bagel_world.server.settings import ServerSettings
+from bagel_world.server.app import ModelFactory, create_app
+from bagel_world.server.errors import ApiError, body_too_large, body_too_slow, clip, error_response
+from bagel_world.server.settings import ServerSettings, serving_token
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +58,13 @@ _MULTI_SESSION_PATHS = ("/v1/sessions/step", "/v1/score")  # bodies naming sever
 
 
 def _json_error(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> dict:
-    """A forwarded-response dict carrying the server's error format."""
-    body = json.dumps({"error": {"code": code, "message": clean_message(message)}}).encode()
-    hdrs = [(b"content-type", b"application/json"), *((k.lower().encode(), v.encode()) for k, v in (headers or {}).items())]
-    return {"status": status, "headers": hdrs, "body": body}
+    """The server's error response (errors.error_response) as a forwarded-response dict."""
+    r = error_response(status, code, message, headers)
+    return {"status": r.status_code, "headers": list(r.raw_headers), "body": bytes(r.body)}
+
+
+def _api_error(e: ApiError) -> dict:
+    return _json_error(e.status, e.code, e.message, e.headers)
 
 
 def parse_address(cid: str) -> tuple[str, int, str] | None:
@@ -74,30 +77,10 @@ def _kind(cid: str) -> str:
     return "episode" if cid.startswith("ep-") else "session"
 
 
-@dataclass
-class ModelFactory:
-    """The default simulator factory of a replica (picklable: Ray ships it to the replica)."""
-
-    checkpoint: str | None = None
-    device: str | None = None
-    torch_threads: int | None = None
-
-    def __call__(self):
-        from bagel_world.simulator import make_simulator
-
-        if self.torch_threads:
-            import torch
-
-            torch.set_num_threads(self.torch_threads)
-        return make_simulator(checkpoint=self.checkpoint, device=self.device)
-
-
 class SimulatorReplica:
     """One simulator and its batcher: the plain server app, driven in-process through ASGI."""
 
     async def __init__(self, index: int, factory: Callable[[], Any], settings: ServerSettings):
-        from bagel_world.server.app import create_app
-
         self.index, self.incarnation = index, secrets.token_hex(4)
         self.app = create_app(factory, settings, id_tag=f"r{index}.{self.incarnation}.")
         self._lifespan = self.app.router.lifespan_context(self.app)
@@ -352,10 +335,11 @@ class Router:
     async def _read_body(self, request) -> bytes | dict:
         """The body, or the 413/408 answer a single server gives (BodyLimitMiddleware's rules)."""
         limit = self.settings.max_body_bytes
-        too_large = _json_error(413, "body_too_large", f"request body exceeds the server's limit of {limit} bytes")
+        too_large = _api_error(body_too_large(limit))
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > limit):
             return too_large
+
         async def read() -> bytes | None:
             chunks, total = [], 0
             async for chunk in request.stream():
@@ -368,8 +352,7 @@ class Router:
         try:
             body = await asyncio.wait_for(read(), self.settings.body_timeout_s)  # for the whole body
         except asyncio.TimeoutError:
-            return _json_error(408, "request_timeout", f"the request body did not arrive within the server's limit "
-                                                       f"of {self.settings.body_timeout_s:g} s", {"Connection": "close"})
+            return _api_error(body_too_slow(self.settings.body_timeout_s))
         return too_large if body is None else body
 
     async def __call__(self, request):
@@ -420,9 +403,14 @@ def build_app(factory: Callable[[], Any], settings: ServerSettings | None = None
                            health_check_period_s=health_check_period_s, health_check_timeout_s=60)
     router = serve.deployment(Router, max_ongoing_requests=max(1024, 4 * replicas * settings.max_sessions),
                               ray_actor_options={"num_cpus": 0})
-    handles = [sim.options(name=f"sim-{k}", ray_actor_options=dict(ray_actor_options or {"num_cpus": 1}))
+    handles = [sim.options(name=f"sim-{k}", ray_actor_options=dict(ray_actor_options or _replica_options(False)))
                .bind(k, factory, settings) for k in range(replicas)]
     return router.options(name="router").bind(handles, settings, probe_s)
+
+
+def _replica_options(gpu: bool) -> dict:
+    """Ray resources of one simulator replica: a CPU, and a whole GPU on cuda."""
+    return {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": 1}
 
 
 def _import_ray():
@@ -445,7 +433,7 @@ def app_builder(args: dict):
     args = dict(args)
     replicas = int(args.pop("replicas", 1))
     factory = ModelFactory(args.pop("checkpoint", None), args.pop("device", None))
-    token = args.pop("token", None) or os.environ.get("BAGEL_WORLD_TOKEN") or None
+    token = serving_token(args.pop("token", None))
     hosts = tuple(h for h in str(args.pop("allowed_hosts", "")).split(",") if h.strip())
     kinds = {f.name: str(f.type) for f in fields(ServerSettings) if f.name not in ("token", "allowed_hosts")}
     unknown = sorted(set(args) - set(kinds))
@@ -453,10 +441,8 @@ def app_builder(args: dict):
         raise ValueError(f"unknown argument(s) {unknown}; accepted: replicas, checkpoint, device, token, "
                          f"allowed_hosts, {', '.join(sorted(kinds))}")
     limits = {name: limit_parser(kinds[name])(str(value)) for name, value in args.items()}
-    gpu = (factory.device or "").startswith("cuda")
-    options = {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": 1}
     return build_app(factory, ServerSettings(token=token, allowed_hosts=hosts, **limits), replicas,
-                     ray_actor_options=options)
+                     ray_actor_options=_replica_options((factory.device or "").startswith("cuda")))
 
 
 def serve_ray(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token: str | None = None, device=None,
@@ -464,20 +450,14 @@ def serve_ray(checkpoint=None, host: str = "127.0.0.1", port: int = 8000, token:
     """`bagel-world serve --ray`: start a local Ray instance (or join RAY_ADDRESS), run the app
     on Serve's HTTP proxy at host:port, and block until interrupted. Without --device, replicas
     take a GPU each when the cluster has one per replica."""
-    from bagel_world.server.settings import is_loopback
-
     ray, serve = _import_ray()
-    token = token or os.environ.get("BAGEL_WORLD_TOKEN") or None
-    if not is_loopback(host) and not token:
-        raise ValueError(f"refusing to serve on non-loopback address {host!r} without a token: pass --token "
-                         f"(or set BAGEL_WORLD_TOKEN), or bind 127.0.0.1")
     if replicas < 1:
         raise ValueError(f"--replicas must be >= 1, got {replicas}")
-    settings = ServerSettings(token=token, **limits)
+    settings = ServerSettings(token=serving_token(token, host), **limits)
     ray.init(ignore_reinit_error=True, include_dashboard=False)
     have = ray.cluster_resources()
     gpu = (device or "").startswith("cuda") or (device is None and have.get("GPU", 0) >= replicas)
-    options = {"num_cpus": 1, "num_gpus": 1} if gpu else {"num_cpus": 1}
+    options = _replica_options(gpu)
     need = {"CPU": replicas, **({"GPU": replicas} if gpu else {})}
     short = {k: have.get(k, 0) for k, v in need.items() if have.get(k, 0) < v}
     if short:

@@ -67,6 +67,18 @@ def is_loopback(host: str) -> bool:
         return False  # a hostname other than localhost may resolve to anything
 
 
+def serving_token(token: str | None, host: str | None = None) -> str | None:
+    """The token in force: `token`, else BAGEL_WORLD_TOKEN, else None. With `host`, a
+    non-loopback address without one is refused (a ValueError saying what to do)."""
+    import os
+
+    token = token or os.environ.get("BAGEL_WORLD_TOKEN") or None
+    if host is not None and not is_loopback(host) and not token:
+        raise ValueError(f"refusing to serve on non-loopback address {host!r} without a token: pass --token "
+                         f"(or set BAGEL_WORLD_TOKEN), or bind 127.0.0.1")
+    return token
+
+
 # ---- `bagel-world serve` flags and environment variables -----------------------------------
 ENV_PREFIX = "BAGEL_WORLD_"
 _SKIP = ("token", "allowed_hosts")  # --token and --allowed-host are spelled by hand in the CLI

@@ -92,24 +92,18 @@ def imagine_each(sim, task: str, start: np.ndarray, actions: Sequence[str], seed
 def real_each(env, seed: int, prefix: Sequence[str], actions: Sequence[str]) -> np.ndarray:
     """(K, H, W, 3): the real outcome of every action from the state `prefix` reaches after
     `reset(seed)`. A twin with `get_state`/`set_state` replays the prefix once and restores
-    the saved state before each action; any other env is replayed from the reset per action
-    (the twins are deterministic under a seed, and both ways give the same frames)."""
-    out = []
-    if hasattr(env, "get_state") and hasattr(env, "set_state"):
-        env.reset(seed=seed)
-        for p in prefix:
-            env.step(p)
-        saved = env.get_state()
-        for i, a in enumerate(actions):
-            if i:
-                env.set_state(saved)
-            obs, *_ = env.step(a)
-            out.append(obs["frame"] if isinstance(obs, dict) else obs)
-        return np.stack(out)
+    the saved state before each later action; any other env is replayed from the reset per
+    action (the twins are deterministic under a seed, and both ways give the same frames)."""
+    restorable = hasattr(env, "get_state") and hasattr(env, "set_state")
+    saved, out = None, []
     for a in actions:
-        env.reset(seed=seed)
-        for p in prefix:
-            env.step(p)
+        if saved is not None:
+            env.set_state(saved)
+        else:
+            env.reset(seed=seed)
+            for p in prefix:
+                env.step(p)
+            saved = env.get_state() if restorable else None
         obs, *_ = env.step(a)
         out.append(obs["frame"] if isinstance(obs, dict) else obs)
     return np.stack(out)
