@@ -141,8 +141,3 @@ def replay_diffs(sim, client: SoakClient, frames: list[np.ndarray]) -> list[int]
     if len(want) != len(frames):
         return [255]
     return [int(np.abs(w.astype(np.int16) - f.astype(np.int16)).max()) for w, f in zip(want, frames)]
-
-
-def replay_max_diff(sim, client: SoakClient, frames: list[np.ndarray]) -> int:
-    """The largest of `replay_diffs` over the client's whole rollout."""
-    return max(replay_diffs(sim, client, frames), default=0)

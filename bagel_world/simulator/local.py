@@ -155,8 +155,7 @@ class LocalSimulator(Simulator):
 
     def score(self, session_ids: Sequence[str], question: str, answers: Sequence[str],
               goals: Sequence[np.ndarray] | None = None) -> np.ndarray:
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        _check_question(question)
         sessions = [self._get(sid) for sid in session_ids]
         if goals is not None:
             if len(goals) != len(sessions):
@@ -174,8 +173,7 @@ class LocalSimulator(Simulator):
     def ask(self, images: Sequence[np.ndarray], question: str, answers: Sequence[str], *,
             captions: Sequence[str] | None = None, think: bool = False, max_think_tokens: int = 256,
             length_normalize: bool = False, seed: int = 0) -> tuple[np.ndarray, str | None]:
-        if not isinstance(question, str) or not question.strip():
-            raise ValueError(f"question must be a non-empty string, got {question!r}")
+        _check_question(question)
         if not answers or not all(isinstance(a, str) and a for a in answers):
             raise ValueError(f"answers must be a non-empty list of non-empty strings, got {answers!r}")
         if captions is not None and len(captions) != len(images):
@@ -184,10 +182,7 @@ class LocalSimulator(Simulator):
             raise ValueError(f"max_think_tokens must be >= 1, got {max_think_tokens!r}")
         inputs: list = []
         for i, img in enumerate(images):
-            a = np.asarray(img)
-            if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-                raise ValueError(f"images[{i}] must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
-            inputs += ([captions[i]] if captions is not None else []) + [np.ascontiguousarray(a)]
+            inputs += ([captions[i]] if captions is not None else []) + [_check_rgb(img, f"images[{i}]")]
         inputs.append(question)
         eng = self.engine
         with self._lock, torch.no_grad():
@@ -223,15 +218,13 @@ class LocalSimulator(Simulator):
 
     @staticmethod
     def _check_frame(f, tpl: TaskTemplate) -> np.ndarray:
-        a = np.asarray(f)
-        if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
-            raise ValueError(f"a frame must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
+        a = _check_rgb(f, "a frame")
         if a.shape[:2] != tuple(tpl.resolution):
             raise ValueError(
                 f"frame of {a.shape[1]}x{a.shape[0]} px (WxH) does not match task {tpl.name!r}, "
                 f"which runs at {tpl.resolution[1]}x{tpl.resolution[0]}"
             )
-        return np.ascontiguousarray(a)
+        return a
 
     def _action_text(self, s: _Session, action: str) -> str:
         if not isinstance(action, str) or not action.strip():
@@ -331,3 +324,16 @@ class LocalSimulator(Simulator):
                 rebuild.append(s)
         if rebuild:
             self._rebuild(rebuild)
+
+
+def _check_question(question) -> None:
+    if not isinstance(question, str) or not question.strip():
+        raise ValueError(f"question must be a non-empty string, got {question!r}")
+
+
+def _check_rgb(f, name: str) -> np.ndarray:
+    """`f` as a contiguous (H, W, 3) uint8 array, or a ValueError naming `name`."""
+    a = np.asarray(f)
+    if a.dtype != np.uint8 or a.ndim != 3 or a.shape[2] != 3:
+        raise ValueError(f"{name} must be an (H, W, 3) uint8 array, got shape {a.shape} dtype {a.dtype}")
+    return np.ascontiguousarray(a)
