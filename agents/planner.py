@@ -4,6 +4,8 @@ Each step the planner imagines `candidates` sequences of `horizon` canonical act
 the current state, scores each sequence's imagined end frame against the goal image,
 refits one categorical distribution per horizon step to the `elites` best sequences,
 repeats for `iterations`, executes the first action and plans again (receding horizon).
+When `candidates` >= (number of actions) ** `horizon`, the planner tries every sequence
+once instead (an exhaustive search in one iteration).
 
 Rollouts use only the simulator API. In an imagined env the planner forks the env's own
 session (`env.unwrapped.session_id`), so the model sees the same history as the env; in
@@ -123,6 +125,11 @@ class CEMPlanner(Agent):
             if res != shape:
                 raise ValueError(f"the real env renders {shape[1]}x{shape[0]} px but the model's {self._task!r} task runs "
                                  f"at {res[1]}x{res[0]}; make the real env with resolution={res}")
+        n_all = len(self.actions) ** self.horizon
+        if n_all <= self.candidates and self.choose == "mode" and self.elites >= n_all:
+            raise ValueError(f"the {n_all} sequences of {len(self.actions)} actions x horizon {self.horizon} are all tried, "
+                             f"so elites={self.elites} keeps every one and choose='mode' could not prefer any; use "
+                             f"elites < {n_all} or choose='best'")
         if goal_of(obs) is None and self.score_fn is None:
             raise ValueError(f"task {self._task!r} has no goal image; give the planner a score_fn")
         if seed is not None:
@@ -152,23 +159,31 @@ class CEMPlanner(Agent):
 
     def _cem(self, root: str, goal: np.ndarray | None) -> PlanResult:
         N, H, A, K = self.candidates, self.horizon, len(self.actions), self.elites
+        # When the candidates cover every sequence, one iteration tries them all: no sampling,
+        # and further refits could only repeat it.
+        exhaustive = A**H <= N
+        iterations = 1 if exhaustive else self.iterations
         probs = self._initial_probs(H, A)  # (H, A)
         ref = self._goal_reference(goal)
         best = (-np.inf, None, None)  # (score, sequence, end frame)
         first_frames: dict[int, np.ndarray] = {}
         history: list[tuple[float, float]] = []
-        bar = tqdm(total=self.iterations * H, desc="CEM plan", leave=False, disable=not self.progress)
+        bar = tqdm(total=iterations * H, desc="CEM plan", leave=False, disable=not self.progress)
         try:
-            for it in range(self.iterations):
+            for it in range(iterations):
                 # 1. Sample N sequences (N, H); keep last step's best plan, shifted, as a candidate.
-                seqs = self._sample(probs, N)
-                if it == 0 and self.warm_start and self._prev is not None and H > 1:
-                    seqs[0, :-1] = self._prev.sequence[1:]
+                if exhaustive:
+                    seqs = np.stack(np.unravel_index(np.arange(A**H), (A,) * H), axis=1).astype(np.int64)
+                else:
+                    seqs = self._sample(probs, N)
+                    if it == 0 and self.warm_start and self._prev is not None and H > 1:
+                        seqs[0, :-1] = self._prev.sequence[1:]
+                n = len(seqs)
                 # 2. Imagine them: one batched step per horizon step over the distinct prefixes.
                 ends, inverse, firsts = self._rollout(root, seqs, bar)
                 # 3. Score the end frames against the goal; refit to the elites.
-                scores = self._score(ends, goal, ref)[inverse]  # (N,)
-                perm = self._rng.permutation(N)  # ties broken at random, not by sample order
+                scores = self._score(ends, goal, ref)[inverse]  # (n,)
+                perm = self._rng.permutation(n)  # ties broken at random, not by sample order
                 elite = perm[np.argsort(-scores[perm], kind="stable")[:K]]
                 freq = np.zeros((H, A))
                 for t in range(H):

@@ -166,13 +166,15 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
+    from bagel_world.evaluate_agents import layout_kwargs
     from bagel_world.training.recorder import record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
+    env_kwargs = {t: layout_kwargs(t, args.layout) for t in tasks}  # checked for every task before recording
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
                        seed=args.seed, resolution=(args.size, args.size), vary=args.vary,
-                       uniform=args.uniform)
+                       uniform=args.uniform, env_kwargs=env_kwargs[t])
         print(f"{t}: {len(paths)} shards in {Path(args.out) / t}")
         if args.branches:
             paths = record_branches(t, args.out, points=args.branches, seed=args.seed)
@@ -344,6 +346,7 @@ def _add_record(sub) -> None:
     r.add_argument("--branches", type=int, default=0,
                    help="per episode, this many recorded states get the real outcome of every canonical "
                         "action (exact replay), for counterfactual training groups")
+    r.add_argument("--layout", default=None, help="navigate only: the MiniWorld layout (default: the env's, four_rooms)")
     r.set_defaults(func=_cmd_record)
 
 

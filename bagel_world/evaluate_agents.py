@@ -241,8 +241,12 @@ def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
     """`--layout` as real-env kwargs ({} when not given); only the navigate task has layouts."""
     if layout is None:
         return {}
+    from bagel_world.sims.navigate import LAYOUTS
+
     if task != "navigate":
         raise ValueError(f"--layout applies to the navigate task only, not {task!r}")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")
     return {"layout": layout}
 
 

@@ -96,6 +96,27 @@ def test_planner_picks_the_action_a_rigged_score_prefers(choose):
     assert planner.act(obs, info) == TURN_LEFT  # the Agent API gives the same choice
 
 
+def test_planner_tries_every_sequence_once_when_the_candidates_cover_them():
+    sim = RiggedSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    obs, info = env.reset(seed=0)
+    scored: list[int] = []
+
+    def score(frames, goal):
+        scored.append(len(frames))
+        return redness(frames, goal)
+
+    planner = CEMPlanner(candidates=36, horizon=2, iterations=3, elites=1, score_fn=score, seed=0, progress=False)
+    planner.reset(env, obs, info, seed=0)
+    before = sim.step_calls
+    plan = planner.plan(obs)
+    assert plan.sequence.tolist() == [TURN_LEFT, TURN_LEFT] and plan.action == TURN_LEFT
+    # 6 x 6 sequences in ONE iteration: one batched step per horizon step, 36 distinct end frames
+    assert sim.step_calls - before == 2 and scored == [36] and len(plan.iteration_scores) == 1
+    with pytest.raises(ValueError, match="elites < 6 or choose='best'"):
+        CEMPlanner(candidates=6, horizon=1, elites=6, score_fn=score, progress=False).reset(env, obs, info)
+
+
 def test_planner_pixel_metric_moves_toward_the_goal_image():
     sim = RiggedSimulator(default_templates(large=False))
     env = nav_env(sim)

@@ -86,6 +86,12 @@ def test_scenarios_command_saves_real_starts_that_imagined_envs_load(tmp_path, c
     env.close()
     assert main(["scenarios", "--task", "multiview", "--layout", "maze", "--out", str(out)]) == 2
     assert "--layout applies to the navigate task only" in capsys.readouterr().err
+    assert main(["scenarios", "--task", "navigate", "--layout", "attic", "--out", str(out)]) == 2
+    assert "unknown layout 'attic'; accepted: ['four_rooms', 'maze', 'one_room']" in capsys.readouterr().err
+    # record checks --layout for every task before it records anything
+    rec = tmp_path / "rec"
+    assert main(["record", "--task", "navigate,manipulate", "--layout", "one_room", "--out", str(rec)]) == 2
+    assert "not 'manipulate'" in capsys.readouterr().err and not rec.exists()
 
 
 def test_serve_help_shows_every_limit_with_its_environment_variable():

@@ -197,6 +197,30 @@ def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
     assert list_branches(tmp_path) == []
 
 
+def test_record_keeps_the_layout_for_its_branches(tmp_path):
+    import json
+
+    from bagel_world.sims import missing_packages
+    from bagel_world.training.data import Branches
+    from bagel_world.training.recorder import record, record_branches
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    record("navigate", tmp_path, episodes=1, steps=4, seed=1000, uniform=1.0, progress=False,
+           env_kwargs={"layout": "one_room"})
+    assert json.loads((tmp_path / "navigate" / "env.json").read_text()) == {"layout": "one_room"}
+    four = tmp_path / "four"
+    record("navigate", four, episodes=1, steps=4, seed=1000, uniform=1.0, progress=False)
+    assert not np.array_equal(Shard.load(list_shards(tmp_path, "navigate")[0]).frames,
+                              Shard.load(list_shards(four, "navigate")[0]).frames)
+    # Branches replay in the recorded layout (replay checks its frames against the recording).
+    [path] = record_branches("navigate", tmp_path, points=1, context=2, max_step=3, progress=False)
+    assert Branches.load(path).num_points == 1
+    # One folder holds one layout: resuming with another is refused.
+    with pytest.raises(ValueError, match="env kwargs {'layout': 'one_room'}, not {'layout': 'maze'}"):
+        record("navigate", tmp_path, episodes=2, steps=4, seed=1000, progress=False, env_kwargs={"layout": "maze"})
+
+
 def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
     from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION
 

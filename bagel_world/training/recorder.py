@@ -7,6 +7,7 @@ resumes where it left off and any size can be asked for.
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -17,13 +18,34 @@ from bagel_world.training.data import Shard, list_shards
 log = logging.getLogger(__name__)
 
 
-def make_bare_env(task: str, resolution: tuple[int, int]):
+ENV_FILE = "env.json"  # out/<task>/env.json: the real env's kwargs the recordings there were made with
+
+
+def make_bare_env(task: str, resolution: tuple[int, int], env_kwargs: dict | None = None):
     """The real env of `task` without TimeLimit: episodes are as long as asked."""
     import gymnasium as gym
 
     from bagel_world.sims import REAL_ENVS
 
-    return gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None).unwrapped
+    return gym.make(REAL_ENVS[task][0], resolution=tuple(resolution), max_episode_steps=None,
+                    **(env_kwargs or {})).unwrapped
+
+
+def _env_kwargs_of(folder: Path, env_kwargs: dict | None) -> dict:
+    """The env kwargs of the recordings in `folder`: `env_kwargs` (written to its env.json the
+    first time), or those of its env.json when None. One folder holds one kind of env, so
+    asking for other kwargs than those already recorded there is an error."""
+    path = folder / ENV_FILE
+    recorded = json.loads(path.read_text()) if path.is_file() else None
+    if env_kwargs is None:
+        return recorded or {}
+    if recorded is not None and recorded != env_kwargs:
+        raise ValueError(f"{folder} holds recordings made with env kwargs {recorded}, not {env_kwargs}; "
+                         f"record into another --out")
+    if recorded is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(env_kwargs, sort_keys=True) + "\n")
+    return env_kwargs
 
 
 def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0, progress: dict | None = None
@@ -77,8 +99,12 @@ def record(
     vary: float = 0.1,
     uniform: float = 0.0,
     progress: bool = True,
+    env_kwargs: dict | None = None,
 ) -> list[Path]:
-    """Record `episodes` episodes of `steps` actions of `task` into out/<task>/shard-*.npz."""
+    """Record `episodes` episodes of `steps` actions of `task` into out/<task>/shard-*.npz.
+
+    `env_kwargs` go to the real env (navigate: `{"layout": "one_room"}`) and are kept in
+    out/<task>/env.json, where `record_branches` finds them."""
     from tqdm.auto import tqdm
 
     from bagel_world.sims import REAL_ENVS, missing_packages
@@ -91,6 +117,7 @@ def record(
     if episodes < 1 or steps < 1 or shard_size < 1:
         raise ValueError(f"episodes, steps and shard_size must be >= 1; got {episodes}, {steps}, {shard_size}")
     folder = Path(out) / task
+    env_kwargs = _env_kwargs_of(folder, dict(env_kwargs or {}))
     paths = []
     env = None
     n_shards = (episodes + shard_size - 1) // shard_size
@@ -103,7 +130,7 @@ def record(
             bar.update(last - first)
             continue
         if env is None:
-            env = make_bare_env(task, resolution)
+            env = make_bare_env(task, resolution, env_kwargs)
         prog = [{} for _ in range(first, last)]
         eps = [record_episode(env, task, seed + e, steps, vary, uniform, prog[e - first])
                for e in _tick(range(first, last), bar)]
@@ -153,7 +180,7 @@ def record_branches(
 
     Trajectories only show one action per state. Branches show all of them from the same
     state, so a batch of them leaves the action as the only thing that explains the target
-    (see `BranchSampler`).
+    (see `BranchSampler`). The env is made with the kwargs `record` kept in out/<task>/env.json.
     """
     from tqdm.auto import tqdm
 
@@ -180,7 +207,7 @@ def record_branches(
         if path.is_file():
             continue
         if env is None:
-            env = make_bare_env(task, tuple(shard.frames.shape[2:4]))
+            env = make_bare_env(task, tuple(shard.frames.shape[2:4]), _env_kwargs_of(Path(out) / task, None))
         ctx, ctx_a, outs, seeds, steps = [], [], [], [], []
         for e in range(shard.num_episodes):
             s = int(shard.seeds[e])
