@@ -21,9 +21,10 @@ the distinct prefixes, all in ONE batched call.
 Scores: `metric="feature"` is the cosine similarity of end frame and goal in the model's
 own visual feature space (`Simulator.embed`) after subtracting the mean feature of the
 task's scenario set, exactly the imagined goal envs' feature reward; `metric="judged"` is
-minus the distance the same model judges between end frame and goal
-(`bagel_world.simulator.progress`, one batched `score` call per iteration), the judged
-reward's measure; `metric="pixel"` is minus the mean squared pixel error in [0, 1] units;
+minus the distance the same model judges between end frame and goal plus `reached_weight`
+times the judged probability that the goal is reached (`bagel_world.simulator.progress`,
+one batched `score` call per question and iteration; `reached_weight=0` skips the second),
+the judged reward's measure (its success bonus, made smooth); `metric="pixel"` is minus the mean squared pixel error in [0, 1] units;
 `score_fn(frames, goal) -> (B,)` replaces them.
 """
 
@@ -70,15 +71,17 @@ class CEMPlanner(Agent):
     else feature) or `score_fn`, `smoothing` (weight of the old distribution in
     a refit), `choose` ("mode": the most probable first action of the final distribution;
     "best": the first action of the best sequence seen), `warm_start` (start from the
-    previous step's distribution shifted by one), `seed`, `progress` (a tqdm bar per plan).
+    previous step's distribution shifted by one), `reached_weight` (judged metric: weight of
+    P(reached), default the judged reward's success bonus), `seed`, `progress` (a tqdm bar
+    per plan).
     """
 
     name = "planner"
 
     def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
                  iterations: int = 2, elites: int = 6, metric: str = "auto", score_fn: ScoreFn | None = None,
-                 smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, seed: int | None = None,
-                 progress: bool = True):
+                 smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, reached_weight: float = 1.0,
+                 seed: int | None = None, progress: bool = True):
         for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
@@ -90,12 +93,14 @@ class CEMPlanner(Agent):
             raise ValueError(f"choose must be 'mode' or 'best', got {choose!r}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
+        if not (isinstance(reached_weight, (int, float)) and reached_weight >= 0):
+            raise ValueError(f"reached_weight must be a number >= 0, got {reached_weight!r}")
         if simulator is not None and not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
         self.simulator = simulator
         self.candidates, self.horizon, self.iterations, self.elites = int(candidates), int(horizon), int(iterations), int(elites)
         self.metric, self.score_fn, self.smoothing, self.choose = metric, score_fn, float(smoothing), choose
-        self.warm_start, self.progress = warm_start, progress
+        self.warm_start, self.progress, self.reached_weight = warm_start, progress, float(reached_weight)
         self._rng = np.random.default_rng(seed)
         self._env: gym.Env | None = None
         self._sim: Simulator | None = None
@@ -279,8 +284,8 @@ class CEMPlanner(Agent):
         if self._metric == "judged":
             from bagel_world.simulator.progress import judge_frames
 
-            d, _ = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=False)
-            return -d
+            d, p = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=self.reached_weight > 0)
+            return -d if p is None else -d + self.reached_weight * p
         if self._metric == "pixel":
             return -((frames.astype(np.float32) / 255.0 - ref) ** 2).mean(axis=(1, 2, 3)).astype(np.float64)
         return (self._centred_features(frames) @ ref).astype(np.float64)

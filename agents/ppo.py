@@ -167,6 +167,7 @@ class PPOArgs:
     max_episode_steps: int | None = None  # default: the registered limit (64 for navigation)
     scenarios: str | None = None  # start/goal scenario set (.npz, e.g. `bagel-world scenarios`); default: the model's
     resume: bool = False  # continue from the newest OUT/checkpoints/ppo_*_steps.zip if there is one
+    init: str | None = None  # start from this saved policy (.zip) instead of a new one (a checkpoint to resume wins)
     save_every: int = 5_000  # env steps between checkpoints (0: none)
     checkpoint: str | None = None  # world model (default: the shipped one)
     device: str | None = None  # world model device
@@ -217,6 +218,10 @@ def train_ppo(args: PPOArgs, simulator=None) -> Path:
     if latest is not None:
         model = PPO.load(latest, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"))
         log.info("resuming PPO from %s at %d steps", latest, model.num_timesteps)
+    elif args.init is not None:
+        model = PPO.load(args.init, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"))
+        model.num_timesteps = 0  # `timesteps` more steps from the given policy
+        log.info("PPO starts from the policy %s", args.init)
     else:
         model = PPO("MultiInputPolicy", venv, n_steps=args.n_steps, batch_size=args.batch_size,
                     n_epochs=args.n_epochs, learning_rate=args.learning_rate, gamma=args.gamma,
@@ -251,6 +256,41 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return max(found, key=steps, default=None)
 
 
+# ---- shipped policies --------------------------------------------------------------------------
+POLICY_FOLDER = "policies"  # <checkpoint>/policies/ppo-<task>[-<layout>].zip (+ .json: the args it was trained with)
+
+
+def shipped_policy_name(task: str, layout: str | None = None) -> str:
+    return f"ppo-{task}" + (f"-{layout}" if layout else "") + ".zip"
+
+
+def shipped_policy(checkpoint: str | Path, task: str, layout: str | None = None) -> Path:
+    """The PPO policy trained in `checkpoint`'s imagination for `task` (and navigate `layout`),
+    shipped beside its weights; a FileNotFoundError names what the checkpoint does ship."""
+    folder = Path(checkpoint) / POLICY_FOLDER
+    path = folder / shipped_policy_name(task, layout)
+    if not path.is_file():
+        have = sorted(p.name for p in folder.glob("ppo-*.zip")) if folder.is_dir() else []
+        raise FileNotFoundError(f"{checkpoint} ships no PPO policy for task {task!r}"
+                                + (f" with layout {layout!r}" if layout else "")
+                                + f" ({path.name}); it ships {have or 'none'}. Train one with "
+                                  "examples/train_ppo.py and pass --policy PATH")
+    return path
+
+
+def policy_task(path: str | Path) -> str | None:
+    """The task a saved policy was trained on, from the args `train_ppo` wrote beside it
+    (`<name>.json` next to a shipped policy, or `args.json` in its out folder); None if unknown."""
+    path = Path(path)
+    for meta in (path.with_suffix(".json"), path.parent / "args.json"):
+        if meta.is_file():
+            from bagel_world.envs import TASK_ENV_IDS
+
+            env_id = json.loads(meta.read_text()).get("env_id")
+            return next((t for t, i in TASK_ENV_IDS.items() if i == env_id), None)
+    return None
+
+
 # ---- the agent ---------------------------------------------------------------------------------
 class PPOAgent(Agent):
     """A saved SB3 PPO policy acting in an imagined or a real env (same spaces)."""
@@ -266,8 +306,13 @@ class PPOAgent(Agent):
             raise FileNotFoundError(f"no PPO policy at {path} (train one with examples/train_ppo.py)")
         self.model = PPO.load(path, device=device)
         self.deterministic = deterministic
+        self.path, self.task = path, policy_task(path)
 
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
+        from bagel_world.agents.base import task_of
+
+        if self.task is not None and self.task != task_of(env):
+            raise ValueError(f"the policy {self.path} was trained on task {self.task!r}, not {task_of(env)!r}")
         space = env.observation_space
         want = self.model.observation_space
         if isinstance(space, gym.spaces.Dict) != isinstance(want, gym.spaces.Dict):

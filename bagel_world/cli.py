@@ -240,6 +240,12 @@ def _cmd_evaluate_agent(args) -> int:
     return run(args)
 
 
+def _cmd_dream(args) -> int:
+    from bagel_world.dream import run
+
+    return run(args)
+
+
 def _cmd_scenarios(args) -> int:
     from bagel_world.evaluate_agents import layout_kwargs
     from bagel_world.sims import real_scenarios
@@ -408,6 +414,15 @@ def _add_evaluate_agent(sub) -> None:
     ea.set_defaults(func=_cmd_evaluate_agent)
 
 
+def _add_dream(sub) -> None:
+    from bagel_world.dream import add_arguments  # light: the heavy parts load when a stage runs
+
+    d = sub.add_parser("dream", help="rounds of real episodes by the agent, world-model fine-tuning, policy "
+                       "training in imagination and real evaluation (resumable)")
+    add_arguments(d)
+    d.set_defaults(func=_cmd_dream)
+
+
 def _add_serve(sub) -> None:
     from bagel_world.server.settings import add_arguments as add_settings_arguments  # light: no FastAPI
 
@@ -444,6 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval(sub)
     _add_eval_progress(sub)
     _add_evaluate_agent(sub)
+    _add_dream(sub)
     _add_serve(sub)
     return p
 

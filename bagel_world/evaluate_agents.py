@@ -76,10 +76,16 @@ class EvalResult:
         n = len(self.returns)
         return float(np.std(self.returns, ddof=1) / math.sqrt(n)) if n > 1 else float("nan")
 
+    @property
+    def seconds_per_step(self) -> float:
+        """Wall time per real step over the whole run (the agent's thinking and the real env)."""
+        n = sum(self.steps)
+        return self.wall_s / n if n else float("nan")
+
     def summary(self) -> dict[str, Any]:
         return {**asdict(self), "episodes": self.episodes, "success_rate": self.success_rate,
                 "mean_steps_to_goal": self.mean_steps_to_goal, "mean_return": self.mean_return,
-                "return_stderr": self.return_stderr}
+                "return_stderr": self.return_stderr, "seconds_per_step": self.seconds_per_step}
 
 
 # ---- agents and envs ------------------------------------------------------------------------
@@ -160,6 +166,13 @@ def evaluate_agent(agent: str | Any, task: str = "navigate", episodes: int = 10,
         log.warning("seeds %d..%d overlap the training recordings (1000 and up): not held out",
                     seed0, seed0 + episodes - 1)
     name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
+    if name == "ppo" and policy is None and isinstance(agent, str):  # the policy shipped with the world model
+        from bagel_world.agents.ppo import shipped_policy
+        from bagel_world.model.loader import resolve_checkpoint
+        from bagel_world.simulator import default_checkpoint
+
+        policy = shipped_policy(resolve_checkpoint(checkpoint or default_checkpoint()), task,
+                                (env_kwargs or {}).get("layout"))
     # 1. The agent, and the world model's template when the agent uses the model.
     template = None
     if isinstance(agent, str):
@@ -193,14 +206,56 @@ def evaluate_agent(agent: str | Any, task: str = "navigate", episodes: int = 10,
 # ---- the table --------------------------------------------------------------------------------
 def markdown_table(results: Sequence[EvalResult]) -> str:
     """The README table: one row per agent, with the command that reproduces it."""
-    lines = ["| agent | success rate | mean steps to goal | mean return | episodes | command |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| agent | success rate | mean steps to goal | mean return | episodes | s per step | command |",
+             "|---|---|---|---|---|---|---|"]
     for r in results:
         steps = "-" if math.isnan(r.mean_steps_to_goal) else f"{r.mean_steps_to_goal:.1f}"
         ret = f"{r.mean_return:+.2f}" + ("" if math.isnan(r.return_stderr) else f" ± {r.return_stderr:.2f}")
+        sps = "-" if math.isnan(r.seconds_per_step) else f"{r.seconds_per_step:.2f}"
         lines.append(f"| {r.agent} | {r.success_rate:.0%} ({sum(r.success)}/{r.episodes}) | {steps} | {ret} "
-                     f"| {r.episodes} | `{r.command}` |")
+                     f"| {r.episodes} | {sps} | `{r.command}` |")
     return "\n".join(lines)
+
+
+def paired_comparison(agent: EvalResult, baseline: EvalResult) -> dict[str, Any]:
+    """`agent` against `baseline` on the same seeds, episode by episode.
+
+    Successes: the discordant episodes (only the agent succeeded / only the baseline did) and
+    McNemar's exact p-value (a two-sided binomial test on them, scipy). Returns: the mean
+    paired difference with its standard error and the Wilcoxon signed-rank p-value (scipy;
+    1.0 when every difference is zero).
+    """
+    from scipy.stats import binomtest, wilcoxon
+
+    if agent.seeds != baseline.seeds or agent.episodes != baseline.episodes:
+        raise ValueError(f"a paired comparison needs the same seeds; got {agent.seeds} and {baseline.seeds}")
+    a_only = sum(x and not y for x, y in zip(agent.success, baseline.success))
+    b_only = sum(y and not x for x, y in zip(agent.success, baseline.success))
+    diff = np.asarray(agent.returns, np.float64) - np.asarray(baseline.returns, np.float64)
+    n = len(diff)
+    return {
+        "agent": agent.agent, "baseline": baseline.agent, "episodes": n,
+        "success_only_agent": a_only, "success_only_baseline": b_only,
+        "mcnemar_p": float(binomtest(a_only, a_only + b_only, 0.5).pvalue) if a_only + b_only else 1.0,
+        "return_diff": float(diff.mean()),
+        "return_diff_stderr": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else float("nan"),
+        "wilcoxon_p": float(wilcoxon(diff).pvalue) if np.any(diff != 0) else 1.0,
+    }
+
+
+def paired_lines(results: Sequence[EvalResult], baseline: str = "random") -> list[str]:
+    """One line per agent compared with `baseline` on the same seeds (none without the baseline)."""
+    base = next((r for r in results if r.agent == baseline), None)
+    lines = []
+    for r in results:
+        if base is None or r is base:
+            continue
+        c = paired_comparison(r, base)
+        lines.append(f"{r.agent} vs {baseline}, same {c['episodes']} seeds: successes only {r.agent} "
+                     f"{c['success_only_agent']}, only {baseline} {c['success_only_baseline']} (McNemar exact "
+                     f"p = {c['mcnemar_p']:.3g}); return difference {c['return_diff']:+.2f} ± "
+                     f"{c['return_diff_stderr']:.2f} (Wilcoxon p = {c['wilcoxon_p']:.3g})")
+    return lines
 
 
 def command_line(agent: str, args: argparse.Namespace) -> str:
@@ -216,8 +271,10 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
     if agent == "planner":
         parts += [f"--candidates {args.candidates}", f"--horizon {args.horizon}", f"--iterations {args.iterations}",
                   f"--elites {args.elites}", f"--metric {args.metric}"]
+        if args.metric in ("auto", "judged") and args.reached_weight != _PLANNER_DEFAULTS["reached_weight"]:
+            parts.append(f"--reached-weight {args.reached_weight:g}")
     if agent == "ppo":
-        parts.append(f"--policy {args.policy}" + (" --ppo-stochastic" if args.ppo_stochastic else ""))
+        parts += ([f"--policy {args.policy}"] if args.policy else []) + (["--ppo-stochastic"] if args.ppo_stochastic else [])
     if agent == "vlm" and args.think:
         parts.append("--think")
     return " ".join(parts)
@@ -234,7 +291,8 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
     return markdown_table(results), results
 
 
-_PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto"}
+_PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto",
+                     "reached_weight": 1.0}
 
 
 def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
@@ -268,8 +326,10 @@ def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress:
 # ---- command line -----------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `evaluate-agent` options (shared by `bagel-world evaluate-agent` and `python -m`)."""
-    p.add_argument("--agent", default="all", choices=[*AGENTS, "all"],
-                   help="one agent, or 'all' = random, scripted, planner (+ ppo with --policy) as a table")
+    p.add_argument("--agent", default="all", type=_agent_list,
+                   help=f"one of {', '.join(AGENTS)}, a comma list (e.g. random,planner), or 'all' = random, "
+                        "scripted, planner (+ ppo with --policy); with random among them, each other agent is "
+                        "also compared with it on the same seeds")
     p.add_argument("--task", default="navigate", choices=list(TASK_NAMES))
     p.add_argument("--episodes", type=int, default=10)
     p.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
@@ -277,7 +337,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: as registered)")
     p.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
-    p.add_argument("--policy", default=None, help="ppo: the policy .zip written by examples/train_ppo.py")
+    p.add_argument("--policy", default=None, help="ppo: the policy .zip written by examples/train_ppo.py (default: "
+                   "the one shipped with the checkpoint for the task and layout, <checkpoint>/policies/)")
     p.add_argument("--ppo-stochastic", action="store_true", help="ppo: sample actions instead of the argmax")
     p.add_argument("--candidates", type=int, default=_PLANNER_DEFAULTS["candidates"], help="planner: sequences per iteration")
     p.add_argument("--horizon", type=int, default=_PLANNER_DEFAULTS["horizon"], help="planner: actions per sequence")
@@ -285,10 +346,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--elites", type=int, default=_PLANNER_DEFAULTS["elites"], help="planner: sequences kept per refit")
     p.add_argument("--metric", default="auto", choices=["auto", "judged", "feature", "pixel"],
                    help="planner: goal distance (auto: judged where the task has a progress judge, else feature)")
+    p.add_argument("--reached-weight", type=float, default=_PLANNER_DEFAULTS["reached_weight"],
+                   help="planner, judged metric: weight of the judged P(goal reached) beside minus the judged distance")
     p.add_argument("--think", action="store_true", help="vlm: think before choosing")
     p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _agent_list(text: str) -> list[str]:
+    names = [t.strip() for t in text.split(",")]
+    bad = [n for n in names if n not in (*AGENTS, "all")] or (names if "all" in names and len(names) > 1 else [])
+    if bad or len(set(names)) != len(names):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one of {', '.join(AGENTS)}, a comma list of them without "
+                                         "repeats, or 'all'")
+    return names
 
 
 def run(args: argparse.Namespace) -> int:
@@ -297,9 +369,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    agents = (["random", "scripted", "planner"] + (["ppo"] if args.policy else [])) if args.agent == "all" else [args.agent]
+    agents = (["random", "scripted", "planner"] + (["ppo"] if args.policy else [])) if args.agent == ["all"] else args.agent
     results = _run_rows(agents, args, args.device, not args.no_progress)
-    table = markdown_table(results)
+    table = "\n\n".join([markdown_table(results), *paired_lines(results)])
     print(table)
     if args.out:
         out = Path(args.out)

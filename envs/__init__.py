@@ -30,6 +30,7 @@ _ENVS = {
 }
 
 ENV_IDS = tuple(_ENVS)
+TASK_ENV_IDS = {module: env_id for env_id, (module, _, _) in _ENVS.items()}  # task -> its imagined env id
 
 for _id, (_module, _cls, _vec_cls) in _ENVS.items():
     if _id not in gym.registry:  # re-importing (e.g. importlib.reload) must not re-register
@@ -51,7 +52,7 @@ _EXPORTS = {
     **{vec: "vector" for _, _, vec in _ENVS.values()},
 }
 
-__all__ = ["ENV_IDS", *_EXPORTS]
+__all__ = ["ENV_IDS", "TASK_ENV_IDS", *_EXPORTS]
 
 
 def __getattr__(name: str) -> Any:

@@ -15,6 +15,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from fakes import FakeSimulator
 
 import bagel_world  # noqa: F401  (registers the ids)
@@ -22,6 +23,7 @@ from bagel_world.agents import CEMPlanner, ModelJudgedPolicy, RandomAgent, canon
 from bagel_world.evaluate_agents import EvalResult, evaluate_agent, markdown_table
 from bagel_world.evaluate_agents import main as evaluate_main
 from bagel_world.simulator.base import StepOutput
+from bagel_world.simulator.progress import judge_frames
 from bagel_world.simulator.tasks import default_templates
 
 TURN_LEFT = 2  # index of "turn left 30 degrees" among the navigation canonical actions
@@ -144,10 +146,19 @@ def test_planner_judged_metric_follows_the_judge_toward_the_goal():
     before = len(sim.score_calls)
     plan = planner.plan(obs)
     assert plan.sequence.tolist() == [TURN_LEFT] * 3 and plan.action == TURN_LEFT
-    # one batched distance question per iteration, with the goal image; every session closed
+    # one batched call per question and iteration, with the goal image; every session closed
     assert sim.score_calls[before:] == [("How far away is the goal view?", tuple(
-        f"{c:g}" for c in (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0)), True)] * 3
+        f"{c:g}" for c in (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0)), True),
+        ("Have you reached the goal view?", ("yes", "no"), True)] * 3
     assert len(sim._sessions) == 1  # only the env's own session
+    # score = -judged distance + reached_weight * P(reached); weight 0 asks the distance only
+    frames = np.stack([start, goal])
+    d, p = judge_frames(sim, "navigate", frames, [goal, goal])
+    assert np.allclose(planner._score(frames, goal, None), -d + p)
+    planner.reached_weight = 0.0
+    before = len(sim.score_calls)
+    assert np.allclose(planner._score(frames, goal, None), -d)
+    assert [q for q, _, _ in sim.score_calls[before:]] == ["How far away is the goal view?"]
     with pytest.raises(ValueError, match="tasks with one"):
         CEMPlanner(metric="judged", progress=False).reset(
             gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete"), *gym.make(
@@ -161,6 +172,8 @@ def test_planner_validates_its_knobs():
         CEMPlanner(metric="lpips")
     with pytest.raises(ValueError, match="horizon"):
         CEMPlanner(horizon=0)
+    with pytest.raises(ValueError, match="reached_weight must be a number >= 0, got -1"):
+        CEMPlanner(reached_weight=-1)
 
 
 def test_planner_forks_do_not_disturb_the_parent_session(tiny_engine):
@@ -304,6 +317,61 @@ def test_ppo_resumes_from_its_newest_checkpoint(tmp_path):
     assert latest_checkpoint(tmp_path / "nothing") is None
 
 
+def test_ppo_starts_from_a_given_policy(tmp_path):
+    needs_sb3()
+    from stable_baselines3 import PPO
+
+    from bagel_world.agents.ppo import PPOArgs, train_ppo
+
+    args = PPOArgs(timesteps=64, num_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_episode_steps=8,
+                   save_every=0, out=str(tmp_path / "a"), verbose=0)
+    first = train_ppo(args, simulator=fake())
+    fresh = train_ppo(dataclasses.replace(args, seed=1, out=str(tmp_path / "fresh")), simulator=fake())
+    second = train_ppo(dataclasses.replace(args, out=str(tmp_path / "b"), init=str(first)), simulator=fake())
+    assert PPO.load(second).num_timesteps == 64  # `timesteps` more from the given policy
+
+    def params(path):
+        return torch.cat([p.detach().flatten() for p in PPO.load(path).policy.parameters()])
+
+    a, b, c = params(first), params(second), params(fresh)
+    assert (b - a).norm() < 0.2 * (c - a).norm()  # one update away from the init, not from a new draw
+
+
+def test_evaluate_agent_finds_the_policy_shipped_with_the_checkpoint(tmp_path, tiny_ckpt, capsys):
+    needs_sb3()
+    needs_sim("navigate")
+    import shutil
+
+    from bagel_world.agents.ppo import PPOAgent, PPOArgs, train_ppo
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(tiny_ckpt, ckpt)
+    # A missing shipped policy: the error names the task, the layout and what the checkpoint ships.
+    with pytest.raises(FileNotFoundError, match=r"ships no PPO policy for task 'navigate' with layout 'one_room' "
+                                                r"\(ppo-navigate-one_room.zip\); it ships none"):
+        evaluate_agent("ppo", "navigate", 1, 0, ckpt, env_kwargs={"layout": "one_room"}, progress=False)
+    from bagel_world.cli import main as cli_main
+
+    assert cli_main(["evaluate-agent", "--agent", "ppo", "--layout", "one_room", "--checkpoint", str(ckpt),
+                     "--episodes", "1", "--no-progress"]) == 2
+    assert "ships no PPO policy for task 'navigate' with layout 'one_room'" in capsys.readouterr().err
+    # Ship one (what examples/train_ppo.py writes: policy.zip and args.json) and evaluate it with no --policy.
+    run = train_ppo(PPOArgs(timesteps=64, num_envs=2, n_steps=32, batch_size=32, n_epochs=1, max_episode_steps=8,
+                            save_every=0, out=str(tmp_path / "ppo"), verbose=0), simulator=fake())
+    (ckpt / "policies").mkdir()
+    shutil.copy(run, ckpt / "policies" / "ppo-navigate-one_room.zip")
+    shutil.copy(run.parent / "args.json", ckpt / "policies" / "ppo-navigate-one_room.json")
+    res = evaluate_agent("ppo", "navigate", 1, 0, ckpt, max_steps=2, env_kwargs={"layout": "one_room"}, progress=False)
+    assert res.settings["policy"] == str(ckpt / "policies" / "ppo-navigate-one_room.zip") and res.episodes == 1
+    with pytest.raises(FileNotFoundError, match=r"it ships \['ppo-navigate-one_room.zip'\]"):
+        evaluate_agent("ppo", "navigate", 1, 0, ckpt, progress=False)  # four_rooms: none shipped
+    # A policy of another task is refused by name, not run on the wrong env.
+    agent = PPOAgent(ckpt / "policies" / "ppo-navigate-one_room.zip")
+    env = gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete")
+    with pytest.raises(ValueError, match="trained on task 'navigate', not 'manipulate'"):
+        agent.reset(env, *env.reset(seed=0))
+
+
 def test_real_scenarios_are_the_real_starts_and_goals():
     needs_sim("navigate")
     from bagel_world.sims import make_real, real_scenarios
@@ -362,9 +430,29 @@ def test_random_agent_is_seeded():
 # ---- reporting ---------------------------------------------------------------------------------
 def test_markdown_table_rows():
     r = EvalResult(agent="random", task="navigate", seeds=[0, 1], success=[True, False], steps=[10, 64],
-                   returns=[1.5, -0.5], command="bagel-world evaluate-agent --agent random")
+                   returns=[1.5, -0.5], wall_s=37.0, command="bagel-world evaluate-agent --agent random")
     table = markdown_table([r])
-    assert "| random | 50% (1/2) | 10.0 | +0.50 ± 1.00 | 2 | `bagel-world evaluate-agent --agent random` |" in table
+    assert "| random | 50% (1/2) | 10.0 | +0.50 ± 1.00 | 2 | 0.50 | `bagel-world evaluate-agent --agent random` |" in table
+
+
+def test_paired_comparison_counts_discordant_episodes_on_the_same_seeds():
+    from bagel_world.evaluate_agents import paired_comparison, paired_lines
+
+    base = EvalResult(agent="random", task="navigate", seeds=[0, 1, 2, 3], success=[False, True, False, False],
+                      steps=[64, 9, 64, 64], returns=[0.0, 1.5, -0.5, 0.0])
+    plan = EvalResult(agent="planner", task="navigate", seeds=[0, 1, 2, 3], success=[True, True, True, False],
+                      steps=[20, 12, 30, 64], returns=[2.0, 1.5, 1.5, 0.5])
+    c = paired_comparison(plan, base)
+    assert (c["success_only_agent"], c["success_only_baseline"]) == (2, 0)
+    assert c["mcnemar_p"] == pytest.approx(0.5)  # 2 of 2 discordant pairs: 2 * 0.5**2
+    assert c["return_diff"] == pytest.approx(1.125) and c["return_diff_stderr"] == pytest.approx(0.5154, abs=1e-4)
+    assert 0 < c["wilcoxon_p"] < 1
+    [line] = paired_lines([base, plan])
+    assert line.startswith("planner vs random, same 4 seeds: successes only planner 2, only random 0")
+    assert paired_lines([plan]) == []  # no baseline among the rows: nothing to compare with
+    with pytest.raises(ValueError, match="same seeds"):
+        paired_comparison(plan, EvalResult(agent="random", task="navigate", seeds=[5, 6, 7, 8],
+                                           success=[False] * 4, steps=[64] * 4, returns=[0.0] * 4))
 
 
 def test_evaluate_cli_prints_the_table(tmp_path, capsys):
@@ -374,6 +462,13 @@ def test_evaluate_cli_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| random | 0% (0/1) |" in out and "--agent random --task navigate --episodes 1" in out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "table.md").is_file()
+    # a comma list of agents: a row each, and each compared with random on the same seeds
+    assert evaluate_main(["--agent", "random,scripted", "--episodes", "1", "--max-steps", "3", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| scripted |" in out and "scripted vs random, same 1 seeds:" in out
+    with pytest.raises(SystemExit):
+        evaluate_main(["--agent", "random,lpips"])
+    assert "'random,lpips': give one of random, scripted, planner, ppo, vlm" in capsys.readouterr().err
 
 
 # ---- examples as smoke tests -------------------------------------------------------------------

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 # Files of the official repo that loading needs (the official download instructions'
 # patterns, minus code and docs we never read).
-ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md"]
+ALLOW_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.md", "policies/*.zip"]  # + PPO policies shipped beside
 REQUIRED_FILES = ("llm_config.json", "vit_config.json", "ema.safetensors", "ae.safetensors")
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 

@@ -48,16 +48,18 @@ def _env_kwargs_of(folder: Path, env_kwargs: dict | None) -> dict:
     return env_kwargs
 
 
-def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0, progress: dict | None = None
-                   ) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
+def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: float = 0.0, progress: dict | None = None,
+                   agent=None) -> tuple[np.ndarray, list[str], list[list[tuple[str, str]]]]:
     """One episode: frames (steps+1, H, W, 3), actions (steps), QA pairs per frame. For a
     task with a progress judge, a `progress` dict receives the goal image, the per-frame
     poses and the goal pose (`bagel_world.sims.progress_poses`).
 
     Each action is, with probability `uniform`, a canonical action drawn uniformly (so every
     action is seen from every kind of state, which a world model needs to learn what each
-    one does), and otherwise the task's exploration policy. With `uniform=0` the draws are
-    exactly the exploration policy's, so evaluation episodes do not depend on this option.
+    one does), and otherwise the task's exploration policy, or `agent`'s choice when an
+    `bagel_world.agents` agent is given (reset on the episode's first observation; the
+    episode runs all `steps` even past the goal). With `uniform=0` the draws are exactly
+    the exploration policy's, so evaluation episodes do not depend on this option.
     """
     from bagel_world.sims import explore_action, progress_poses, state_questions
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
@@ -67,11 +69,15 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
     canon = CANONICAL_ACTIONS[task]
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
+    if agent is not None:
+        agent.reset(env, obs, info, seed=seed)
     frames, actions, qa = [_frame(obs)], [], [state_questions(task, info)]
     poses = [progress_poses(task, info)]
     for _ in range(steps):
         if uniform > 0 and rng.random() < uniform:
             action = canon[int(rng.integers(len(canon)))]
+        elif agent is not None:
+            action = canon[int(agent.act(obs, info))]
         else:
             action = explore_action(task, rng, info, vary=vary)
         obs, _, terminated, truncated, info = env.step(action)
@@ -100,11 +106,13 @@ def record(
     uniform: float = 0.0,
     progress: bool = True,
     env_kwargs: dict | None = None,
+    agent=None,
 ) -> list[Path]:
     """Record `episodes` episodes of `steps` actions of `task` into out/<task>/shard-*.npz.
 
     `env_kwargs` go to the real env (navigate: `{"layout": "one_room"}`) and are kept in
-    out/<task>/env.json, where `record_branches` finds them."""
+    out/<task>/env.json, where `record_branches` finds them. With an `agent`, it chooses
+    the actions that are not uniform draws (see `record_episode`)."""
     from tqdm.auto import tqdm
 
     from bagel_world.sims import REAL_ENVS, missing_packages
@@ -132,7 +140,7 @@ def record(
         if env is None:
             env = make_bare_env(task, resolution, env_kwargs)
         prog = [{} for _ in range(first, last)]
-        eps = [record_episode(env, task, seed + e, steps, vary, uniform, prog[e - first])
+        eps = [record_episode(env, task, seed + e, steps, vary, uniform, prog[e - first], agent=agent)
                for e in _tick(range(first, last), bar)]
         n_q = max(len(q) for _, _, qa in eps for q in qa)
         qa_q = np.full((len(eps), steps + 1, n_q), "", dtype=object)

@@ -1,0 +1,105 @@
+"""`bagel-world dream`: one round end to end on a tiny model trained from real one-room recordings."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+from bagel_world.dream import Dream, DreamConfig
+from bagel_world.sims import missing_packages
+from bagel_world.training.data import Shard, list_shards
+
+pytestmark = pytest.mark.skipif(bool(missing_packages("navigate")), reason="the navigate twin needs MiniWorld")
+
+SMALL = dict(ae_steps=2, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2, kv_heads=1,
+             intermediate=64, vocab_size=300, window=2)
+
+
+@pytest.fixture(scope="module")
+def start(tmp_path_factory):
+    """Real one-room recordings (with progress poses) and a tiny model trained on them."""
+    from bagel_world.training.pipeline import TrainConfig, run_training
+    from bagel_world.training.recorder import record
+
+    root = tmp_path_factory.mktemp("dream-start")
+    record("navigate", root / "data", episodes=3, steps=4, seed=1000, uniform=1.0, progress=False,
+           env_kwargs={"layout": "one_room"})
+    model = run_training(TrainConfig(data=str(root / "data"), out=str(root / "model"), work=str(root / "work"),
+                                     world_steps=2, **SMALL), progress=False)
+    return root / "data", model
+
+
+def config(start, tmp_path, **kw) -> DreamConfig:
+    data, model = start
+    return DreamConfig(**{**dict(
+        task="navigate", layout="one_room", agent="planner", rounds=1, work=str(tmp_path / "dream"), init=str(model),
+        base_data=str(data), collect_episodes=2, collect_steps=3, train_steps=2,
+        train={k: SMALL[k] for k in ("batch_size", "holdout_episodes")}, eval_episodes=1, max_steps=2,
+        planner={"candidates": 2, "horizon": 1, "iterations": 1, "elites": 1}), **kw})
+
+
+def test_a_round_collects_with_the_agent_fine_tunes_and_evaluates(start, tmp_path):
+    cfg = config(start, tmp_path)
+    rows = Dream(cfg, progress=False).run()
+    work = tmp_path / "dream"
+    assert [r["round"] for r in rows] == [0, 1]
+    # 1. Collected: real one-room episodes recorded like `bagel-world record`, on the collection seeds.
+    [shard] = [Shard.load(p) for p in list_shards(work / "round-1" / "data", "navigate")]
+    assert shard.frames.shape == (2, 4, 64, 64, 3) and shard.seeds.tolist() == [20_000, 20_001]
+    assert shard.has_progress and json.loads((work / "round-1" / "data" / "navigate" / "env.json").read_text()) == {
+        "layout": "one_room"}
+    assert rows[1]["collected"]["episodes"] == 2 and 0.0 <= rows[1]["collected"]["success"] <= 1.0
+    # 2. Fine-tuned from the starting model on the base recordings plus the collected ones.
+    mix = sorted(p.name for p in (work / "round-1" / "mix" / "navigate").glob("shard-*.npz"))
+    assert len(mix) == 2  # one base shard, one collected
+    model = work / "round-1" / "model"
+    assert (model / "ema.safetensors").is_file() and rows[1]["model"] == str(model)
+    assert json.loads((model / "training.json").read_text())["train_config"]["init"] == cfg.init
+    # 3. Evaluated on the same held-out seeds each round; the report has a row per round.
+    for r in (0, 1):
+        ev = json.loads((work / f"round-{r}" / "eval.json").read_text())
+        assert ev["agent"] == "planner" and ev["seeds"] == [0] and ev["settings"]["layout"] == "one_room"
+    table = (work / "rounds.md").read_text()
+    assert "| 0 | - |" in table and "| 1 | 2 (" in table
+    # Resumed: every stage is found done, nothing is redone; one more round extends the run.
+    stamp = (model / "ema.safetensors").stat().st_mtime_ns
+    assert Dream(cfg, progress=False).run() == rows
+    assert (model / "ema.safetensors").stat().st_mtime_ns == stamp
+    rows2 = Dream(dataclasses.replace(cfg, rounds=2), progress=False).run()
+    assert [r["round"] for r in rows2] == [0, 1, 2] and rows2[:2] == rows
+    seeds = Shard.load(list_shards(work / "round-2" / "data", "navigate")[0]).seeds.tolist()
+    assert seeds == [20_002, 20_003]  # each round collects on new seeds
+    assert len(list((work / "round-2" / "mix" / "navigate").glob("shard-*.npz"))) == 3
+
+
+def test_dream_refuses_what_it_cannot_do(start, tmp_path):
+    with pytest.raises(ValueError, match="'planner' or 'ppo', not 'vlm'"):
+        Dream(config(start, tmp_path, agent="vlm"))
+    with pytest.raises(ValueError, match="collection seeds 0..1 overlap the evaluation seeds 0..0"):
+        Dream(config(start, tmp_path, collect_seed=0))
+    with pytest.raises(ValueError, match=r"train settings \['stepz'\]"):
+        Dream(config(start, tmp_path, train={"stepz": 3}))
+    with pytest.raises(ValueError, match="unknown layout 'attic'"):
+        Dream(config(start, tmp_path, layout="attic"))
+    Dream(config(start, tmp_path))  # writes dream.json
+    with pytest.raises(ValueError, match=r"other settings \(\['collect_episodes'\]\)"):
+        Dream(config(start, tmp_path, collect_episodes=5))
+
+
+def test_dream_cli_prints_the_rounds(start, tmp_path, capsys):
+    from bagel_world.cli import main
+
+    data, model = start
+    argv = ["dream", "--layout", "one_room", "--rounds", "1", "--work", str(tmp_path / "d"), "--init", str(model),
+            "--base-data", str(data), "--collect-episodes", "1", "--collect-steps", "2", "--train-steps", "1",
+            "--train", '{"batch_size": 2, "holdout_episodes": 1}', "--eval-episodes", "1", "--max-steps", "1",
+            "--planner", '{"candidates": 2, "horizon": 1, "iterations": 1, "elites": 1}', "--no-progress"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "| round | real episodes collected (success) |" in out and "| 1 | 1 (" in out
+    with pytest.raises(SystemExit):
+        main(["dream", "--agent", "vlm"])
+    assert "invalid choice: 'vlm'" in capsys.readouterr().err
