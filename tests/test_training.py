@@ -165,6 +165,43 @@ def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path)
     assert all(c.key[0] >= 0 for c in BranchSampler(sampler.clips, [b], branch_share=0.0).sample_batch(8))
 
 
+def test_mirrored_clips_flip_frames_and_swap_left_and_right():
+    from bagel_world.training.data import Clip, mirror_clip
+
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 64, 64, 3)).astype(np.uint8)
+    goal = rng.integers(0, 256, (64, 64, 3)).astype(np.uint8)
+    clip = Clip("navigate", frames, ["turn left 30 degrees", "strafe right 0.5 m"],
+                "Which way should you turn to face the goal?", "left", (0, 0, 0), goal=goal)
+    m = mirror_clip(clip)
+    assert np.array_equal(m.frames, frames[:, :, ::-1]) and np.array_equal(m.goal, goal[:, ::-1])
+    assert m.actions == ["turn right 30 degrees", "strafe left 0.5 m"] and m.answer == "right"
+    assert m.question == clip.question  # the question is asked as it was
+    back = mirror_clip(m)
+    assert np.array_equal(back.frames, frames) and back.actions == clip.actions and back.answer == "left"
+    assert mirror_clip(Clip("navigate", frames, ["move forward 0.5 m"] * 2, "Is the red box on the left or the right?",
+                            "ahead", (0, 0, 0))).answer == "ahead"
+    assert mirror_clip(Clip("multiview", frames, ["orbit up 15 degrees"] * 2, "Is the red cube left of the blue ball?",
+                            "yes", (0, 0, 0))).answer == "no"
+    with pytest.raises(ValueError, match="task 'manipulate' has no mirror rule"):
+        mirror_clip(Clip("manipulate", frames, ["wait"] * 2, None, None, (0, 0, 0)))
+
+
+def test_the_sampler_mirrors_a_share_of_clips_and_draws_nothing_without(tmp_path):
+    _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    plain = ClipSampler([s], window=3, rng=np.random.default_rng(0)).sample_batch(16)
+    off = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=0.0).sample_batch(16)
+    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(plain, off))  # mirror=0: the same draws
+    flipped = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.0).sample_batch(16)
+    for c in flipped:
+        e, t0 = c.key[1], c.key[2]
+        assert np.array_equal(c.frames, s.frames[e, t0 : t0 + len(c.frames), :, ::-1])
+        assert set(c.actions) == {"turn right 30 degrees"}
+    with pytest.raises(ValueError, match="mirror must be in"):
+        ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.5)
+
+
 def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
     from bagel_world.sims import missing_packages
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS

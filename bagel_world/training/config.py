@@ -61,6 +61,8 @@ class TrainConfig:
     branch_group: int = _opt(4, "clips per counterfactual group: one state, different actions")
     progress_share: float = _opt(0.5, "share of clips that ask a goal-conditioned progress question "
                                       "(recordings with goals)")
+    mirror: float = _opt(0.0, "share of navigate and multiview clips seen mirrored (frames flipped left-right, "
+                              "left and right swapped in actions and answers)")
     warmup: int = _opt(500, "linear learning-rate warm-up steps")
     ckpt_every: int = _opt(500, "steps between resumable states and exports")
     # Several processes (`torchrun --nproc-per-node N -m bagel_world.cli train ... --distributed`).

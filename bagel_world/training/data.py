@@ -17,7 +17,9 @@ by skipping finished shard files.
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,6 +163,33 @@ def list_branches(folder: str | Path, task: str | None = None) -> list[Path]:
     return sorted(p for p in folder.glob(pattern) if ".tmp" not in p.name)
 
 
+# Tasks whose mirror image (frames flipped left-right) is another valid clip once "left" and
+# "right" swap in the actions and answers: a first-person walk and an orbiting camera. (Not
+# manipulation, whose directions are the robot's, nor future_frame, which has no directions.)
+MIRROR_TASKS = ("navigate", "multiview")
+_LEFT_RIGHT = re.compile(r"\b(left|right)\b")
+_LEFT_OF = re.compile(r"^Is the .+ left of the .+\?$")
+
+
+def swap_left_right(text: str) -> str:
+    return _LEFT_RIGHT.sub(lambda m: "right" if m.group(1) == "left" else "left", text)
+
+
+def mirror_clip(clip: Clip) -> Clip:
+    """The clip seen in a mirror: frames and goal flipped left-right, "left" and "right"
+    swapped in the actions and in the answer ("Is the A left of the B?" flips yes/no; the
+    questions themselves stay as asked). Distances and "reached" are mirror-invariant."""
+    if clip.task not in MIRROR_TASKS:
+        raise ValueError(f"task {clip.task!r} has no mirror rule; tasks with one: {list(MIRROR_TASKS)}")
+    answer = clip.answer
+    if answer is not None and clip.question is not None:
+        answer = ({"yes": "no", "no": "yes"}.get(answer, answer) if _LEFT_OF.match(clip.question)
+                  else swap_left_right(answer))
+    return dataclasses.replace(clip, frames=np.ascontiguousarray(clip.frames[:, :, ::-1]),
+                               actions=[swap_left_right(a) for a in clip.actions], answer=answer,
+                               goal=None if clip.goal is None else np.ascontiguousarray(clip.goal[:, ::-1]))
+
+
 class ClipSampler:
     """Uniform random clips over all loaded shards.
 
@@ -169,13 +198,18 @@ class ClipSampler:
     question, about a goal image: the episode's own goal (30%), or a frame of the same episode
     (hindsight goals: half of them within 2 steps of the last frame, so that "reached" has
     positives and near distances are well covered).
+
+    A share `mirror` of the clips of `MIRROR_TASKS` is mirrored (`mirror_clip`): twice the
+    views, and every turn shown with its opposite from the mirrored state.
     """
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
-                 part: tuple[int, int] = (0, 1)):
+                 part: tuple[int, int] = (0, 1), mirror: float = 0.0):
         if not 0.0 <= progress_share <= 1.0:
             raise ValueError(f"progress_share must be in [0, 1], got {progress_share}")
-        self.progress_share = progress_share
+        if not 0.0 <= mirror <= 1.0:
+            raise ValueError(f"mirror must be in [0, 1], got {mirror}")
+        self.progress_share, self.mirror = progress_share, mirror
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
         self.shards, self.window, self.rng = shards, window, rng
@@ -209,7 +243,13 @@ class ClipSampler:
         )
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
             clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last)
-        return clip
+        return self.maybe_mirror([clip])[0]
+
+    def maybe_mirror(self, clips: list[Clip]) -> list[Clip]:
+        """`clips` (of one task), all mirrored with probability `mirror` (no draw when it is 0)."""
+        if self.mirror > 0 and clips[0].task in MIRROR_TASKS and self.rng.random() < self.mirror:
+            return [mirror_clip(c) for c in clips]
+        return clips
 
     def _progress_qa(self, s: Shard, e: int, t: int) -> tuple[np.ndarray, str, str]:
         from bagel_world.sims import pose_progress
@@ -274,6 +314,6 @@ class BranchSampler:
         c = int(self.rng.integers(1, min(C, self.clips.window) + 1))  # context frames kept
         history = [str(a) for a in b.context_actions[p, C - c :]]
         chosen = self.rng.choice(K, size=min(self.group, K), replace=False)
-        return [Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
+        return self.clips.maybe_mirror([Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
                      actions=history + [str(b.actions[k])], question=None, answer=None, key=(-1 - i, p, int(k)))
-                for k in chosen]
+                for k in chosen])  # a group is mirrored as a whole: still one state, different actions

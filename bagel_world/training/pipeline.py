@@ -221,7 +221,7 @@ def _train(c: TrainConfig, progress: bool) -> Path:
         trainer = WorldTrainer(config, model, vae, tokenizer, args)
     # Each rank of a distributed run: its own episodes and sampler seed.
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
-                          progress_share=c.progress_share, part=(trainer.rank, trainer.world))
+                          progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),
