@@ -309,7 +309,7 @@ class PPOAgent(Agent):
         self.path, self.task = path, policy_task(path)
 
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
-        from bagel_world.agents.base import task_of
+        from bagel_world.agents.base import canonical_actions, task_of
 
         if self.task is not None and self.task != task_of(env):
             raise ValueError(f"the policy {self.path} was trained on task {self.task!r}, not {task_of(env)!r}")
@@ -317,8 +317,9 @@ class PPOAgent(Agent):
         want = self.model.observation_space
         if isinstance(space, gym.spaces.Dict) != isinstance(want, gym.spaces.Dict):
             raise ValueError(f"the policy was trained on observations {want}, the env gives {space}")
-        if self.model.action_space.n != env.action_space.n:
-            raise ValueError(f"the policy has {self.model.action_space.n} actions, the env {env.action_space.n}")
+        n = len(canonical_actions(env))  # the env may take text; the policy picks among its canonical actions
+        if self.model.action_space.n != n:
+            raise ValueError(f"the policy has {self.model.action_space.n} actions, the env {n} canonical ones")
 
     def act(self, obs: Any, info: dict[str, Any]) -> int:
         a, _ = self.model.predict(obs, deterministic=self.deterministic)

@@ -224,8 +224,8 @@ class Dream:
         if path.is_file():
             return
         res = evaluate_agent(self._agent(r), c.task, c.eval_episodes, c.eval_seed, self.model(r), device=c.device,
-                             max_steps=c.max_steps, env_kwargs=layout_kwargs(c.task, c.layout) or None,
-                             progress=self.progress)
+                             policy=self.policy(r), planner_kwargs=c.planner, max_steps=c.max_steps,
+                             env_kwargs=layout_kwargs(c.task, c.layout) or None, progress=self.progress)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(res.summary(), indent=2, default=float) + "\n")
 

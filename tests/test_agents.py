@@ -370,6 +370,12 @@ def test_evaluate_agent_finds_the_policy_shipped_with_the_checkpoint(tmp_path, t
     env = gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete")
     with pytest.raises(ValueError, match="trained on task 'navigate', not 'manipulate'"):
         agent.reset(env, *env.reset(seed=0))
+    # Without the args beside it the task is unknown; the action count still has to match.
+    bare = tmp_path / "bare" / "policy.zip"
+    bare.parent.mkdir()
+    shutil.copy(run, bare)
+    with pytest.raises(ValueError, match="the policy has 6 actions, the env 8 canonical ones"):
+        PPOAgent(bare).reset(env, *env.reset(seed=0))
 
 
 def test_real_scenarios_are_the_real_starts_and_goals():

@@ -41,6 +41,7 @@ def config(start, tmp_path, **kw) -> DreamConfig:
         planner={"candidates": 2, "horizon": 1, "iterations": 1, "elites": 1}), **kw})
 
 
+@pytest.mark.slow
 def test_a_round_collects_with_the_agent_fine_tunes_and_evaluates(start, tmp_path):
     cfg = config(start, tmp_path)
     rows = Dream(cfg, progress=False).run()
@@ -75,6 +76,29 @@ def test_a_round_collects_with_the_agent_fine_tunes_and_evaluates(start, tmp_pat
     assert len(list((work / "round-2" / "mix" / "navigate").glob("shard-*.npz"))) == 3
 
 
+@pytest.mark.slow
+def test_a_ppo_round_continues_the_previous_policy_on_the_new_model(start, tmp_path):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    cfg = config(start, tmp_path, agent="ppo", ppo_timesteps=16, scenario_episodes=2,
+                 ppo={"num_envs": 2, "n_steps": 8, "batch_size": 8, "n_epochs": 1, "max_episode_steps": 4,
+                      "save_every": 0})
+    rows = Dream(cfg, progress=False).run()
+    work = tmp_path / "dream"
+    assert [r["round"] for r in rows] == [0, 1]
+    for r in (0, 1):
+        args = json.loads((work / f"round-{r}" / "ppo" / "args.json").read_text())
+        assert args["env_id"] == "BagelNavigate-v0" and args["scenarios"] == str(work / "scenarios.npz")
+        assert args["checkpoint"] == rows[r]["model"]
+        assert PPO.load(work / f"round-{r}" / "ppo" / "policy.zip").num_timesteps == 16
+    assert args["init"] == str(work / "round-0" / "ppo" / "policy.zip")  # round 1 continues round 0's policy
+    with np.load(work / "scenarios.npz") as z:
+        assert len(z["frames"]) == 2 and z["goals"].shape == (2, 64, 64, 3)
+    ev = json.loads((work / "round-1" / "eval.json").read_text())
+    assert ev["agent"] == "ppo" and ev["settings"]["policy"] == str(work / "round-1" / "ppo" / "policy.zip")
+
+
 def test_dream_refuses_what_it_cannot_do(start, tmp_path):
     with pytest.raises(ValueError, match="'planner' or 'ppo', not 'vlm'"):
         Dream(config(start, tmp_path, agent="vlm"))
@@ -89,6 +113,7 @@ def test_dream_refuses_what_it_cannot_do(start, tmp_path):
         Dream(config(start, tmp_path, collect_episodes=5))
 
 
+@pytest.mark.slow
 def test_dream_cli_prints_the_rounds(start, tmp_path, capsys):
     from bagel_world.cli import main
 
