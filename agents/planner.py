@@ -93,8 +93,9 @@ class CEMPlanner(Agent):
             raise ValueError(f"choose must be 'mode' or 'best', got {choose!r}")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError(f"smoothing must be in [0, 1), got {smoothing!r}")
-        if not (isinstance(reached_weight, (int, float)) and reached_weight >= 0):
-            raise ValueError(f"reached_weight must be a number >= 0, got {reached_weight!r}")
+        if isinstance(reached_weight, bool) or not isinstance(reached_weight, (int, float, np.integer, np.floating)) \
+                or not 0 <= reached_weight < np.inf:
+            raise ValueError(f"reached_weight must be a finite number >= 0, got {reached_weight!r}")
         if simulator is not None and not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
         self.simulator = simulator

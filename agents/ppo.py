@@ -218,8 +218,11 @@ def train_ppo(args: PPOArgs, simulator=None) -> Path:
     if latest is not None:
         model = PPO.load(latest, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"))
         log.info("resuming PPO from %s at %d steps", latest, model.num_timesteps)
-    elif args.init is not None:
-        model = PPO.load(args.init, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"))
+    elif args.init is not None:  # the given policy's weights, trained on with these settings
+        model = PPO.load(args.init, env=venv, device=args.policy_device, tensorboard_log=str(out / "tb"),
+                         n_steps=args.n_steps, batch_size=args.batch_size, n_epochs=args.n_epochs,
+                         learning_rate=args.learning_rate, gamma=args.gamma, gae_lambda=args.gae_lambda,
+                         ent_coef=args.ent_coef, clip_range=args.clip_range, verbose=args.verbose)
         model.num_timesteps = 0  # `timesteps` more steps from the given policy
         log.info("PPO starts from the policy %s", args.init)
     else:
@@ -239,7 +242,9 @@ def train_ppo(args: PPOArgs, simulator=None) -> Path:
     finally:
         venv.close()
     path = out / "policy.zip"
-    model.save(path)
+    tmp = out / "policy.tmp.zip"
+    model.save(tmp)
+    tmp.replace(path)  # atomic: a half-written policy is never taken for a finished one
     log.info("PPO policy saved to %s", path)
     return path
 
@@ -265,8 +270,12 @@ def shipped_policy_name(task: str, layout: str | None = None) -> str:
 
 
 def shipped_policy(checkpoint: str | Path, task: str, layout: str | None = None) -> Path:
-    """The PPO policy trained in `checkpoint`'s imagination for `task` (and navigate `layout`),
-    shipped beside its weights; a FileNotFoundError names what the checkpoint does ship."""
+    """The PPO policy trained in `checkpoint`'s imagination for `task` (and navigate `layout`;
+    the twin's default layout is named by no suffix), shipped beside its weights; a
+    FileNotFoundError names what the checkpoint does ship."""
+    from bagel_world.sims.navigate import DEFAULT_LAYOUT
+
+    layout = None if layout == DEFAULT_LAYOUT else layout
     folder = Path(checkpoint) / POLICY_FOLDER
     path = folder / shipped_policy_name(task, layout)
     if not path.is_file():

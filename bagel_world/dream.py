@@ -29,6 +29,7 @@ one row per round: collected episodes and their real success, then the evaluatio
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import json
 import logging
 import math
@@ -86,18 +87,46 @@ class DreamConfig:
                 raise ValueError(f"{k} must be >= 1, got {getattr(self, k)}")
         if not 0.0 <= self.explore <= 1.0:
             raise ValueError(f"explore is a share of actions in [0, 1], got {self.explore}")
-        seeds = {"collection": (self.collect_seed, self.collect_seed + self.rounds * self.collect_episodes),
-                 "scenario": (self.scenario_seed, self.scenario_seed + self.scenario_episodes)}
-        ev = (self.eval_seed, self.eval_seed + self.eval_episodes)
-        for name, (lo, hi) in seeds.items():
-            if lo < ev[1] and ev[0] < hi:
-                raise ValueError(f"{name} seeds {lo}..{hi - 1} overlap the evaluation seeds {ev[0]}..{ev[1] - 1}")
-        known = {f.name for f in dataclasses.fields(TrainConfig)}
-        fixed = {"data", "out", "work", "init", "world_steps", "distributed"}
-        bad = sorted(set(self.train) - (known - fixed))
-        if bad:
-            raise ValueError(f"train settings {bad} are not TrainConfig fields dream passes on; "
-                             f"accepted: {sorted(known - fixed)}")
+        ranges = {"collection": (self.collect_seed, self.collect_seed + self.rounds * self.collect_episodes),
+                  "scenario": (self.scenario_seed, self.scenario_seed + self.scenario_episodes),
+                  "evaluation": (self.eval_seed, self.eval_seed + self.eval_episodes)}
+        for a, b in (("collection", "evaluation"), ("scenario", "evaluation"), ("collection", "scenario")):
+            (lo, hi), (lo2, hi2) = ranges[a], ranges[b]
+            if lo < hi2 and lo2 < hi:
+                raise ValueError(f"{a} seeds {lo}..{hi - 1} overlap the {b} seeds {lo2}..{hi2 - 1}")
+        if self.base_data is not None:
+            from bagel_world.training.data import list_shards
+
+            if not list_shards(self.base_data, self.task):
+                raise ValueError(f"--base-data {self.base_data!r} has no {self.task} shards "
+                                 f"({self.base_data}/{self.task}/shard-*.npz); give a `bagel-world record --out` folder")
+        from bagel_world.agents.ppo import PPOArgs
+
+        _check_settings("train", self.train, {f.name for f in dataclasses.fields(TrainConfig)},
+                        {"data", "out", "work", "init", "world_steps", "distributed", "device"})
+        _check_settings("ppo", self.ppo, {f.name for f in dataclasses.fields(PPOArgs)},
+                        {"env_id", "timesteps", "scenarios", "checkpoint", "device", "out", "resume", "init"})
+        from bagel_world.agents.planner import CEMPlanner
+
+        _check_settings("planner", self.planner, set(inspect.signature(CEMPlanner).parameters),
+                        {"simulator", "score_fn", "progress"})
+        unused = {"planner": self.planner} if self.agent == "ppo" else {"ppo": self.ppo}
+        for k, v in unused.items():
+            if v:
+                raise ValueError(f"{k} settings {sorted(v)} do not apply to agent {self.agent!r}")
+
+
+def _check_settings(name: str, given: dict[str, Any], known: set[str], fixed: set[str]) -> None:
+    bad = sorted(set(given) - (known - fixed))
+    if bad:
+        raise ValueError(f"{name} settings {bad} are not ones dream passes on; accepted: {sorted(known - fixed)}"
+                         + (f" (dream sets {sorted(fixed & known)} itself)" if fixed & known else ""))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 class Dream:
@@ -134,9 +163,12 @@ class Dream:
 
     # ---- the loop -------------------------------------------------------------------------
     def run(self) -> list[dict[str, Any]]:
+        from bagel_world.envs.base import clear_simulator_cache
+
         for r in range(self.cfg.rounds + 1):
             if r > 0:
                 self.collect(r)
+                clear_simulator_cache()  # the previous round's model is not needed again
                 self.fine_tune(r)
             self.train_policy(r)
             self.evaluate(r)
@@ -175,20 +207,23 @@ class Dream:
         finally:
             agent.close()
         success = _collected_success(c.task, [Shard.load(p) for p in list_shards(out, c.task)])
-        done.write_text(json.dumps({"episodes": c.collect_episodes, "success": success}) + "\n")
+        _write_atomic(done, json.dumps({"episodes": c.collect_episodes, "success": success}) + "\n")
 
     def fine_tune(self, r: int) -> None:
         from bagel_world.training.config import TrainConfig
         from bagel_world.training.pipeline import run_training
 
         c, model = self.cfg, Path(self.model(r))
-        if (model / "ema.safetensors").is_file():
+        done = self.round_dir(r) / "train" / "done.json"  # the export is refreshed during training: not a marker
+        if done.is_file():
             return
         mix = self.round_dir(r) / "mix"
-        _link_shards(mix, [Path(c.base_data)] if c.base_data else [], [self.round_dir(k) / "data" for k in range(1, r + 1)])
-        cfg = TrainConfig(**{"warmup": max(1, c.train_steps // 10), **c.train, "data": str(mix), "out": str(model), "work": str(self.round_dir(r) / "train"),
-                             "init": self.model(r - 1), "world_steps": c.train_steps, "device": c.device})
+        _link_shards(mix, [self.round_dir(k) / "data" for k in range(1, r + 1)] + ([Path(c.base_data)] if c.base_data else []))
+        cfg = TrainConfig(**{"warmup": max(1, c.train_steps // 10), **c.train, "data": str(mix), "out": str(model),
+                             "work": str(self.round_dir(r) / "train"), "init": self.model(r - 1),
+                             "world_steps": c.train_steps, "device": c.device})
         run_training(cfg, progress=self.progress)
+        _write_atomic(done, json.dumps({"steps": c.train_steps}) + "\n")
 
     def train_policy(self, r: int) -> None:
         if self.cfg.agent != "ppo":
@@ -200,10 +235,9 @@ class Dream:
         assert path is not None
         if path.is_file():
             return
-        args = PPOArgs(**{**c.ppo, "env_id": TASK_ENV_IDS[c.task], "timesteps": c.ppo_timesteps,
+        args = PPOArgs(**{"verbose": 0, **c.ppo, "env_id": TASK_ENV_IDS[c.task], "timesteps": c.ppo_timesteps,
                           "scenarios": str(self.scenarios()), "checkpoint": self.model(r), "device": c.device,
-                          "out": str(path.parent), "resume": True, "init": None if r == 0 else str(self.policy(r - 1)),
-                          "verbose": 0})
+                          "out": str(path.parent), "resume": True, "init": None if r == 0 else str(self.policy(r - 1))})
         train_ppo(args)
 
     def scenarios(self) -> Path:
@@ -223,11 +257,13 @@ class Dream:
         c, path = self.cfg, self.round_dir(r) / "eval.json"
         if path.is_file():
             return
-        res = evaluate_agent(self._agent(r), c.task, c.eval_episodes, c.eval_seed, self.model(r), device=c.device,
-                             policy=self.policy(r), planner_kwargs=c.planner, max_steps=c.max_steps,
-                             env_kwargs=layout_kwargs(c.task, c.layout) or None, progress=self.progress)
+        # By name, as `evaluate-agent` does: the real twin is made at the model's resolution and actions.
+        res = evaluate_agent(c.agent, c.task, c.eval_episodes, c.eval_seed, self.model(r), device=c.device,
+                             policy=self.policy(r), planner_kwargs={"progress": False, **c.planner},
+                             max_steps=c.max_steps, env_kwargs=layout_kwargs(c.task, c.layout) or None,
+                             progress=self.progress)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(res.summary(), indent=2, default=float) + "\n")
+        _write_atomic(path, json.dumps(res.summary(), indent=2, default=float) + "\n")
 
     # ---- the report -----------------------------------------------------------------------
     def rows(self) -> list[dict[str, Any]]:
@@ -250,7 +286,8 @@ class Dream:
                  "|---|---|---|---|---|"]
         for row in rows:
             col = row["collected"]
-            collected = "-" if col is None else f"{col['episodes']} ({col['success']:.0%})"
+            collected = "-" if col is None else (f"{col['episodes']} ({col['success']:.0%})" if
+                                                 not math.isnan(col["success"]) else f"{col['episodes']} (n/a)")
             stderr = "" if row["return_stderr"] is None or math.isnan(row["return_stderr"]) else \
                 f" ± {row['return_stderr']:.2f}"
             lines.append(f"| {row['round']} | {collected} | {row['success_rate']:.0%} ({row['successes']}/"
@@ -274,14 +311,16 @@ def _collected_success(task: str, shards) -> float:
     return float(np.mean(hits)) if hits else float("nan")
 
 
-def _link_shards(mix: Path, bases: list[Path], rounds: list[Path]) -> None:
-    """`mix`/<task>/ with symlinks to every trajectory shard and branch file of `bases` and
-    `rounds`, renamed so that names from different folders cannot collide."""
+def _link_shards(mix: Path, folders: list[Path]) -> None:
+    """`mix`/<task>/ with symlinks to every trajectory shard and branch file of `folders`,
+    renamed so that names cannot collide and sort in the order given. Training holds out the
+    last episodes of the last shard, so the base recordings go last: every collected episode
+    is trained on."""
     import shutil
 
     if mix.exists():
         shutil.rmtree(mix)
-    for k, folder in enumerate([*bases, *rounds]):
+    for k, folder in enumerate(folders):
         for f in sorted(folder.glob("*/*.npz")):
             if ".tmp" in f.name:
                 continue

@@ -150,6 +150,15 @@ def run_episode(env, agent, seed: int) -> tuple[bool, int, float, list[dict[str,
             return success, steps, total, records
 
 
+def shipped_ppo_policy(checkpoint, task: str, layout: str | None):
+    """The PPO policy shipped with `checkpoint` (default: the shipped model) for task and layout."""
+    from bagel_world.agents.ppo import shipped_policy
+    from bagel_world.model.loader import resolve_checkpoint
+    from bagel_world.simulator import default_checkpoint
+
+    return shipped_policy(resolve_checkpoint(checkpoint or default_checkpoint()), task, layout)
+
+
 def evaluate_agent(agent: str | Any, task: str = "navigate", episodes: int = 10, seed0: int = 0,
                    checkpoint=None, *, device=None, simulator=None, policy=None, ppo_deterministic: bool = True,
                    max_steps: int | None = None, planner_kwargs: dict[str, Any] | None = None,
@@ -167,12 +176,7 @@ def evaluate_agent(agent: str | Any, task: str = "navigate", episodes: int = 10,
                     seed0, seed0 + episodes - 1)
     name = agent if isinstance(agent, str) else getattr(agent, "name", type(agent).__name__)
     if name == "ppo" and policy is None and isinstance(agent, str):  # the policy shipped with the world model
-        from bagel_world.agents.ppo import shipped_policy
-        from bagel_world.model.loader import resolve_checkpoint
-        from bagel_world.simulator import default_checkpoint
-
-        policy = shipped_policy(resolve_checkpoint(checkpoint or default_checkpoint()), task,
-                                (env_kwargs or {}).get("layout"))
+        policy = shipped_ppo_policy(checkpoint, task, (env_kwargs or {}).get("layout"))
     # 1. The agent, and the world model's template when the agent uses the model.
     template = None
     if isinstance(agent, str):
@@ -250,7 +254,10 @@ def paired_lines(results: Sequence[EvalResult], baseline: str = "random") -> lis
     for r in results:
         if base is None or r is base:
             continue
-        c = paired_comparison(r, base)
+        try:
+            c = paired_comparison(r, base)
+        except ImportError:
+            return [f"(the paired comparison with {baseline} needs scipy: pip install 'bagel-world[eval]')"]
         lines.append(f"{r.agent} vs {baseline}, same {c['episodes']} seeds: successes only {r.agent} "
                      f"{c['success_only_agent']}, only {baseline} {c['success_only_baseline']} (McNemar exact "
                      f"p = {c['mcnemar_p']:.3g}); return difference {c['return_diff']:+.2f} ± "
@@ -311,6 +318,8 @@ def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
     env_kwargs = layout_kwargs(args.task, args.layout) or None
+    if "ppo" in agents and args.policy is None:  # a missing shipped policy is refused before any agent runs
+        shipped_ppo_policy(args.checkpoint, args.task, args.layout)
     results = []
     for a in agents:
         res = evaluate_agent(a, args.task, args.episodes, args.seed, args.checkpoint, device=device,
@@ -371,12 +380,14 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     agents = (["random", "scripted", "planner"] + (["ppo"] if args.policy else [])) if args.agent == ["all"] else args.agent
     results = _run_rows(agents, args, args.device, not args.no_progress)
-    table = "\n\n".join([markdown_table(results), *paired_lines(results)])
-    print(table)
-    if args.out:
+    table = markdown_table(results)
+    if args.out:  # the results first: nothing after them can lose a long run
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         (out / "results.json").write_text(json.dumps([r.summary() for r in results], indent=2, default=float))
+    table = "\n\n".join([table, *paired_lines(results)])
+    print(table)
+    if args.out:
         (out / "table.md").write_text(table + "\n")
         print(f"written to {out}/results.json and {out}/table.md")
     return 0

@@ -172,8 +172,9 @@ def test_planner_validates_its_knobs():
         CEMPlanner(metric="lpips")
     with pytest.raises(ValueError, match="horizon"):
         CEMPlanner(horizon=0)
-    with pytest.raises(ValueError, match="reached_weight must be a number >= 0, got -1"):
-        CEMPlanner(reached_weight=-1)
+    for bad in (-1, True, float("inf")):
+        with pytest.raises(ValueError, match=f"reached_weight must be a finite number >= 0, got {bad!r}"):
+            CEMPlanner(reached_weight=bad)
 
 
 def test_planner_forks_do_not_disturb_the_parent_session(tiny_engine):

@@ -54,8 +54,11 @@ def test_a_round_collects_with_the_agent_fine_tunes_and_evaluates(start, tmp_pat
         "layout": "one_room"}
     assert rows[1]["collected"]["episodes"] == 2 and 0.0 <= rows[1]["collected"]["success"] <= 1.0
     # 2. Fine-tuned from the starting model on the base recordings plus the collected ones.
-    mix = sorted(p.name for p in (work / "round-1" / "mix" / "navigate").glob("shard-*.npz"))
-    assert len(mix) == 2  # one base shard, one collected
+    mix = sorted((work / "round-1" / "mix" / "navigate").glob("shard-*.npz"))
+    assert len(mix) == 2  # one collected shard, one base shard
+    # the base recordings sort last, so the episodes training holds out are base ones, never collected ones
+    assert mix[-1].resolve().parent == (start[0] / "navigate").resolve()
+    assert done_file(work, 1).is_file()
     model = work / "round-1" / "model"
     assert (model / "ema.safetensors").is_file() and rows[1]["model"] == str(model)
     assert json.loads((model / "training.json").read_text())["train_config"]["init"] == cfg.init
@@ -69,6 +72,10 @@ def test_a_round_collects_with_the_agent_fine_tunes_and_evaluates(start, tmp_pat
     stamp = (model / "ema.safetensors").stat().st_mtime_ns
     assert Dream(cfg, progress=False).run() == rows
     assert (model / "ema.safetensors").stat().st_mtime_ns == stamp
+    # An export without the done marker (a fine-tune stopped between refreshes) is not taken as done.
+    done_file(work, 1).unlink()
+    Dream(cfg, progress=False).fine_tune(1)
+    assert done_file(work, 1).is_file()
     rows2 = Dream(dataclasses.replace(cfg, rounds=2), progress=False).run()
     assert [r["round"] for r in rows2] == [0, 1, 2] and rows2[:2] == rows
     seeds = Shard.load(list_shards(work / "round-2" / "data", "navigate")[0]).seeds.tolist()
@@ -81,7 +88,7 @@ def test_a_ppo_round_continues_the_previous_policy_on_the_new_model(start, tmp_p
     pytest.importorskip("stable_baselines3")
     from stable_baselines3 import PPO
 
-    cfg = config(start, tmp_path, agent="ppo", ppo_timesteps=16, scenario_episodes=2,
+    cfg = config(start, tmp_path, agent="ppo", ppo_timesteps=16, scenario_episodes=2, planner={},
                  ppo={"num_envs": 2, "n_steps": 8, "batch_size": 8, "n_epochs": 1, "max_episode_steps": 4,
                       "save_every": 0})
     rows = Dream(cfg, progress=False).run()
@@ -99,13 +106,29 @@ def test_a_ppo_round_continues_the_previous_policy_on_the_new_model(start, tmp_p
     assert ev["agent"] == "ppo" and ev["settings"]["policy"] == str(work / "round-1" / "ppo" / "policy.zip")
 
 
+def done_file(work, r):
+    return work / f"round-{r}" / "train" / "done.json"
+
+
 def test_dream_refuses_what_it_cannot_do(start, tmp_path):
     with pytest.raises(ValueError, match="'planner' or 'ppo', not 'vlm'"):
         Dream(config(start, tmp_path, agent="vlm"))
     with pytest.raises(ValueError, match="collection seeds 0..1 overlap the evaluation seeds 0..0"):
         Dream(config(start, tmp_path, collect_seed=0))
-    with pytest.raises(ValueError, match=r"train settings \['stepz'\]"):
+    with pytest.raises(ValueError, match="collection seeds 30000..30001 overlap the scenario seeds 30000..30511"):
+        Dream(config(start, tmp_path, collect_seed=30_000))
+    with pytest.raises(ValueError, match=r"train settings \['stepz'\] are not ones dream passes on; accepted: "):
         Dream(config(start, tmp_path, train={"stepz": 3}))
+    with pytest.raises(ValueError, match=r"train settings \['device'\] .* \(dream sets .*'device'"):
+        Dream(config(start, tmp_path, train={"device": "cpu"}))
+    with pytest.raises(ValueError, match=r"ppo settings \['out'\]"):
+        Dream(config(start, tmp_path, agent="ppo", planner={}, ppo={"out": "elsewhere"}))
+    with pytest.raises(ValueError, match=r"planner settings \['candidats'\]"):
+        Dream(config(start, tmp_path, planner={"candidats": 4}))
+    with pytest.raises(ValueError, match=r"planner settings \['candidates', .*\] do not apply to agent 'ppo'"):
+        Dream(config(start, tmp_path, agent="ppo"))
+    with pytest.raises(ValueError, match="--base-data '/nowhere' has no navigate shards"):
+        Dream(config(start, tmp_path, base_data="/nowhere"))
     with pytest.raises(ValueError, match="unknown layout 'attic'"):
         Dream(config(start, tmp_path, layout="attic"))
     Dream(config(start, tmp_path))  # writes dream.json

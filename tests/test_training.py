@@ -148,6 +148,13 @@ def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path)
     b = Branches.load(list_branches(tmp_path)[0])
     with pytest.raises(ValueError, match="outcomes must be"):
         Branches("navigate", b.context, b.context_actions, b.outcomes[:, :2], b.actions, b.seeds, b.steps)
+    # Mirrored, a group stays one state: all of its clips are flipped, each with its own outcome.
+    mirrored = BranchSampler(ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.0), [b],
+                             branch_share=0.5, group=4).sample_group()
+    for c in mirrored:
+        p, k = c.key[1], c.key[2]
+        assert np.array_equal(c.frames[-1], b.outcomes[p, k, :, ::-1])
+        assert c.actions[:-1] == ["turn right 30 degrees"] * (len(c.frames) - 2)
     sampler = BranchSampler(ClipSampler([s], window=3, rng=np.random.default_rng(0)), [b], branch_share=0.5, group=4)
     for _ in range(10):
         batch = sampler.sample_batch(8)
@@ -190,14 +197,19 @@ def test_mirrored_clips_flip_frames_and_swap_left_and_right():
 def test_the_sampler_mirrors_a_share_of_clips_and_draws_nothing_without(tmp_path):
     _write_shards(tmp_path)
     s = Shard.load(list_shards(tmp_path)[0])
-    plain = ClipSampler([s], window=3, rng=np.random.default_rng(0)).sample_batch(16)
-    off = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=0.0).sample_batch(16)
-    assert all(np.array_equal(a.frames, b.frames) for a, b in zip(plain, off))  # mirror=0: the same draws
+    # mirror=0 draws nothing more: the generator ends where one that never mirrors does
+    off = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=0.0)
+    never = ClipSampler([s], window=3, rng=np.random.default_rng(0))
+    never.maybe_mirror = lambda clips: clips  # type: ignore[method-assign]
+    off.sample_batch(16), never.sample_batch(16)
+    assert off.rng.bit_generator.state == never.rng.bit_generator.state
     flipped = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.0).sample_batch(16)
     for c in flipped:
         e, t0 = c.key[1], c.key[2]
         assert np.array_equal(c.frames, s.frames[e, t0 : t0 + len(c.frames), :, ::-1])
         assert set(c.actions) == {"turn right 30 degrees"}
+    half = ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=0.5).sample_batch(200)
+    assert 70 < sum(c.actions[0] == "turn right 30 degrees" for c in half) < 130
     with pytest.raises(ValueError, match="mirror must be in"):
         ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.5)
 

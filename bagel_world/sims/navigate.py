@@ -16,6 +16,7 @@ from bagel_world.sims.base import RealWorldEnv, choose, set_gl_defaults, wrap_de
 from bagel_world.sims.grammar import Command, varied_action
 
 # layout name -> (module, class, constructor kwargs) of a MiniWorld env with a red box `self.box`
+DEFAULT_LAYOUT = "four_rooms"
 LAYOUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "one_room": ("miniworld.envs.oneroom", "OneRoom", {"size": 8}),
     "four_rooms": ("miniworld.envs.fourrooms", "FourRooms", {}),
@@ -130,7 +131,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
     task: ClassVar[str] = "navigate"
     has_goal: ClassVar[bool] = True
 
-    def __init__(self, layout: str = "four_rooms", goal: str = "box", cam_pitch: float = -20.0,
+    def __init__(self, layout: str = DEFAULT_LAYOUT, goal: str = "box", cam_pitch: float = -20.0,
                  success_radius: float = 0.5, success_angle: float = 30.0, success_bonus: float = 1.0, **kwargs):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")

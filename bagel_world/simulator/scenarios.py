@@ -40,7 +40,9 @@ class ScenarioSet:
         if path.suffix != ".npz":  # as np.savez does
             path = path.with_name(path.name + ".npz")
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(self.to_bytes())
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(self.to_bytes())
+        tmp.replace(path)  # atomic: a reader (or a resumed run) never sees half a file
 
     def to_bytes(self) -> bytes:
         """The set as .npz bytes (what `save` writes and `load` reads, from a path or a file object)."""

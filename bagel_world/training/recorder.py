@@ -37,6 +37,8 @@ def _env_kwargs_of(folder: Path, env_kwargs: dict | None) -> dict:
     asking for other kwargs than those already recorded there is an error."""
     path = folder / ENV_FILE
     recorded = json.loads(path.read_text()) if path.is_file() else None
+    if recorded is None and any(folder.glob("shard-*.npz")):
+        recorded = {}  # recorded before env.json existed: with the env's defaults
     if env_kwargs is None:
         return recorded or {}
     if recorded is not None and recorded != env_kwargs:
@@ -76,8 +78,8 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
     for _ in range(steps):
         if uniform > 0 and rng.random() < uniform:
             action = canon[int(rng.integers(len(canon)))]
-        elif agent is not None:
-            action = canon[int(agent.act(obs, info))]
+        elif agent is not None:  # an index into the env's canonical actions
+            action = env.unwrapped.canonical_actions[int(agent.act(obs, info))]
         else:
             action = explore_action(task, rng, info, vary=vary)
         obs, _, terminated, truncated, info = env.step(action)
