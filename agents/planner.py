@@ -24,8 +24,8 @@ task's scenario set, exactly the imagined goal envs' feature reward; `metric="ju
 minus the distance the same model judges between end frame and goal plus `reached_weight`
 times the judged probability that the goal is reached (`bagel_world.simulator.progress`,
 one batched `score` call per question and iteration; `reached_weight=0` skips the second),
-the judged reward's measure (its success bonus, made smooth); `metric="pixel"` is minus the mean squared pixel error in [0, 1] units;
-`score_fn(frames, goal) -> (B,)` replaces them.
+the judged reward's measure (its success bonus, made smooth); `metric="pixel"` is minus
+the mean squared pixel error in [0, 1] units; `score_fn(frames, goal) -> (B,)` replaces them.
 """
 
 from __future__ import annotations

@@ -314,6 +314,7 @@ class BranchSampler:
         c = int(self.rng.integers(1, min(C, self.clips.window) + 1))  # context frames kept
         history = [str(a) for a in b.context_actions[p, C - c :]]
         chosen = self.rng.choice(K, size=min(self.group, K), replace=False)
-        return self.clips.maybe_mirror([Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
-                     actions=history + [str(b.actions[k])], question=None, answer=None, key=(-1 - i, p, int(k)))
-                for k in chosen])  # a group is mirrored as a whole: still one state, different actions
+        group = [Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
+                      actions=history + [str(b.actions[k])], question=None, answer=None, key=(-1 - i, p, int(k)))
+                 for k in chosen]
+        return self.clips.maybe_mirror(group)  # mirrored as a whole: still one state, different actions
