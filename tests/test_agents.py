@@ -521,3 +521,15 @@ def test_probe_examples_print_their_tables(tiny_ckpt, capsys):
                                                  "--max-steps", "4", "--horizon", "1"]) == 0
     out = capsys.readouterr().out
     assert "| the real frame |" in out and "| the frame imagined 1 step ahead |" in out
+
+
+def test_probe_judge_on_recordings_example(tiny_ckpt, tmp_path, capsys):
+    needs_sim("navigate")
+    from bagel_world.training.recorder import record
+
+    [shard] = record("navigate", tmp_path, episodes=2, steps=4, seed=1000, progress=False,
+                     env_kwargs={"layout": "one_room"})
+    assert _example("probe_judge_on_recordings").main(["--checkpoint", str(tiny_ckpt), "--shard", str(shard),
+                                                       "--episodes", "2"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("own       goals: 6 frames, Spearman") and out[1].startswith("hindsight goals: 6 frames")
