@@ -318,12 +318,13 @@ def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
     env_kwargs = layout_kwargs(args.task, args.layout) or None
-    if "ppo" in agents and args.policy is None:  # a missing shipped policy is refused before any agent runs
-        shipped_ppo_policy(args.checkpoint, args.task, args.layout)
+    policy = args.policy
+    if "ppo" in agents and policy is None:  # found (or refused) once, before any agent runs
+        policy = shipped_ppo_policy(args.checkpoint, args.task, args.layout)
     results = []
     for a in agents:
         res = evaluate_agent(a, args.task, args.episodes, args.seed, args.checkpoint, device=device,
-                             policy=args.policy, ppo_deterministic=not args.ppo_stochastic, max_steps=args.max_steps,
+                             policy=policy, ppo_deterministic=not args.ppo_stochastic, max_steps=args.max_steps,
                              planner_kwargs={**planner_kwargs, "progress": False} if a == "planner" else None,
                              vlm_kwargs={"think": args.think} if a == "vlm" else None,
                              env_kwargs=env_kwargs, progress=progress)

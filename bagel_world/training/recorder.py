@@ -64,11 +64,10 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
     the exploration policy's, so evaluation episodes do not depend on this option.
     """
     from bagel_world.sims import explore_action, progress_poses, state_questions
-    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
     if not 0.0 <= uniform <= 1.0:
         raise ValueError(f"uniform must be a probability in [0, 1], got {uniform!r}")
-    canon = CANONICAL_ACTIONS[task]
+    canon = env.unwrapped.canonical_actions  # what uniform draws and an agent's indices both refer to
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     if agent is not None:
@@ -78,8 +77,8 @@ def record_episode(env, task: str, seed: int, steps: int, vary: float, uniform: 
     for _ in range(steps):
         if uniform > 0 and rng.random() < uniform:
             action = canon[int(rng.integers(len(canon)))]
-        elif agent is not None:  # an index into the env's canonical actions
-            action = env.unwrapped.canonical_actions[int(agent.act(obs, info))]
+        elif agent is not None:
+            action = canon[int(agent.act(obs, info))]
         else:
             action = explore_action(task, rng, info, vary=vary)
         obs, _, terminated, truncated, info = env.step(action)
