@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from bagel_world.training.data import ClipSampler, Shard, list_shards
+from bagel_world.training.data import Clip, ClipSampler, Shard, list_shards
 from bagel_world.training.pipeline import TrainConfig, run_training
 
 
@@ -305,6 +305,16 @@ def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
     # Without progress_share the same shard asks its state questions, with no goal.
     plain = ClipSampler([s], window=2, rng=np.random.default_rng(0)).sample()
     assert plain.goal is None and plain.question == "Is the red box visible?"
+    # judge_share: that share of the progress questions is asked of the last frame alone.
+    judge = ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0, judge_share=0.5)
+    lone = [c for c in (judge.sample() for _ in range(200)) if len(c.frames) == 1]
+    assert 60 < len(lone) < 140 and all(c.actions == [] and c.goal is not None for c in lone)
+    for c in lone:  # the answer is about that frame: the key names it
+        assert np.array_equal(c.frames[0], frames[c.key[1], c.key[2]])
+        if c.question == REACHED_QUESTION and np.array_equal(c.goal, frames[c.key[1], c.key[2]]):
+            assert c.answer == "yes"
+    with pytest.raises(ValueError, match="judge_share must be in"):
+        ClipSampler([s], window=2, rng=np.random.default_rng(0), judge_share=1.5)
 
 
 def test_distance_bins_answer_and_expectation():
@@ -342,3 +352,13 @@ def test_trainer_loss_runs_on_goal_clips(tmp_path):
     assert pl.vit_frames[-1] == len(clip.frames)
     loss, parts = tr.loss([clip, clip], torch.Generator().manual_seed(0))
     assert np.isfinite(parts["mse"]) and parts["ce"] > 0 and torch.isfinite(loss)
+    # A judge clip (one frame, the goal, the question) has no frame to predict: a batch of
+    # them carries the answers' loss only, and beside full clips it adds no flow loss.
+    lone = Clip(clip.task, clip.frames[-1:], [], clip.question, clip.answer, clip.key, goal=clip.goal)
+    pl = tr.plan(lone)
+    assert pl.latent_frames == [(0, False), (1, False)] and pl.vit_frames == [0, 1]
+    loss, parts = tr.loss([lone, lone], torch.Generator().manual_seed(0))
+    assert parts["mse"] == 0 and parts["ce"] > 0 and loss.item() == pytest.approx(0.25 * parts["ce"], rel=1e-5)
+    tr.args.ce_weight = 1.0
+    loss, parts = tr.loss([clip, lone], torch.Generator().manual_seed(0))
+    assert parts["mse"] > 0 and loss.item() == pytest.approx(parts["mse"] + parts["ce"], rel=1e-5)

@@ -55,8 +55,9 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         f"- world model: {tr['step']} of {w['steps']} AdamW steps (cosine from {w['lr']} to {w['min_lr']}), batch "
         f"{w['batch_size']} clips of up to {c['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
         f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers"
-        + (f" and goal-progress answers ({c['progress_share']} of the clips with goals)" if c.get("progress_share")
-           else "")
+        + (f" and goal-progress answers ({c['progress_share']} of the clips with goals"
+           + (f", {c['judge_share']} of those asked of the last frame alone" if c.get("judge_share") else "") + ")"
+           if c.get("progress_share") else "")
         + f", EMA {w['ema_decay']}, "
         + ("bf16 autocast" if w.get("bf16") else "fp32"),
         f"- levers: action dropout {w.get('action_dropout', 0)} (for text guidance), context-noise augmentation up "

@@ -61,8 +61,12 @@ class TrainConfig:
     branch_group: int = _opt(4, "clips per counterfactual group: one state, different actions")
     progress_share: float = _opt(0.5, "share of clips that ask a goal-conditioned progress question "
                                       "(recordings with goals)")
+    judge_share: float = _opt(0.0, "share of the progress questions asked of one frame alone (the judge's "
+                                    "layout: no history, nothing to predict; only the answer's loss)")
+    ce_weight: float = _opt(0.25, "weight of the answers' cross-entropy beside the flow loss")
     mirror: float = _opt(0.0, "share of navigate and multiview clips seen mirrored (frames flipped left-right, "
                               "left and right swapped in actions and answers)")
+    ema_decay: float = _opt(0.999, "decay of the exported EMA weights (a short fine-tune wants a shorter average)")
     warmup: int = _opt(500, "linear learning-rate warm-up steps")
     ckpt_every: int = _opt(500, "steps between resumable states and exports")
     # Several processes (`torchrun --nproc-per-node N -m bagel_world.cli train ... --distributed`).

@@ -199,17 +199,21 @@ class ClipSampler:
     (hindsight goals: half of them within 2 steps of the last frame, so that "reached" has
     positives and near distances are well covered).
 
+    A share `judge_share` of the progress questions is asked of the last frame alone: no
+    history, no action and no frame to predict, the layout the judge is asked in
+    (`judge_frames`: a fresh one-frame session). Such a clip carries only the answer's
+    cross-entropy and costs a fraction of a full clip.
+
     A share `mirror` of the clips of `MIRROR_TASKS` is mirrored (`mirror_clip`): twice the
     views, and every turn shown with its opposite from the mirrored state.
     """
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
-                 part: tuple[int, int] = (0, 1), mirror: float = 0.0):
-        if not 0.0 <= progress_share <= 1.0:
-            raise ValueError(f"progress_share must be in [0, 1], got {progress_share}")
-        if not 0.0 <= mirror <= 1.0:
-            raise ValueError(f"mirror must be in [0, 1], got {mirror}")
-        self.progress_share, self.mirror = progress_share, mirror
+                 part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0):
+        for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {v}")
+        self.progress_share, self.mirror, self.judge_share = progress_share, mirror, judge_share
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
         self.shards, self.window, self.rng = shards, window, rng
@@ -243,6 +247,8 @@ class ClipSampler:
         )
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
             clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last)
+            if self.judge_share > 0 and self.rng.random() < self.judge_share:
+                clip.frames, clip.actions, clip.key = clip.frames[-1:], [], (i, e, last)
         return self.maybe_mirror([clip])[0]
 
     def maybe_mirror(self, clips: list[Clip]) -> list[Clip]:

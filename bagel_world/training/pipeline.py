@@ -212,7 +212,7 @@ def _train(c: TrainConfig, progress: bool) -> Path:
                           bf16=bool(c.bf16), task_prompts=TASK_PROMPTS, action_dropout=c.action_dropout,
                           context_noise=c.context_noise, rope_gap=c.rope_gap, change_weight=c.change_weight,
                           timestep_shift=c.timestep_shift, ckpt_every=c.ckpt_every,
-                          warmup=c.warmup)
+                          warmup=c.warmup, ce_weight=c.ce_weight, ema_decay=c.ema_decay)
     if c.distributed:
         from bagel_world.training.distributed import ShardedWorldTrainer
 
@@ -221,7 +221,8 @@ def _train(c: TrainConfig, progress: bool) -> Path:
         trainer = WorldTrainer(config, model, vae, tokenizer, args)
     # Each rank of a distributed run: its own episodes and sampler seed.
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
-                          progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror)
+                          progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror,
+                          judge_share=c.judge_share)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),

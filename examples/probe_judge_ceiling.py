@@ -1,0 +1,113 @@
+"""How well could any judge that sees one frame and the goal image rank navigate distances?
+
+The progress judge (`bagel_world.simulator.progress`) is asked about one frame and the goal
+image. In navigate the goal image is the view from a spot 2-3 m from the red box, facing it,
+so it shows the box in the middle of the frame whatever side the goal spot is on, and the
+walls are one uniform grey. Where the current frame does not show the box, little in the
+two images tells how far the goal spot is.
+
+This probe bounds what such a judge can reach. It walks real episodes the way
+`bagel-world eval-progress` does (the scripted agent with a share of random actions), keeps
+for every frame what a perfect reader of that frame could know about the box and the walls
+(`box_visible`, `box_distance` and `box_bearing_deg` when visible, and the three wall
+clearances), and fits k-nearest-neighbour regression of the real distance to the goal on
+those features, scored on other seeds (leave-seeds-out folds). Its Spearman correlation
+(scipy) with the real distance is an estimate of the best a single-frame judge can do; the
+same for the frames that show the box, and the share of frames that do not.
+
+    python examples/probe_judge_ceiling.py --layout one_room --episodes 40
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+FEATURES = ("box_visible", "box_distance", "box_bearing_deg", "clearance_ahead_m", "clearance_left_m",
+            "clearance_right_m")
+
+
+def _features(info: dict) -> list[float]:
+    """What a perfect reader of the frame knows about the box and the walls (`FEATURES`)."""
+    visible = bool(info["box_visible"])
+    return [float(visible), info["box_distance"] if visible else 0.0, info["box_bearing_deg"] if visible else 0.0,
+            info["clearance_ahead_m"], info["clearance_left_m"], info["clearance_right_m"]]
+
+
+def walk_features(layout: str, seed: int, steps: int, explore: float) -> tuple[np.ndarray, np.ndarray]:
+    """(features (T+1, F), real distance to the goal (T+1,)) of one real episode."""
+    import gymnasium as gym
+
+    from bagel_world.agents.scripted import scripted_agent
+    from bagel_world.sims import REAL_ENVS
+    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
+
+    env = gym.make(REAL_ENVS["navigate"][0], max_episode_steps=None, layout=layout)
+    try:
+        rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        agent = scripted_agent("navigate")
+        agent.reset(env, obs, info, seed)
+        canon = CANONICAL_ACTIONS["navigate"]
+        rows, dist = [_features(info)], [info["goal_distance"]]
+        for _ in range(steps):
+            a = canon[int(rng.integers(len(canon)))] if rng.random() < explore else agent.choose(info)
+            _, _, terminated, _, info = env.step(a)
+            rows.append(_features(info))
+            dist.append(info["goal_distance"])
+            if terminated:
+                break
+        return np.asarray(rows, np.float64), np.asarray(dist, np.float64)
+    finally:
+        env.close()
+
+
+def knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
+    """Mean target of the k nearest training rows (features standardised on the training rows)."""
+    mu, sd = train_x.mean(0), train_x.std(0) + 1e-9
+    a, b = (train_x - mu) / sd, (x - mu) / sd
+    d = ((b[:, None, :] - a[None, :, :]) ** 2).sum(-1)
+    idx = np.argpartition(d, min(k, len(a) - 1), axis=1)[:, :k]
+    return train_y[idx].mean(1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from scipy.stats import spearmanr
+
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--layout", default="one_room", help="navigate layout")
+    p.add_argument("--episodes", type=int, default=40, help="real episodes (seeds SEED..SEED+N-1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=int, default=40, help="steps per episode, as eval-progress")
+    p.add_argument("--explore", type=float, default=0.3, help="share of random actions, as eval-progress")
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--k", type=int, default=15, help="neighbours")
+    a = p.parse_args(argv)
+    if a.episodes < a.folds or a.folds < 2:
+        raise SystemExit(f"need --folds >= 2 and --episodes >= --folds, got {a.folds}, {a.episodes}")
+    eps = [walk_features(a.layout, a.seed + i, a.steps, a.explore) for i in range(a.episodes)]
+    fold_of = np.arange(a.episodes) % a.folds
+    pred, real, visible = [], [], []
+    for f in range(a.folds):
+        tr = [e for i, e in enumerate(eps) if fold_of[i] != f]
+        te = [e for i, e in enumerate(eps) if fold_of[i] == f]
+        tx, ty = np.concatenate([e[0] for e in tr]), np.concatenate([e[1] for e in tr])
+        for x, y in te:
+            pred.append(knn_predict(tx, ty, x, a.k))
+            real.append(y)
+            visible.append(x[:, 0] > 0)
+    pred, real, visible = np.concatenate(pred), np.concatenate(real), np.concatenate(visible)
+    print(f"navigate {a.layout}: {len(real)} frames of {a.episodes} episodes; box not visible in "
+          f"{1 - visible.mean():.0%} of them; mean real distance to the goal {real[visible].mean():.2f} m where the "
+          f"box shows, {real[~visible].mean():.2f} m where it does not; within 1 m of the goal spot the box shows "
+          f"in {visible[real < 1.0].mean():.0%} of {int((real < 1.0).sum())} frames")
+    print(f"single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman with the real "
+          f"distance {spearmanr(pred, real).statistic:+.2f} (all frames), "
+          f"{spearmanr(pred[visible], real[visible]).statistic:+.2f} (frames showing the box), "
+          f"{spearmanr(pred[~visible], real[~visible]).statistic:+.2f} (frames without it)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
