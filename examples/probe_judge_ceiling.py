@@ -98,14 +98,24 @@ def main(argv: list[str] | None = None) -> int:
             real.append(y)
             visible.append(x[:, 0] > 0)
     pred, real, visible = np.concatenate(pred), np.concatenate(real), np.concatenate(visible)
+    def share(mask: np.ndarray) -> str:
+        return f"{mask.mean():.0%}" if len(mask) else "n/a"
+
+    def mean(v: np.ndarray) -> str:
+        return f"{v.mean():.2f} m" if len(v) else "n/a"
+
+    def rho(m: np.ndarray) -> str:
+        return f"{spearmanr(pred[m], real[m]).statistic:+.2f}" if m.sum() > 2 else "n/a"
+
+    near = real < 1.0
     print(f"navigate {a.layout}: {len(real)} frames of {a.episodes} episodes; box not visible in "
-          f"{1 - visible.mean():.0%} of them; mean real distance to the goal {real[visible].mean():.2f} m where the "
-          f"box shows, {real[~visible].mean():.2f} m where it does not; within 1 m of the goal spot the box shows "
-          f"in {visible[real < 1.0].mean():.0%} of {int((real < 1.0).sum())} frames")
+          f"{share(~visible)} of them; mean real distance to the goal {mean(real[visible])} where the box shows, "
+          f"{mean(real[~visible])} where it does not; within 1 m of the goal spot the box shows in "
+          f"{share(visible[near])} of {int(near.sum())} frames")
+    every = np.ones_like(visible)
     print(f"single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman with the real "
-          f"distance {spearmanr(pred, real).statistic:+.2f} (all frames), "
-          f"{spearmanr(pred[visible], real[visible]).statistic:+.2f} (frames showing the box), "
-          f"{spearmanr(pred[~visible], real[~visible]).statistic:+.2f} (frames without it)")
+          f"distance {rho(every)} (all frames), {rho(visible)} (frames showing the box), {rho(~visible)} "
+          f"(frames without it)")
     return 0
 
 

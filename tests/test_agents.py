@@ -533,3 +533,19 @@ def test_probe_judge_on_recordings_example(tiny_ckpt, tmp_path, capsys):
                                                        "--episodes", "2"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("own       goals: 6 frames, Spearman") and out[1].startswith("hindsight goals: 6 frames")
+
+
+def test_probe_judge_ceiling_example(capsys):
+    needs_sim("navigate")
+    probe = _example("probe_judge_ceiling")
+    # Its estimator: k-nearest-neighbour regression on standardised features.
+    x = np.linspace(0, 10, 200)[:, None] * np.array([[1.0, 100.0]])
+    y = x[:, 0] ** 2
+    pred = probe.knn_predict(x[::2], y[::2], x[1::2], k=1)
+    assert np.abs(pred - y[1::2]).max() < 1.2
+    with pytest.raises(SystemExit, match="--folds"):
+        probe.main(["--episodes", "1"])
+    assert probe.main(["--layout", "one_room", "--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("navigate one_room: ") and "box not visible in" in out[0]
+    assert out[1].startswith("single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman")
