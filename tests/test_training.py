@@ -270,6 +270,18 @@ def test_record_keeps_the_layout_for_its_branches(tmp_path):
         record("navigate", tmp_path, episodes=2, steps=4, seed=1000, progress=False, env_kwargs={"layout": "maze"})
 
 
+@pytest.mark.parametrize("bad, message", [
+    ({"judge_share": 1.5}, "--judge-share must be in \\[0, 1\\], got 1.5"),
+    ({"mirror": -0.1}, "--mirror must be in"),
+    ({"ema_decay": 1.0}, "--ema-decay must be in \\[0, 1\\), got 1.0"),
+    ({"ce_weight": -1.0}, "--ce-weight must be >= 0, got -1.0"),
+    ({"world_steps": 0}, "--steps must be >= 1, got 0"),
+])
+def test_train_config_names_a_bad_value_and_what_is_accepted(bad, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**bad)
+
+
 def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
     from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION
 

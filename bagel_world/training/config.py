@@ -75,3 +75,18 @@ class TrainConfig:
     activation_checkpointing: bool = _opt(False, "recompute each decoder layer's activations in the backward "
                                                  "instead of keeping them (less memory, same losses)")
     extra: dict = _opt({}, "free-form notes written into training.json")
+
+    def __post_init__(self) -> None:
+        shares = ("action_dropout", "branch_share", "progress_share", "judge_share", "mirror")
+        for name in shares:
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+        if self.ce_weight < 0:
+            raise ValueError(f"--ce-weight must be >= 0, got {self.ce_weight}")
+        for name in ("world_steps", "batch_size", "window"):
+            if getattr(self, name) < 1:
+                flag = "--steps" if name == "world_steps" else f"--{name.replace('_', '-')}"
+                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
