@@ -1,4 +1,4 @@
-"""How well could any judge that sees one frame and the goal image rank navigate distances?
+"""How well could a judge that sees one frame (or a few) and the goal image rank navigate distances?
 
 The progress judge (`bagel_world.simulator.progress`) is asked about one frame and the goal
 image. In navigate the goal image is the view from a spot 2-3 m from the red box, facing it,
@@ -13,7 +13,8 @@ for every frame what a perfect reader of that frame could know about the box and
 clearances), and fits k-nearest-neighbour regression of the real distance to the goal on
 those features, scored on other seeds (leave-seeds-out folds). Its Spearman correlation
 (scipy) with the real distance is an estimate of the best a single-frame judge can do; the
-same for the frames that show the box, and the share of frames that do not.
+same for the frames that show the box, and the share of frames that do not. `--history N`
+adds the features of the N frames before each one (a judge that sees the session's history).
 
     python examples/probe_judge_ceiling.py --layout one_room --episodes 40
 """
@@ -63,6 +64,13 @@ def walk_features(layout: str, seed: int, steps: int, explore: float) -> tuple[n
         env.close()
 
 
+def with_history(x: np.ndarray, n: int) -> np.ndarray:
+    """(T, F * (n + 1)): each row's features, then those of the n frames before it (the first
+    frame repeated before the episode starts), as a judge that also saw the last n frames."""
+    idx = np.maximum(np.arange(len(x))[:, None] - np.arange(n + 1)[None, :], 0)
+    return x[idx].reshape(len(x), -1)
+
+
 def knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray, k: int) -> np.ndarray:
     """Mean target of the k nearest training rows (features standardised on the training rows)."""
     mu, sd = train_x.mean(0), train_x.std(0) + 1e-9
@@ -83,10 +91,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--explore", type=float, default=0.3, help="share of random actions, as eval-progress")
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--k", type=int, default=15, help="neighbours")
+    p.add_argument("--history", type=int, default=0,
+                   help="also give the features of the last N frames (a judge that sees the session's history)")
     a = p.parse_args(argv)
     if a.episodes < a.folds or a.folds < 2:
         raise SystemExit(f"need --folds >= 2 and --episodes >= --folds, got {a.folds}, {a.episodes}")
+    if a.history < 0:
+        raise SystemExit(f"--history must be >= 0, got {a.history}")
     eps = [walk_features(a.layout, a.seed + i, a.steps, a.explore) for i in range(a.episodes)]
+    eps = [(with_history(x, a.history), y) for x, y in eps]
     fold_of = np.arange(a.episodes) % a.folds
     pred, real, visible = [], [], []
     for f in range(a.folds):
@@ -98,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
             real.append(y)
             visible.append(x[:, 0] > 0)
     pred, real, visible = np.concatenate(pred), np.concatenate(real), np.concatenate(visible)
+
     def share(mask: np.ndarray) -> str:
         return f"{mask.mean():.0%}" if len(mask) else "n/a"
 
@@ -113,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{mean(real[~visible])} where it does not; within 1 m of the goal spot the box shows in "
           f"{share(visible[near])} of {int(near.sum())} frames")
     every = np.ones_like(visible)
-    print(f"single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman with the real "
+    seen = "the frame shows" if a.history == 0 else f"the frame and the {a.history} before it show"
+    print(f"{'single-frame' if a.history == 0 else 'with-history'} estimate (kNN on what {seen}, fitted on "
+          f"other seeds): Spearman with the real "
           f"distance {rho(every)} (all frames), {rho(visible)} (frames showing the box), {rho(~visible)} "
           f"(frames without it)")
     return 0

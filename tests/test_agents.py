@@ -543,9 +543,14 @@ def test_probe_judge_ceiling_example(capsys):
     y = x[:, 0] ** 2
     pred = probe.knn_predict(x[::2], y[::2], x[1::2], k=1)
     assert np.abs(pred - y[1::2]).max() < 1.2
+    # With history: each row, then the rows before it (the first one repeated).
+    h = probe.with_history(np.arange(6.0).reshape(3, 2), 2)
+    assert h.tolist() == [[0, 1, 0, 1, 0, 1], [2, 3, 0, 1, 0, 1], [4, 5, 2, 3, 0, 1]]
     with pytest.raises(SystemExit, match="--folds"):
         probe.main(["--episodes", "1"])
     assert probe.main(["--layout", "one_room", "--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("navigate one_room: ") and "box not visible in" in out[0]
     assert out[1].startswith("single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman")
+    assert probe.main(["--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3", "--history", "2"]) == 0
+    assert "estimate (kNN on what the frame and the 2 before it show" in capsys.readouterr().out
