@@ -11,6 +11,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Headless rendering, as `.ci/run` sets it and as the sims default to: without it a test that
+# imports MuJoCo before any sim adapter leaves it on GLFW, and later MuJoCo renders fail.
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
+
 
 def _conformance_dir() -> Path | None:
     env = os.environ.get("BAGEL_CONFORMANCE_DIR")
