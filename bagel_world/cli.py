@@ -13,6 +13,7 @@ import typing
 from pathlib import Path
 
 from bagel_world.simulator.tasks import TASK_NAMES
+from bagel_world.training.config import option_flag
 
 
 def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
@@ -22,7 +23,7 @@ def add_dataclass_options(parser: argparse.ArgumentParser, cls: type, skip: tupl
     for f in dataclasses.fields(cls):
         if f.name in skip:
             continue
-        flag = f.metadata.get("flag", "--" + f.name.replace("_", "-"))
+        flag = option_flag(f)
         kind = hints[f.name]
         args = typing.get_args(kind)
         base = next((a for a in args if a is not type(None)), kind) if args else kind

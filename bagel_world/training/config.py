@@ -5,7 +5,7 @@ Light (no torch): the CLI builds its options from it before anything heavy is im
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import Field, dataclass, field, fields
 
 DEFAULT_WORLD_STEPS = 6000  # about 2 h on a 2-core CPU at batch 8
 DEFAULT_AE_STEPS = 1500
@@ -18,6 +18,11 @@ def _opt(default, help: str, flag: str | None = None):
     if isinstance(default, dict):
         return field(default_factory=lambda: dict(default), metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def option_flag(f: Field) -> str:
+    """The command-line flag of a dataclass field: its metadata "flag", else `--field-name`."""
+    return f.metadata.get("flag", "--" + f.name.replace("_", "-"))
 
 
 @dataclass
@@ -77,16 +82,15 @@ class TrainConfig:
     extra: dict = _opt({}, "free-form notes written into training.json")
 
     def __post_init__(self) -> None:
-        shares = ("action_dropout", "branch_share", "progress_share", "judge_share", "mirror")
-        for name in shares:
+        flag = {f.name: option_flag(f) for f in fields(self)}
+        for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "mirror"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
-                raise ValueError(f"--{name.replace('_', '-')} must be in [0, 1], got {v}")
+                raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")
         if not 0.0 <= self.ema_decay < 1.0:
-            raise ValueError(f"--ema-decay must be in [0, 1), got {self.ema_decay}")
+            raise ValueError(f"{flag['ema_decay']} must be in [0, 1), got {self.ema_decay}")
         if self.ce_weight < 0:
-            raise ValueError(f"--ce-weight must be >= 0, got {self.ce_weight}")
+            raise ValueError(f"{flag['ce_weight']} must be >= 0, got {self.ce_weight}")
         for name in ("world_steps", "batch_size", "window"):
             if getattr(self, name) < 1:
-                flag = "--steps" if name == "world_steps" else f"--{name.replace('_', '-')}"
-                raise ValueError(f"{flag} must be >= 1, got {getattr(self, name)}")
+                raise ValueError(f"{flag[name]} must be >= 1, got {getattr(self, name)}")
