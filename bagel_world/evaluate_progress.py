@@ -38,7 +38,8 @@ def imagine_ahead(sim, task: str, starts: Sequence[np.ndarray], actions: Sequenc
 
 
 def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None):
-    """One real episode: frames (T+1), actions (T), real distances and successes (T+1), goal."""
+    """One real episode: frames (T+1), actions (T), real distances and successes (T+1), goal,
+    and the env's info dict of every frame (T+1)."""
     import gymnasium as gym
 
     from bagel_world.agents.scripted import scripted_agent
@@ -52,7 +53,7 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
         obs, info = env.reset(seed=seed)
         agent = scripted_agent(task)
         agent.reset(env, obs, info, seed)
-        frames, actions = [obs["frame"]], []
+        frames, actions, infos = [obs["frame"]], [], [info]
         dist, success = [info["goal_distance"]], [info["is_success"]]
         canon = CANONICAL_ACTIONS[task]
         for _ in range(steps):
@@ -60,11 +61,12 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
             obs, _, terminated, _, info = env.step(a)
             frames.append(obs["frame"])
             actions.append(a)
+            infos.append(info)
             dist.append(info["goal_distance"])
             success.append(info["is_success"])
             if terminated:
                 break
-        return np.stack(frames), actions, np.array(dist), np.array(success, bool), obs["goal"]
+        return np.stack(frames), actions, np.array(dist), np.array(success, bool), obs["goal"], infos
     finally:
         env.close()
 
@@ -95,7 +97,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
-        frames, actions, dist, success, goal = walk(task, seed, steps, explore, layout)
+        frames, actions, dist, success, goal, _ = walk(task, seed, steps, explore, layout)
         d, p = judge_frames(sim, task, frames, [goal] * len(frames))
         real_d += list(dist)
         judged_d += list(d)

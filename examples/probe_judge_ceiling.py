@@ -37,31 +37,12 @@ def _features(info: dict) -> list[float]:
 
 
 def walk_features(layout: str, seed: int, steps: int, explore: float) -> tuple[np.ndarray, np.ndarray]:
-    """(features (T+1, F), real distance to the goal (T+1,)) of one real episode."""
-    import gymnasium as gym
+    """(features (T+1, F), real distance to the goal (T+1,)) of one real episode, walked as
+    `bagel-world eval-progress` walks it."""
+    from bagel_world.evaluate_progress import walk
 
-    from bagel_world.agents.scripted import scripted_agent
-    from bagel_world.sims import REAL_ENVS
-    from bagel_world.simulator.tasks import CANONICAL_ACTIONS
-
-    env = gym.make(REAL_ENVS["navigate"][0], max_episode_steps=None, layout=layout)
-    try:
-        rng = np.random.default_rng(seed)
-        obs, info = env.reset(seed=seed)
-        agent = scripted_agent("navigate")
-        agent.reset(env, obs, info, seed)
-        canon = CANONICAL_ACTIONS["navigate"]
-        rows, dist = [_features(info)], [info["goal_distance"]]
-        for _ in range(steps):
-            a = canon[int(rng.integers(len(canon)))] if rng.random() < explore else agent.choose(info)
-            _, _, terminated, _, info = env.step(a)
-            rows.append(_features(info))
-            dist.append(info["goal_distance"])
-            if terminated:
-                break
-        return np.asarray(rows, np.float64), np.asarray(dist, np.float64)
-    finally:
-        env.close()
+    _, _, dist, _, _, infos = walk("navigate", seed, steps, explore, layout)
+    return np.asarray([_features(i) for i in infos], np.float64), dist.astype(np.float64)
 
 
 def with_history(x: np.ndarray, n: int) -> np.ndarray:
