@@ -374,3 +374,36 @@ def test_trainer_loss_runs_on_goal_clips(tmp_path):
     tr.args.ce_weight = 1.0
     loss, parts = tr.loss([clip, lone], torch.Generator().manual_seed(0))
     assert parts["mse"] > 0 and loss.item() == pytest.approx(parts["mse"] + parts["ce"], rel=1e-5)
+
+
+def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):
+    from dataclasses import replace
+
+    from transformers import AutoTokenizer
+
+    from bagel_world.training.pipeline import TASK_PROMPTS, _load_init
+    from bagel_world.training.world import WorldTrainArgs, WorldTrainer
+
+    _write_shards(tmp_path / "data")
+    small = dict(ae_steps=2, world_steps=1, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2,
+                 kv_heads=1, intermediate=64, vocab_size=300, window=3)
+    ck = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "w"),
+                                  **small), progress=False)
+    init = _load_init(str(ck))
+    tr = WorldTrainer(init.config, init.model.eval(), init.vae, AutoTokenizer.from_pretrained(str(ck)),
+                      WorldTrainArgs(task_prompts=TASK_PROMPTS, bf16=False))
+    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], 3, np.random.default_rng(0)).sample()
+    other = replace(clip, actions=clip.actions[:-1] + ["turn right 30 degrees" if clip.actions[-1] != "turn right 30 degrees"
+                                                       else "move forward 0.5 m"])
+    err = tr.frame_flow_errors([clip, other, clip], t=0.8, seed=3)
+    assert err.shape == (3, 2) and np.all(err > 0)
+    # The same clip gets the same draws wherever it sits in the batch; another last action
+    # changes only the last frame's error (earlier frames cannot see it).
+    np.testing.assert_allclose(err[0], err[2], rtol=1e-5)
+    assert err[1, 0] == pytest.approx(err[0, 0], rel=1e-5) and err[1, 1] != err[0, 1]
+    # Every predicted frame is noised to the asked timestep.
+    assert tr.frame_flow_errors([clip], t=0.2, seed=3)[0, 1] != pytest.approx(err[0, 1], rel=1e-5)
+    with pytest.raises(ValueError, match="t must be in"):
+        tr.frame_flow_errors([clip], t=0.0)
+    with pytest.raises(ValueError, match="one length"):
+        tr.frame_flow_errors([clip, replace(clip, frames=clip.frames[:2], actions=clip.actions[:1])], t=0.5)

@@ -222,6 +222,52 @@ class WorldTrainer:
         With `b.totals` (distributed training) both are this rank's sums over the global
         batch's totals, so the ranks' losses add up to the mean over the global batch.
         """
+        device = self.model.vae2llm.weight.device
+        hidden, noised_rows = self._hidden(b)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            mse = torch.zeros((), device=device)
+            if b.noised is not None:
+                w = b.noised["w"]  # (N,) per-token weights, mean ~1 per frame
+                sq = self._flow_sq_error(hidden, noised_rows, b)
+                if b.totals is None:
+                    mse = (w[:, None] * sq).mean() / w.mean()
+                else:
+                    mse = (w[:, None] * sq).sum() / (sq.shape[1] * b.totals["w"])
+            ce = self._answer_ce(hidden, b.plans, device, None if b.totals is None else b.totals["ce"])
+        total = self.args.mse_weight * mse + self.args.ce_weight * ce
+        return total, {"loss": total.item(), "mse": mse.item(), "ce": ce.item(),
+                       "tokens": int(sum(len(p.kinds) for p in b.plans))}
+
+    @torch.no_grad()
+    def frame_flow_errors(self, clips: list[Clip], t: float, seed: int = 0) -> np.ndarray:
+        """(B, F-1) flow-matching squared error (mean over tokens and channels, unweighted) of
+        each clip's predicted frames, every one noised to timestep `t`, with the same random
+        draws for every clip: clips that differ only in an action or an outcome differ only
+        in that. For probes such as "which action's text explains this outcome best"; build
+        the trainer with `WorldTrainArgs` whose augmentations are off (its defaults)."""
+        if not 0.0 < t <= 1.0:
+            raise ValueError(f"t must be in (0, 1], got {t}")
+        lengths = {len(c.frames) for c in clips}
+        if len(lengths) != 1 or lengths == {1}:
+            raise ValueError(f"need clips of one length with at least 2 frames, got lengths {sorted(lengths)}")
+        b = self._batch(clips, [torch.Generator().manual_seed(seed) for _ in clips])
+        assert b.noised is not None
+        b.noised["t"] = torch.full_like(b.noised["t"], t)
+        device = self.model.vae2llm.weight.device
+        hidden, noised_rows = self._hidden(b)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
+            err = self._flow_sq_error(hidden, noised_rows, b).mean(-1)
+        return err.float().cpu().numpy().reshape(len(clips), lengths.pop() - 1, -1).mean(-1)
+
+    def _flow_sq_error(self, hidden: Tensor, noised_rows: Tensor, b: _Batch) -> Tensor:
+        """(N, C) squared error of the predicted velocity against the flow target eps - x0."""
+        v = self.model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
+        return (v - (b.eps - b.noised["x0"])) ** 2
+
+    def _hidden(self, b: _Batch) -> tuple[Tensor, Tensor]:
+        """The LLM's last hidden states (B, L, H) over a prepared batch, and the (N, 2) rows of
+        its noised latent tokens. The embeddings run in fp32, the LLM under bf16 autocast
+        where `args.bf16` asks for it."""
         model, plans, kinds, pos = self.model, b.plans, b.kinds, b.pos
         device = model.vae2llm.weight.device
         x = torch.zeros(*kinds.shape, self.config.llm.hidden_size, device=device)
@@ -243,24 +289,12 @@ class WorldTrainer:
             t = noised["t"][:, None]
             xt = (1 - t) * noised["x0"] + t * b.eps
             x[noised_rows[:, 0], noised_rows[:, 1]] = model.embed_latents(xt, noised["t"], noised["pos"]).float()
-        # 4. The LLM over the packed batch, then the flow-matching MSE and the answers' CE.
+        # 4. The LLM over the packed batch.
         mask = batch_masks([(pl.split_lens, pl.split_modes) for pl in plans], device=device)
         gen_mask = (kinds == 2) | (kinds == 3)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.args.bf16):
             hidden = model.language_model(x.to(model.dtype), pos.to(device), gen_mask.to(device), mask, None).hidden
-            mse = torch.zeros((), device=device)
-            if noised is not None:
-                v = model.llm2vae(hidden[noised_rows[:, 0], noised_rows[:, 1]]).float()
-                w = noised["w"]  # (N,) per-token weights, mean ~1 per frame
-                sq = (v - (b.eps - noised["x0"])) ** 2
-                if b.totals is None:
-                    mse = (w[:, None] * sq).mean() / w.mean()
-                else:
-                    mse = (w[:, None] * sq).sum() / (sq.shape[1] * b.totals["w"])
-            ce = self._answer_ce(hidden, plans, device, None if b.totals is None else b.totals["ce"])
-        total = self.args.mse_weight * mse + self.args.ce_weight * ce
-        return total, {"loss": total.item(), "mse": mse.item(), "ce": ce.item(),
-                       "tokens": int(sum(len(p.kinds) for p in plans))}
+        return hidden, noised_rows
 
     @staticmethod
     def _batch_layout(plans: list[_Plan]) -> tuple[Tensor, Tensor]:
