@@ -195,9 +195,10 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_eval(args) -> int:
+    from bagel_world.inference.settings import SamplingSettings
     from bagel_world.simulator import default_checkpoint, make_simulator
     from bagel_world.simulator.tasks import trained_tasks
-    from bagel_world.training.evaluate import TASKS, evaluate, markdown_table
+    from bagel_world.training.evaluate import TASKS, evaluate, markdown_table, with_sampling
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
@@ -209,7 +210,11 @@ def _cmd_eval(args) -> int:
     unknown = [t for t in tasks if t not in TASKS]
     if unknown:  # before loading the model
         raise ValueError(f"unknown task {unknown[0]!r}; accepted: {', '.join(TASKS)} or 'all'")
+    if args.sampling:
+        SamplingSettings().overridden(args.sampling)  # a bad override fails before the model loads
     sim = make_simulator(args.checkpoint, device=args.device)
+    if args.sampling:
+        sim = with_sampling(sim, args.sampling)
     seeds = range(args.seed, args.seed + args.episodes)
     trained = trained_tasks(args.checkpoint or default_checkpoint())
     res = evaluate(sim, tasks=tasks, seeds=seeds, horizons=horizons, out=args.out, episode_steps=args.episode_steps,
@@ -384,6 +389,9 @@ def _add_eval(sub) -> None:
     e.add_argument("--episodes", type=int, default=8)
     e.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
     e.add_argument("--horizons", default="1,4,8,16,32,64", help="comma-separated steps at which frames are compared")
+    e.add_argument("--sampling", default=None,
+                   help="override the checkpoint's sampling settings for every task, e.g. "
+                        "'num_timesteps=3,cfg_text_scale=1.5' (the SamplingSettings field names); eval.json records them")
     e.add_argument("--episode-steps", type=int, default=64, help="actions per evaluation episode (>= every horizon)")
     e.add_argument("--control-states", type=int, default=6,
                    help="real states per episode (every 3rd step) from which every action is imagined")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, replace
 
 import gymnasium as gym
 import numpy as np
@@ -154,6 +155,7 @@ def test_eval_writes_controllability_and_persistence(fake, tmp_path):
     for name in ("eval.md", "strip_navigate.png", "confusion_navigate.png", "rollout_navigate.npz"):
         assert (tmp_path / name).is_file(), name
     assert res["tasks"]["navigate"]["controllability"]["pairs"] == c["pairs"]
+    assert saved["tasks"]["navigate"]["sampling"] == json.loads(json.dumps(asdict(fake.tasks()["navigate"].sampling)))
 
 
 @pytest.mark.parametrize("kwargs, match", [
@@ -179,3 +181,33 @@ def test_eval_cli_rejects_bad_arguments_before_loading(capsys):
     assert "--episodes must be >= 1, got 0" in capsys.readouterr().err
     assert main(["eval", "--horizons", "1,x"]) == 2
     assert "--horizons must be comma-separated whole numbers" in capsys.readouterr().err
+    assert main(["eval", "--sampling", "steps=3"]) == 2
+    assert "sampling override 'steps=3' is not NAME=VALUE with NAME one of num_timesteps" in capsys.readouterr().err
+
+
+def test_sampling_overrides_change_only_the_named_settings():
+    from bagel_world.inference.settings import SamplingSettings
+
+    base = SamplingSettings(num_timesteps=5, cfg_text_scale=3.0)
+    new = base.overridden("num_timesteps=3, cfg_text_scale=1.5,cfg_interval=0.4:1")
+    assert (new.num_timesteps, new.cfg_text_scale, new.cfg_interval) == (3, 1.5, (0.4, 1.0))
+    assert replace(new, num_timesteps=5, cfg_text_scale=3.0, cfg_interval=base.cfg_interval) == base
+    for spec, match in [("num_timesteps=2.5", "num_timesteps takes a whole number, got '2.5'"),
+                        ("cfg_interval=3", "cfg_interval takes LO:HI"), ("", "empty sampling override"),
+                        ("num_timesteps=1", "num_timesteps must be >= 2"),
+                        ("cfg_renorm_type=l2", "'l2' is not one of")]:
+        with pytest.raises(ValueError, match=match):
+            base.overridden(spec)
+
+
+def test_eval_with_sampling_samples_the_same_model_with_the_new_settings(tiny_engine):
+    from bagel_world.simulator.local import LocalSimulator
+    from bagel_world.training.evaluate import with_sampling
+
+    sim = LocalSimulator(tiny_engine)
+    swept = with_sampling(sim, "num_timesteps=3")
+    assert swept.engine is sim.engine
+    for task, tpl in swept.tasks().items():
+        assert tpl.sampling == replace(sim.tasks()[task].sampling, num_timesteps=3)
+    with pytest.raises(ValueError, match="need a local simulator"):
+        with_sampling(FakeSimulator(default_templates(False)), "num_timesteps=3")

@@ -7,7 +7,7 @@ simulator API imports without the model code.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 
 @dataclass(frozen=True)
@@ -36,3 +36,32 @@ class SamplingSettings:
             raise ValueError(f"cfg_interval must satisfy 0 <= lo <= hi <= 1, got {self.cfg_interval}")
         if not 0.0 <= self.cfg_renorm_min <= 1.0:
             raise ValueError(f"cfg_renorm_min must be in [0, 1], got {self.cfg_renorm_min}")
+
+    def overridden(self, spec: str) -> SamplingSettings:
+        """A copy with the fields named in `spec` changed: "name=value,name=value" with the
+        field names above, e.g. "num_timesteps=3,cfg_text_scale=1.5" or "cfg_interval=0.4:1".
+        Unknown names and unreadable values are errors that name what is accepted."""
+        kinds = {f.name: f.type for f in fields(self)}
+        changes: dict[str, object] = {}
+        for item in filter(None, (x.strip() for x in spec.split(","))):
+            name, sep, value = item.partition("=")
+            name, value = name.strip(), value.strip()
+            if not sep or name not in kinds:
+                raise ValueError(f"sampling override {item!r} is not NAME=VALUE with NAME one of {', '.join(kinds)}")
+            try:
+                if name == "num_timesteps":
+                    changes[name] = int(value)
+                elif name == "cfg_renorm_type":
+                    changes[name] = value
+                elif name == "cfg_interval":
+                    lo, hi = value.split(":")
+                    changes[name] = (float(lo), float(hi))
+                else:
+                    changes[name] = float(value)
+            except ValueError:
+                form = {"num_timesteps": "a whole number", "cfg_interval": "LO:HI",
+                        "cfg_renorm_type": "a name"}.get(name, "a number")
+                raise ValueError(f"sampling override {item!r}: {name} takes {form}, got {value!r}") from None
+        if not changes:
+            raise ValueError(f"empty sampling override {spec!r}; give NAME=VALUE with NAME one of {', '.join(kinds)}")
+        return replace(self, **changes)  # __post_init__ checks the ranges

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,18 @@ def check_eval_args(sim, tasks: Sequence[str], seeds: Sequence[int], horizons: S
     if bad:
         raise ValueError(f"horizons {bad} are outside 1..{episode_steps} (the episode length, --episode-steps); "
                          f"accepted: whole numbers of steps from 1 to {episode_steps}")
+
+
+def with_sampling(sim, spec: str):
+    """A local simulator on the same loaded model whose every task samples with `spec`'s
+    changes to its own settings (`SamplingSettings.overridden`): a sampler sweep without
+    copying checkpoint folders."""
+    from bagel_world.simulator.local import LocalSimulator
+
+    if not isinstance(sim, LocalSimulator):
+        raise ValueError(f"sampling overrides need a local simulator (a loaded checkpoint), got {type(sim).__name__}")
+    templates = {t: replace(tpl, sampling=tpl.sampling.overridden(spec)) for t, tpl in sim.tasks().items()}
+    return LocalSimulator(sim.engine, templates)
 
 
 def real_rollout(task: str, seed: int, steps: int, resolution, env=None) -> tuple[np.ndarray, list[str]]:
@@ -160,6 +173,7 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: s
             "confusion": conf_path.name,
             "per_horizon": {str(h): m for h, m in per.items()},
             "controllability": ctrl.summary(),
+            "sampling": asdict(tpl.sampling),
         }
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "eval.md").write_text(markdown_table(results))
