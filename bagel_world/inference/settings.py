@@ -8,6 +8,7 @@ simulator API imports without the model code.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class SamplingSettings:
         field names above, e.g. "num_timesteps=3,cfg_text_scale=1.5" or "cfg_interval=0.4:1".
         Unknown names and unreadable values are errors that name what is accepted."""
         kinds = {f.name: f.type for f in fields(self)}
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         for item in filter(None, (x.strip() for x in spec.split(","))):
             name, sep, value = item.partition("=")
             name, value = name.strip(), value.strip()
