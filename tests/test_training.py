@@ -407,3 +407,6 @@ def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):
         tr.frame_flow_errors([clip], t=0.0)
     with pytest.raises(ValueError, match="one length"):
         tr.frame_flow_errors([clip, replace(clip, frames=clip.frames[:2], actions=clip.actions[:1])], t=0.5)
+    with pytest.raises(ValueError, match=r"randomises them \(\{'action_dropout': 0.1\}\)"):
+        WorldTrainer(init.config, init.model, init.vae, tr.tok, replace(tr.args, action_dropout=0.1)).frame_flow_errors(
+            [clip], t=0.5)

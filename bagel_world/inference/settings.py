@@ -42,13 +42,13 @@ class SamplingSettings:
         """A copy with the fields named in `spec` changed: "name=value,name=value" with the
         field names above, e.g. "num_timesteps=3,cfg_text_scale=1.5" or "cfg_interval=0.4:1".
         Unknown names and unreadable values are errors that name what is accepted."""
-        kinds = {f.name: f.type for f in fields(self)}
+        names = [f.name for f in fields(self)]
         changes: dict[str, Any] = {}
         for item in filter(None, (x.strip() for x in spec.split(","))):
             name, sep, value = item.partition("=")
             name, value = name.strip(), value.strip()
-            if not sep or name not in kinds:
-                raise ValueError(f"sampling override {item!r} is not NAME=VALUE with NAME one of {', '.join(kinds)}")
+            if not sep or name not in names:
+                raise ValueError(f"sampling override {item!r} is not NAME=VALUE with NAME one of {', '.join(names)}")
             try:
                 if name == "num_timesteps":
                     changes[name] = int(value)
@@ -64,5 +64,5 @@ class SamplingSettings:
                         "cfg_renorm_type": "a name"}.get(name, "a number")
                 raise ValueError(f"sampling override {item!r}: {name} takes {form}, got {value!r}") from None
         if not changes:
-            raise ValueError(f"empty sampling override {spec!r}; give NAME=VALUE with NAME one of {', '.join(kinds)}")
+            raise ValueError(f"empty sampling override {spec!r}; give NAME=VALUE with NAME one of {', '.join(names)}")
         return replace(self, **changes)  # __post_init__ checks the ranges

@@ -247,6 +247,12 @@ class WorldTrainer:
         the trainer with `WorldTrainArgs` whose augmentations are off (its defaults)."""
         if not 0.0 < t <= 1.0:
             raise ValueError(f"t must be in (0, 1], got {t}")
+        a = self.args
+        augmented = {k: v for k, v in (("action_dropout", a.action_dropout), ("context_noise", a.context_noise),
+                                       ("rope_gap", a.rope_gap)) if v}
+        if augmented:
+            raise ValueError(f"frame_flow_errors compares clips as they are; this trainer randomises them ({augmented}); "
+                             f"use WorldTrainArgs with these at 0")
         lengths = {len(c.frames) for c in clips}
         if len(lengths) != 1 or lengths == {1}:
             raise ValueError(f"need clips of one length with at least 2 frames, got lengths {sorted(lengths)}")
