@@ -341,7 +341,9 @@ def test_distance_bins_answer_and_expectation():
     assert reached_probability(np.log([[0.3, 0.1]]))[0] == pytest.approx(0.75)
 
 
-def test_trainer_loss_runs_on_goal_clips(tmp_path):
+def _tiny_trainer(tmp_path, window: int):
+    """A one-step tiny checkpoint trained on fake shards, a plain fp32 trainer on it, and one
+    sampled clip of `window` context frames plus the next."""
     from transformers import AutoTokenizer
 
     from bagel_world.training.pipeline import TASK_PROMPTS, _load_init
@@ -349,13 +351,18 @@ def test_trainer_loss_runs_on_goal_clips(tmp_path):
 
     _write_shards(tmp_path / "data")
     small = dict(ae_steps=2, world_steps=1, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2,
-                 kv_heads=1, intermediate=64, vocab_size=300, window=2)
+                 kv_heads=1, intermediate=64, vocab_size=300, window=window)
     ck = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "w"),
                                   **small), progress=False)
     init = _load_init(str(ck))
     tr = WorldTrainer(init.config, init.model, init.vae, AutoTokenizer.from_pretrained(str(ck)),
                       WorldTrainArgs(task_prompts=TASK_PROMPTS, bf16=False))
-    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], 2, np.random.default_rng(0)).sample()
+    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], window, np.random.default_rng(0)).sample()
+    return tr, clip
+
+
+def test_trainer_loss_runs_on_goal_clips(tmp_path):
+    tr, clip = _tiny_trainer(tmp_path, window=2)
     plain = tr.plan(clip)
     clip.goal, clip.question, clip.answer = clip.frames[0], "How far away is the goal view?", "0.25"
     pl = tr.plan(clip)
@@ -379,20 +386,10 @@ def test_trainer_loss_runs_on_goal_clips(tmp_path):
 def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):
     from dataclasses import replace
 
-    from transformers import AutoTokenizer
+    from bagel_world.training.world import WorldTrainer
 
-    from bagel_world.training.pipeline import TASK_PROMPTS, _load_init
-    from bagel_world.training.world import WorldTrainArgs, WorldTrainer
-
-    _write_shards(tmp_path / "data")
-    small = dict(ae_steps=2, world_steps=1, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2,
-                 kv_heads=1, intermediate=64, vocab_size=300, window=3)
-    ck = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "w"),
-                                  **small), progress=False)
-    init = _load_init(str(ck))
-    tr = WorldTrainer(init.config, init.model.eval(), init.vae, AutoTokenizer.from_pretrained(str(ck)),
-                      WorldTrainArgs(task_prompts=TASK_PROMPTS, bf16=False))
-    clip = ClipSampler([Shard.load(list_shards(tmp_path / "data")[0])], 3, np.random.default_rng(0)).sample()
+    tr, clip = _tiny_trainer(tmp_path, window=3)
+    tr.model.eval()
     other = replace(clip, actions=clip.actions[:-1] + ["turn right 30 degrees" if clip.actions[-1] != "turn right 30 degrees"
                                                        else "move forward 0.5 m"])
     err = tr.frame_flow_errors([clip, other, clip], t=0.8, seed=3)
@@ -408,5 +405,5 @@ def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):
     with pytest.raises(ValueError, match="one length"):
         tr.frame_flow_errors([clip, replace(clip, frames=clip.frames[:2], actions=clip.actions[:1])], t=0.5)
     with pytest.raises(ValueError, match=r"randomises them \(\{'action_dropout': 0.1\}\)"):
-        WorldTrainer(init.config, init.model, init.vae, tr.tok, replace(tr.args, action_dropout=0.1)).frame_flow_errors(
+        WorldTrainer(tr.config, tr.model, tr.vae, tr.tok, replace(tr.args, action_dropout=0.1)).frame_flow_errors(
             [clip], t=0.5)
