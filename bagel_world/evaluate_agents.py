@@ -273,6 +273,8 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
         parts.append(f"--max-steps {args.max_steps}")
     if args.layout is not None:
         parts.append(f"--layout {args.layout}")
+    if getattr(args, "success", None) is not None:
+        parts.append(f"--success {args.success}")
     if agent in MODEL_AGENTS and args.checkpoint:
         parts.append(f"--checkpoint {args.checkpoint}")
     if agent == "planner":
@@ -315,9 +317,23 @@ def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
     return {"layout": layout}
 
 
+def success_kwargs(task: str, success: str | None) -> dict[str, Any]:
+    """`--success` as real-env kwargs ({} when not given); only the navigate task has success rules."""
+    if success is None:
+        return {}
+    from bagel_world.sims.navigate import SUCCESS_RULES
+
+    if task != "navigate":
+        raise ValueError(f"--success applies to the navigate task only, not {task!r}")
+    if success not in SUCCESS_RULES:
+        raise ValueError(f"unknown success rule {success!r}; accepted: {list(SUCCESS_RULES)}")
+    return {"success": success}
+
+
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
-    env_kwargs = layout_kwargs(args.task, args.layout) or None
+    env_kwargs = {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, getattr(args, "success", None))}
+    env_kwargs = env_kwargs or None
     policy = args.policy
     if "ppo" in agents and policy is None:  # found (or refused) once, before any agent runs
         policy = shipped_ppo_policy(args.checkpoint, args.task, args.layout)
@@ -347,6 +363,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     p.add_argument("--max-steps", type=int, default=None, help="episode step limit (default: as registered)")
     p.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
+    p.add_argument("--success", default=None,
+                   help="navigate only: 'pose' (default: reach the goal pose) or 'view' (reach a pose whose view "
+                        "matches the goal image: the box from the goal's distance; see BagelNavigateReal-v0)")
     p.add_argument("--policy", default=None, help="ppo: the policy .zip written by examples/train_ppo.py (default: "
                    "the one shipped with the checkpoint for the task and layout, <checkpoint>/policies/)")
     p.add_argument("--ppo-stochastic", action="store_true", help="ppo: sample actions instead of the argmax")

@@ -554,3 +554,34 @@ def test_probe_judge_ceiling_example(capsys):
     assert out[1].startswith("single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman")
     assert probe.main(["--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3", "--history", "2"]) == 0
     assert "estimate (kNN on what the frame and the 2 before it show" in capsys.readouterr().out
+
+
+def test_probe_goal_identifiable_example(capsys):
+    needs_sim("navigate")
+    probe = _example("probe_goal_identifiable")
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[::2, ::2] = 255  # a fine checker: far in raw pixels, near after 2x2 pooling
+    assert probe._rmse(a, b) > 100 and probe._rmse(a, b, 2) == pytest.approx(63.75)
+    assert probe.main(["--layout", "one_room", "--episodes", "2", "--seed", "0"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("one_room, seeds 0-1: goal pose 2-3 m from the box, success within 0.5 m")
+    assert out[1].startswith("confusable goals, raw pixels") and out[2].startswith("confusable goals, 8x8 mean-pooled")
+    assert out[3].startswith("agent that matches the box perfectly and ignores the background: success")
+
+
+def test_evaluate_agent_success_rule(capsys):
+    needs_sim("navigate")
+    from bagel_world.cli import main as cli_main
+
+    assert cli_main(["evaluate-agent", "--agent", "scripted", "--task", "navigate", "--layout", "one_room",
+                     "--success", "view", "--episodes", "1", "--seed", "0", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "| scripted | 100% (1/1) |" in out
+    assert "--layout one_room --success view" in out  # the row's command reproduces the rule
+    assert cli_main(["evaluate-agent", "--agent", "random", "--task", "navigate", "--success", "near",
+                     "--episodes", "1"]) == 2
+    assert "unknown success rule 'near'; accepted: ['pose', 'view']" in capsys.readouterr().err
+    assert cli_main(["evaluate-agent", "--agent", "random", "--task", "manipulate", "--success", "view",
+                     "--episodes", "1"]) == 2
+    assert "--success applies to the navigate task only, not 'manipulate'" in capsys.readouterr().err

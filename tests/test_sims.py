@@ -254,6 +254,42 @@ def test_navigate_goal_image_is_the_view_from_the_goal_pose(envs):
     assert env.unwrapped._state()["is_success"]
 
 
+def test_navigate_view_success_counts_any_pose_that_sees_the_box_like_the_goal_image():
+    env = _make("navigate", layout="one_room", success="view")
+    try:
+        _, info = env.reset(seed=3)
+        assert not info["view_success"] and info["view_distance"] > 0.5
+        world, agent = env.unwrapped.world, env.unwrapped.world.agent
+        box, goal = np.asarray(world.box.pos, float), np.array([info["goal_pos"][0], 0.0, info["goal_pos"][1]])
+        r, th0 = info["goal_box_distance"], np.arctan2(-(goal - box)[2], (goal - box)[0])
+        for dth in np.radians(np.arange(90.0, 271.0, 10.0)):  # far round the circle from the goal spot
+            pos = box + r * np.array([np.cos(th0 + dth), 0.0, -np.sin(th0 + dth)])
+            pos[1] = agent.pos[1]
+            if any(rm.point_inside(pos) for rm in world.rooms) and not world.intersect(agent, pos, agent.radius):
+                break
+        else:
+            pytest.fail("no free pose on the goal's circle")
+        # stand 0.3 m farther out than the circle, facing the box, then step 0.3 m toward it
+        d = (box - pos)[[0, 2]] / r
+        agent.pos, agent.dir = pos - 0.3 * np.array([d[0], 0.0, d[1]]), float(np.arctan2(-d[1], d[0]))
+        env.unwrapped._prev_distance = env.unwrapped._state()["view_distance"]
+        _, reward, terminated, _, info = env.step("move forward 0.3 m")
+        assert info["view_distance"] < 0.05 and info["box_visible"] and abs(info["box_bearing_deg"]) < 5
+        assert info["view_success"] and not info["pose_success"] and info["goal_distance"] > 1.0
+        assert terminated and info["is_success"]
+        assert reward == pytest.approx(0.3 + 1.0, abs=0.05)  # 0.3 m of progress to the circle, plus the bonus
+    finally:
+        env.close()
+
+
+def test_navigate_success_rule_is_checked():
+    _needs("navigate")
+    with pytest.raises(ValueError, match="success must be one of"):
+        make_real("navigate", success="near")
+    with pytest.raises(ValueError, match="needs goal='box'"):
+        make_real("navigate", success="view", goal="pose")
+
+
 def test_multiview_full_orbit_returns_the_first_frame(envs):
     env = envs("multiview")
     first, info = env.reset(seed=4)

@@ -25,6 +25,7 @@ LAYOUTS: dict[str, tuple[str, str, dict[str, Any]]] = {
 MOVE_SUBSTEP = 0.1  # m; a move walks in substeps and stops at the first collision
 CLOSE_M = 1.5  # "is the red box close?" below this distance
 MAX_RAY = 20.0  # m; clearance rays stop here
+SUCCESS_RULES = ("pose", "view")  # reach the goal pose, or a pose whose view matches the goal image
 
 
 def import_miniworld():
@@ -85,8 +86,9 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     ## Rewards
 
-    Progress toward the goal position (previous minus new distance, metres), plus
-    `success_bonus` on success.
+    Progress toward the goal (previous minus new distance, metres: to the goal position,
+    or to the goal's circle around the box with `success="view"`), plus `success_bonus`
+    on success.
 
     ## Starting State
 
@@ -97,9 +99,21 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     ## Episode End
 
-    Terminated when the agent is within `success_radius` metres of the goal position and
-    `success_angle` degrees of its heading (`info["is_success"]`). Truncated by `TimeLimit`
-    after `max_episode_steps` (64 as registered).
+    Terminated on success (`info["is_success"]`). Truncated by `TimeLimit` after
+    `max_episode_steps` (64 as registered). Two success rules:
+
+    - `success="pose"` (default): within `success_radius` metres of the goal position and
+      `success_angle` degrees of its heading.
+    - `success="view"` (with `goal="box"` only): the view matches what the goal image shows,
+      the red box from the goal's distance: the agent is within `success_radius` metres of
+      the circle around the box through the goal spot, the box is visible, and it lies
+      within `success_angle` degrees of the heading. The goal image shows the box the same
+      way from every pose on that circle and differs only in the walls behind it, so this
+      is the part of the goal the image identifies
+      (`python examples/probe_goal_identifiable.py`). Reward progress is then measured to
+      that circle (`view_distance`).
+
+    Both are reported in every `info` (`pose_success`, `view_success`).
 
     ## Info
 
@@ -110,12 +124,15 @@ class BagelNavigateRealEnv(RealWorldEnv):
     `box_bearing_deg`, `box_visible` (in the view frustum and not behind a wall),
     `box_reached` (MiniWorld's `near`), `clearance_ahead_m` / `clearance_left_m` /
     `clearance_right_m` (distance to the nearest wall straight ahead and 45 degrees to
-    either side, at most 20 m), `is_success`.
+    either side, at most 20 m), `goal_box_distance` (from the goal spot to the box),
+    `view_distance` (|`box_distance` - `goal_box_distance`|, goal="box" only),
+    `pose_success`, `view_success` (False with goal="pose"), `is_success` (the chosen rule).
 
     ## Arguments
 
     ```python
-    gym.make("BagelNavigateReal-v0", layout="four_rooms", goal="box", cam_pitch=-20.0, action_mode="text",
+    gym.make("BagelNavigateReal-v0", layout="four_rooms", goal="box", success="pose", cam_pitch=-20.0,
+             action_mode="text",
              render_mode=None, max_action_length=128, resolution=(64, 64),
              success_radius=0.5, success_angle=30.0, success_bonus=1.0, canonical_actions=None, report_latency=False)
     ```
@@ -131,16 +148,20 @@ class BagelNavigateRealEnv(RealWorldEnv):
     task: ClassVar[str] = "navigate"
     has_goal: ClassVar[bool] = True
 
-    def __init__(self, layout: str = DEFAULT_LAYOUT, goal: str = "box", cam_pitch: float = -20.0,
+    def __init__(self, layout: str = DEFAULT_LAYOUT, goal: str = "box", success: str = "pose", cam_pitch: float = -20.0,
                  success_radius: float = 0.5, success_angle: float = 30.0, success_bonus: float = 1.0, **kwargs):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")
         if goal not in ("box", "pose"):
             raise ValueError(f"goal must be 'box' or 'pose', got {goal!r}")
+        if success not in SUCCESS_RULES:
+            raise ValueError(f"success must be one of {SUCCESS_RULES}, got {success!r}")
+        if success == "view" and goal != "box":
+            raise ValueError("success='view' needs goal='box' (the goal view shows the red box); got goal='pose'")
         super().__init__(**kwargs)
         if not -60.0 <= float(cam_pitch) <= 30.0:
             raise ValueError(f"cam_pitch is in degrees within [-60, 30], got {cam_pitch!r}")
-        self.layout, self.goal_kind, self.cam_pitch = layout, goal, float(cam_pitch)
+        self.layout, self.goal_kind, self.success_rule, self.cam_pitch = layout, goal, success, float(cam_pitch)
         self.success_radius, self.success_angle = float(success_radius), float(success_angle)
         self.success_bonus = float(success_bonus)
 
@@ -194,6 +215,14 @@ class BagelNavigateRealEnv(RealWorldEnv):
         goal_distance = float(np.hypot(*(np.asarray(_xz(agent.pos)) - _xz(gpos))))
         yaw_error = abs(wrap_degrees(math.degrees(agent.dir - gdir)))
         box = w.box
+        box_distance = float(np.hypot(*(np.asarray(_xz(agent.pos)) - _xz(box.pos))))
+        box_bearing = self._bearing(box.pos)
+        box_visible = self._visible(box.pos, float(box.radius), float(box.height))
+        goal_box_distance = float(np.hypot(*(np.asarray(_xz(gpos)) - _xz(box.pos))))
+        view_distance = abs(box_distance - goal_box_distance)
+        pose_success = bool(goal_distance <= self.success_radius and yaw_error <= self.success_angle)
+        view_success = bool(self.goal_kind == "box" and view_distance <= self.success_radius and box_visible
+                            and abs(box_bearing) <= self.success_angle)
         return {
             "layout": self.layout,
             "agent_pos": _xz(agent.pos),
@@ -205,23 +234,28 @@ class BagelNavigateRealEnv(RealWorldEnv):
             "goal_bearing_deg": self._bearing(gpos),
             "goal_in_view": self._visible(gpos),
             "box_pos": _xz(box.pos),
-            "box_distance": float(np.hypot(*(np.asarray(_xz(agent.pos)) - _xz(box.pos)))),
-            "box_bearing_deg": self._bearing(box.pos),
-            "box_visible": self._visible(box.pos, float(box.radius), float(box.height)),
+            "box_distance": box_distance,
+            "box_bearing_deg": box_bearing,
+            "box_visible": box_visible,
             "box_reached": bool(w.near(box)),
             "clearance_ahead_m": self._clearance(0.0),
             "clearance_left_m": self._clearance(45.0),
             "clearance_right_m": self._clearance(-45.0),
-            "is_success": bool(goal_distance <= self.success_radius and yaw_error <= self.success_angle),
+            "goal_box_distance": goal_box_distance,
+            "view_distance": view_distance,
+            "pose_success": pose_success,
+            "view_success": view_success,
+            "is_success": view_success if self.success_rule == "view" else pose_success,
         }
 
     def _reward(self, state: dict[str, Any]) -> tuple[float, bool, dict[str, Any]]:
-        progress = self._prev_distance - state["goal_distance"]
-        self._prev_distance = state["goal_distance"]
+        distance = state["view_distance" if self.success_rule == "view" else "goal_distance"]
+        progress = self._prev_distance - distance
+        self._prev_distance = distance
         return progress + (self.success_bonus if state["is_success"] else 0.0), state["is_success"], {}
 
     def _state_key(self) -> tuple[Any, ...]:
-        return (*super()._state_key(), self.layout)
+        return (*super()._state_key(), self.layout, self.success_rule)
 
     def _get_sim_state(self) -> dict[str, Any]:
         # The layout (rooms, walls, static display list) follows from the seed and is rebuilt
