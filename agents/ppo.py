@@ -261,6 +261,56 @@ def latest_checkpoint(out: str | Path) -> Path | None:
     return max(found, key=steps, default=None)
 
 
+# ---- the training curve -----------------------------------------------------------------------
+CURVE_TAG = "rollout/ep_rew_mean"  # SB3's mean imagined episode return over the last 100 episodes
+
+
+def training_curve(out: str | Path, tag: str = CURVE_TAG) -> tuple[np.ndarray, np.ndarray]:
+    """(env steps, values) of a TensorBoard scalar over every run in `OUT/tb` (read with
+    TensorBoard's own event reader), in step order. A resumed run logs into the same run
+    folder again from its checkpoint's step; where two events share a step the later one wins."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    runs = sorted({p.parent for p in (Path(out) / "tb").rglob("events.out.tfevents.*")})
+    if not runs:
+        raise FileNotFoundError(f"no TensorBoard event files under {Path(out) / 'tb'}; is {out} a train_ppo out folder?")
+    by_step: dict[int, tuple[float, float]] = {}  # step -> (wall time, value)
+    for run in runs:
+        acc = EventAccumulator(str(run), size_guidance={"scalars": 0})
+        acc.Reload()
+        if tag not in acc.Tags()["scalars"]:
+            continue
+        for e in acc.Scalars(tag):
+            if e.step not in by_step or e.wall_time >= by_step[e.step][0]:
+                by_step[e.step] = (e.wall_time, e.value)
+    if not by_step:
+        raise ValueError(f"no {tag!r} scalars under {Path(out) / 'tb'} (PPO logs it once episodes have ended)")
+    steps = np.array(sorted(by_step))
+    return steps, np.array([by_step[s][1] for s in steps])
+
+
+def plot_training_curve(out: str | Path, png: str | Path, title: str | None = None) -> Path:
+    """Write the imagined-return curve of a `train_ppo` run (`training_curve`) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps, values = training_curve(out)
+    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax.plot(steps, values, lw=1.5)
+    ax.set_xlabel("imagined env steps")
+    ax.set_ylabel("mean imagined episode return")
+    ax.set_title(title or f"PPO in imagination: {Path(out).name}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    png = Path(png)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png)
+    plt.close(fig)
+    return png
+
+
 # ---- shipped policies --------------------------------------------------------------------------
 POLICY_FOLDER = "policies"  # <checkpoint>/policies/ppo-<task>[-<layout>].zip (+ .json: the args it was trained with)
 

@@ -10,7 +10,7 @@
 Needs the `[rl]` extra (stable-baselines3, tensorboard). The N imagined envs run as one
 model batch per step; the CNN policy (SB3 `MultiInputPolicy` over {frame, goal}) trains
 on the imagined goal-similarity reward. Writes OUT/policy.zip, OUT/checkpoints/*.zip,
-OUT/tb/ (TensorBoard) and OUT/args.json.
+OUT/tb/ (TensorBoard), OUT/args.json and OUT/curve.png (the imagined return per step).
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from bagel_world.agents.ppo import PPOArgs, train_ppo
+from bagel_world.agents.ppo import PPOArgs, plot_training_curve, train_ppo
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -58,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     path = train_ppo(args)
     print(f"policy after {args.timesteps} imagined steps (this run: {time.perf_counter() - t0:.0f}s): {path}")
     print(f"TensorBoard: tensorboard --logdir {args.out}/tb")
+    try:
+        print(f"training curve: {plot_training_curve(args.out, f'{args.out}/curve.png')}")
+    except (ImportError, ValueError) as e:  # matplotlib missing, or too short a run for an ended episode
+        print(f"no training curve: {e}")
     return 0
 
 

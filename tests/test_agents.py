@@ -316,6 +316,15 @@ def test_ppo_resumes_from_its_newest_checkpoint(tmp_path):
     assert PPO.load(path).num_timesteps == 256  # 128 more, not 256 from scratch
     assert latest_checkpoint(tmp_path / "ppo").name == "ppo_256_steps.zip"
     assert latest_checkpoint(tmp_path / "nothing") is None
+    # The imagined-return curve spans both runs, in step order, and plots to a PNG.
+    from bagel_world.agents.ppo import plot_training_curve, training_curve
+
+    steps, values = training_curve(tmp_path / "ppo")
+    assert steps[0] <= 64 and steps[-1] == 256 and (np.diff(steps) > 0).all() and np.isfinite(values).all()
+    png = plot_training_curve(tmp_path / "ppo", tmp_path / "docs" / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(FileNotFoundError, match="no TensorBoard event files under"):
+        training_curve(tmp_path / "nothing")
 
 
 def test_ppo_starts_from_a_given_policy(tmp_path):
