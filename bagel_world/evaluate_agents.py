@@ -273,7 +273,7 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
         parts.append(f"--max-steps {args.max_steps}")
     if args.layout is not None:
         parts.append(f"--layout {args.layout}")
-    if getattr(args, "success", None) is not None:
+    if args.success is not None:
         parts.append(f"--success {args.success}")
     if agent in MODEL_AGENTS and args.checkpoint:
         parts.append(f"--checkpoint {args.checkpoint}")
@@ -294,7 +294,7 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
                      device=None, progress: bool = True) -> tuple[str, list[EvalResult]]:
     """Random, scripted, planner and (given a policy) PPO on BagelNavigateReal-v0; markdown + results."""
     args = argparse.Namespace(task="navigate", episodes=episodes, seed=seed0, max_steps=max_steps, layout=None,
-                              checkpoint=checkpoint, policy=policy, ppo_stochastic=False, think=False,
+                              success=None, checkpoint=checkpoint, policy=policy, ppo_stochastic=False, think=False,
                               **{**_PLANNER_DEFAULTS, **(planner_kwargs or {})})
     results = _run_rows(["random", "scripted", "planner"] + (["ppo"] if policy else []), args, device, progress)
     return markdown_table(results), results
@@ -332,8 +332,7 @@ def success_kwargs(task: str, success: str | None) -> dict[str, Any]:
 
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
-    env_kwargs = {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, getattr(args, "success", None))}
-    env_kwargs = env_kwargs or None
+    env_kwargs = {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, args.success)} or None
     policy = args.policy
     if "ppo" in agents and policy is None:  # found (or refused) once, before any agent runs
         policy = shipped_ppo_policy(args.checkpoint, args.task, args.layout)

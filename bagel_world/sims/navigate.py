@@ -132,8 +132,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     ```python
     gym.make("BagelNavigateReal-v0", layout="four_rooms", goal="box", success="pose", cam_pitch=-20.0,
-             action_mode="text",
-             render_mode=None, max_action_length=128, resolution=(64, 64),
+             action_mode="text", render_mode=None, max_action_length=128, resolution=(64, 64),
              success_radius=0.5, success_angle=30.0, success_bonus=1.0, canonical_actions=None, report_latency=False)
     ```
     The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
