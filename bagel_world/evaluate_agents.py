@@ -304,30 +304,29 @@ _PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 
                      "reached_weight": 1.0}
 
 
+def _navigate_option(task: str, option: str, what: str, value: str | None, accepted) -> dict[str, Any]:
+    """A navigate-only command-line option as real-env kwargs ({} when not given), checked."""
+    if value is None:
+        return {}
+    if task != "navigate":
+        raise ValueError(f"--{option} applies to the navigate task only, not {task!r}")
+    if value not in accepted:
+        raise ValueError(f"unknown {what} {value!r}; accepted: {sorted(accepted)}")
+    return {option: value}
+
+
 def layout_kwargs(task: str, layout: str | None) -> dict[str, Any]:
     """`--layout` as real-env kwargs ({} when not given); only the navigate task has layouts."""
-    if layout is None:
-        return {}
     from bagel_world.sims.navigate import LAYOUTS
 
-    if task != "navigate":
-        raise ValueError(f"--layout applies to the navigate task only, not {task!r}")
-    if layout not in LAYOUTS:
-        raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")
-    return {"layout": layout}
+    return _navigate_option(task, "layout", "layout", layout, LAYOUTS)
 
 
 def success_kwargs(task: str, success: str | None) -> dict[str, Any]:
     """`--success` as real-env kwargs ({} when not given); only the navigate task has success rules."""
-    if success is None:
-        return {}
     from bagel_world.sims.navigate import SUCCESS_RULES
 
-    if task != "navigate":
-        raise ValueError(f"--success applies to the navigate task only, not {task!r}")
-    if success not in SUCCESS_RULES:
-        raise ValueError(f"unknown success rule {success!r}; accepted: {list(SUCCESS_RULES)}")
-    return {"success": success}
+    return _navigate_option(task, "success", "success rule", success, SUCCESS_RULES)
 
 
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
