@@ -45,27 +45,23 @@ def _rmse(a: np.ndarray, b: np.ndarray, pool: int = 1) -> float:
 
 def circle_views(env, seed: int) -> dict:
     """Views from free poses on the goal's circle around the box, and where each pose is."""
+    from bagel_world.sims.navigate import pose_facing
+
     obs, info = env.reset(seed=seed)
     sim = env.unwrapped
     world, agent = sim.world, sim.world.agent
     box = np.asarray(world.box.pos, np.float64)
     goal_pos = np.array([info["goal_pos"][0], 0.0, info["goal_pos"][1]])
     radius = float(np.hypot(*(goal_pos - box)[[0, 2]]))
-    start = agent.pos.copy(), agent.dir
     poses, views = [], []
     for deg in np.arange(0.0, 360.0, ARC_STEP_DEG):
-        th = math.radians(deg)
-        pos = box + radius * np.array([math.cos(th), 0.0, -math.sin(th)])
-        pos[1] = start[0][1]
+        pos, yaw = pose_facing(box, radius, math.radians(deg))
         if not any(r.point_inside(pos) for r in world.rooms) or world.intersect(agent, pos, agent.radius):
             continue
-        d = box - pos
-        agent.pos, agent.dir = pos, math.atan2(-d[2], d[0])
-        views.append(sim._render_frame())
+        views.append(sim.render_from(pos, yaw))
         poses.append(pos[[0, 2]])
-    agent.pos, agent.dir = start
     # the agent that reads only the box: the nearest pose on the circle from its start
-    s = start[0][[0, 2]] - box[[0, 2]]
+    s = agent.pos[[0, 2]] - box[[0, 2]]
     nearest = box[[0, 2]] + radius * s / max(float(np.hypot(*s)), 1e-9)
     return {"goal": obs["goal"], "goal_pos": goal_pos[[0, 2]], "poses": np.asarray(poses),
             "views": np.asarray(views), "radius": radius, "nearest": nearest}
@@ -73,19 +69,12 @@ def circle_views(env, seed: int) -> dict:
 
 def near_goal_view(env, c: dict, offset: float = 0.25) -> np.ndarray:
     """The view from a pose on the circle `offset` m along it from the goal spot, facing the box."""
+    from bagel_world.sims.navigate import pose_facing
+
     sim = env.unwrapped
-    world, agent = sim.world, sim.world.agent
-    box = np.asarray(world.box.pos, np.float64)
+    box = np.asarray(sim.world.box.pos, np.float64)
     g = c["goal_pos"] - box[[0, 2]]
-    th = math.atan2(-g[1], g[0]) + offset / c["radius"]
-    pos = box + c["radius"] * np.array([math.cos(th), 0.0, -math.sin(th)])
-    pos[1] = agent.pos[1]
-    keep = agent.pos.copy(), agent.dir
-    d = box - pos
-    agent.pos, agent.dir = pos, math.atan2(-d[2], d[0])
-    view = sim._render_frame()
-    agent.pos, agent.dir = keep
-    return view
+    return sim.render_from(*pose_facing(box, c["radius"], math.atan2(-g[1], g[0]) + offset / c["radius"]))
 
 
 def main(argv: list[str] | None = None) -> int:

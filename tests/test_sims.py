@@ -248,8 +248,10 @@ def test_navigate_goal_image_is_the_view_from_the_goal_pose(envs):
     env = envs("navigate")
     obs, info = env.reset(seed=2)
     world = env.unwrapped.world
-    world.agent.pos = np.array([info["goal_pos"][0], 0.0, info["goal_pos"][1]])
-    world.agent.dir = np.radians(info["goal_yaw_deg"])
+    goal_pose = np.array([info["goal_pos"][0], 0.0, info["goal_pos"][1]]), np.radians(info["goal_yaw_deg"])
+    assert np.array_equal(env.unwrapped.render_from(*goal_pose), obs["goal"])  # and the agent stays put:
+    assert np.array_equal(env.unwrapped._render_frame(), obs["frame"])
+    world.agent.pos, world.agent.dir = goal_pose
     assert np.array_equal(env.unwrapped._render_frame(), obs["goal"])
     assert env.unwrapped._state()["is_success"]
 
@@ -259,19 +261,19 @@ def test_navigate_view_success_counts_any_pose_that_sees_the_box_like_the_goal_i
     try:
         _, info = env.reset(seed=3)
         assert not info["view_success"] and info["view_distance"] > 0.5
+        from bagel_world.sims.navigate import pose_facing
+
         world, agent = env.unwrapped.world, env.unwrapped.world.agent
         box, goal = np.asarray(world.box.pos, float), np.array([info["goal_pos"][0], 0.0, info["goal_pos"][1]])
         r, th0 = info["goal_box_distance"], np.arctan2(-(goal - box)[2], (goal - box)[0])
         for dth in np.radians(np.arange(90.0, 271.0, 10.0)):  # far round the circle from the goal spot
-            pos = box + r * np.array([np.cos(th0 + dth), 0.0, -np.sin(th0 + dth)])
-            pos[1] = agent.pos[1]
+            pos, _ = pose_facing(box, r, th0 + dth)
             if any(rm.point_inside(pos) for rm in world.rooms) and not world.intersect(agent, pos, agent.radius):
                 break
         else:
             pytest.fail("no free pose on the goal's circle")
         # stand 0.3 m farther out than the circle, facing the box, then step 0.3 m toward it
-        d = (box - pos)[[0, 2]] / r
-        agent.pos, agent.dir = pos - 0.3 * np.array([d[0], 0.0, d[1]]), float(np.arctan2(-d[1], d[0]))
+        agent.pos, agent.dir = pose_facing(box, r + 0.3, th0 + dth)
         env.unwrapped._prev_distance = env.unwrapped._state()["view_distance"]
         _, reward, terminated, _, info = env.step("move forward 0.3 m")
         assert info["view_distance"] < 0.05 and info["box_visible"] and abs(info["box_bearing_deg"]) < 5

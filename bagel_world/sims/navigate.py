@@ -48,6 +48,14 @@ def _xz(v: np.ndarray) -> list[float]:
     return [float(v[0]), float(v[2])]
 
 
+def pose_facing(target: np.ndarray, dist: float, theta: float) -> tuple[np.ndarray, float]:
+    """(position, yaw) of a pose `dist` m from floor point `target`, in direction `theta`
+    (radians, MiniWorld's yaw convention) from it, facing it. The position keeps `target`'s y."""
+    pos = np.asarray(target, np.float64) + dist * np.array([math.cos(theta), 0.0, -math.sin(theta)])
+    d = np.asarray(target, np.float64) - pos
+    return pos, math.atan2(-d[2], d[0])  # MiniWorld's dir_vec = (cos d, 0, -sin d)
+
+
 def _segments_cross(p: np.ndarray, q: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """(N,) whether segment p-q (2,) properly crosses each wall segment a-b (N, 2)."""
     def orient(u, v, w):
@@ -201,12 +209,17 @@ class BagelNavigateRealEnv(RealWorldEnv):
         return np.array(self.world.render_obs(), np.uint8, copy=True)
 
     def _render_goal(self) -> np.ndarray:
+        return self.render_from(*self._goal_pose)
+
+    def render_from(self, pos: np.ndarray, yaw: float) -> np.ndarray:
+        """The frame the agent would see from (pos, yaw), rendered for one frame; the agent stays put."""
         agent = self.world.agent
-        pos, yaw = agent.pos.copy(), agent.dir
-        agent.pos, agent.dir = self._goal_pose[0].copy(), self._goal_pose[1]
-        goal = self._render_frame()
-        agent.pos, agent.dir = pos, yaw
-        return goal
+        keep = agent.pos.copy(), agent.dir
+        agent.pos, agent.dir = np.asarray(pos, np.float64).copy(), yaw
+        try:
+            return self._render_frame()
+        finally:
+            agent.pos, agent.dir = keep
 
     def _state(self) -> dict[str, Any]:
         w, agent = self.world, self.world.agent
@@ -345,9 +358,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
             if self.goal_kind == "box":
                 # 2-3 m: close enough to fill the view, far enough to see the box whole
                 theta, dist = rng.uniform(-math.pi, math.pi), rng.uniform(2.0, 3.0)
-                pos = w.box.pos + dist * np.array([math.cos(theta), 0.0, -math.sin(theta)])
-                d = w.box.pos - pos
-                yaw = math.atan2(-d[2], d[0])
+                pos, yaw = pose_facing(w.box.pos, dist, theta)
             else:
                 room = w.rooms[int(rng.integers(len(w.rooms)))]
                 pos = np.array([rng.uniform(room.min_x, room.max_x), 0.0, rng.uniform(room.min_z, room.max_z)])
