@@ -168,9 +168,15 @@ def _cmd_demo(args) -> int:
 
 def _cmd_record(args) -> int:
     from bagel_world.evaluate_agents import layout_kwargs
-    from bagel_world.training.recorder import record, record_branches
+    from bagel_world.training.recorder import backfill_poses, record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
+    if args.backfill_poses:
+        if tasks != ["navigate"]:
+            raise ValueError(f"--backfill-poses works on navigate recordings only (--task navigate), got {args.task!r}")
+        paths = backfill_poses(args.out, "navigate")
+        print(f"navigate: {len(paths)} shards in {Path(args.out) / 'navigate'} given the red box's position")
+        return 0
     env_kwargs = {t: layout_kwargs(t, args.layout) for t in tasks}  # checked for every task before recording
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
@@ -225,14 +231,16 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_eval_progress(args) -> int:
+    from bagel_world.evaluate_agents import success_kwargs
     from bagel_world.evaluate_progress import evaluate_progress
     from bagel_world.simulator import make_simulator
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
+    success_kwargs(args.task, args.success)  # checked before the model loads
     sim = make_simulator(args.checkpoint, device=args.device)
     res = evaluate_progress(sim, task=args.task, seeds=range(args.seed, args.seed + args.episodes), steps=args.steps,
-                            explore=args.explore, ahead=args.ahead, layout=args.layout)
+                            explore=args.explore, ahead=args.ahead, layout=args.layout, success=args.success)
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -359,6 +367,9 @@ def _add_record(sub) -> None:
                    help="per episode, this many recorded states get the real outcome of every canonical "
                         "action (exact replay), for counterfactual training groups")
     r.add_argument("--layout", default=None, help="navigate only: the MiniWorld layout (default: the env's, four_rooms)")
+    r.add_argument("--backfill-poses", action="store_true",
+                   help="record nothing: add the red box's position to the poses of navigate shards in OUT "
+                        "recorded before it was kept (what --progress-rule view trains on)")
     r.set_defaults(func=_cmd_record)
 
 
@@ -405,6 +416,9 @@ def _add_eval_progress(sub) -> None:
     _add_model_args(ep)
     ep.add_argument("--task", default="navigate")
     ep.add_argument("--layout", default=None, help="navigate: one_room, four_rooms or maze (default: the twin's)")
+    ep.add_argument("--success", default=None,
+                    help="navigate: the success rule distances and 'reached' are measured by, 'pose' (default) or "
+                         "'view' (see BagelNavigateReal-v0)")
     ep.add_argument("--episodes", type=int, default=8)
     ep.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
     ep.add_argument("--steps", type=int, default=40, help="most steps per episode (the scripted agent may end it)")

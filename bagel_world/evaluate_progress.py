@@ -6,7 +6,8 @@ the goal itself, from every heading). For each frame the model is asked the two 
 questions of `bagel_world.simulator.progress`, with the episode's goal image in context:
 
 - **Spearman** (scipy) between the judged expected distance and the real distance to the
-  goal (`info["goal_distance"]`), on real frames and on frames imagined `ahead` steps from a
+  goal (`info["goal_distance"]`; with `success="view"`, `info["view_distance"]`, the distance
+  to the circle around the red box the goal view is taken on), on real frames and on frames imagined `ahead` steps from a
   real frame with the actions the real episode took next (compared with the real distance
   at that later step);
 - **AUROC** of P("yes") to "Have you reached the goal view?" against the real env's
@@ -37,9 +38,10 @@ def imagine_ahead(sim, task: str, starts: Sequence[np.ndarray], actions: Sequenc
             sim.close(s)
 
 
-def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None):
+def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None, success: str | None = None):
     """One real episode: frames (T+1), actions (T), real distances and successes (T+1), goal,
-    and the env's info dict of every frame (T+1)."""
+    and the env's info dict of every frame (T+1). `success` is the real env's success rule
+    (navigate: "pose", the default, or "view"); the distances are those its reward measures."""
     import gymnasium as gym
 
     from bagel_world.agents.scripted import scripted_agent
@@ -47,6 +49,9 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
     kwargs = {} if layout is None else {"layout": layout}
+    if success is not None:
+        kwargs["success"] = success
+    key = "view_distance" if success == "view" else "goal_distance"
     env = gym.make(REAL_ENVS[task][0], max_episode_steps=None, **kwargs)
     try:
         rng = np.random.default_rng(seed)
@@ -54,7 +59,7 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
         agent = scripted_agent(task)
         agent.reset(env, obs, info, seed)
         frames, actions, infos = [obs["frame"]], [], [info]
-        dist, success = [info["goal_distance"]], [info["is_success"]]
+        dist, reached = [info[key]], [info["is_success"]]
         canon = CANONICAL_ACTIONS[task]
         for _ in range(steps):
             a = canon[int(rng.integers(len(canon)))] if rng.random() < explore else agent.choose(info)
@@ -62,11 +67,11 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
             frames.append(obs["frame"])
             actions.append(a)
             infos.append(info)
-            dist.append(info["goal_distance"])
-            success.append(info["is_success"])
+            dist.append(info[key])
+            reached.append(info["is_success"])
             if terminated:
                 break
-        return np.stack(frames), actions, np.array(dist), np.array(success, bool), obs["goal"], infos
+        return np.stack(frames), actions, np.array(dist), np.array(reached, bool), obs["goal"], infos
     finally:
         env.close()
 
@@ -82,7 +87,8 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(8), steps: int = 40,
-                      explore: float = 0.3, ahead: int = 4, layout: str | None = None, progress: bool = True) -> dict:
+                      explore: float = 0.3, ahead: int = 4, layout: str | None = None, success: str | None = None,
+                      progress: bool = True) -> dict:
     """Spearman and AUROC of the model's progress judgements on real episodes (see the module doc)."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
@@ -97,11 +103,11 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
-        frames, actions, dist, success, goal, _ = walk(task, seed, steps, explore, layout)
+        frames, actions, dist, ok, goal, _ = walk(task, seed, steps, explore, layout, success)
         d, p = judge_frames(sim, task, frames, [goal] * len(frames))
         real_d += list(dist)
         judged_d += list(d)
-        reached += list(success)
+        reached += list(ok)
         p_reached += list(p)
         starts = list(range(0, len(actions) - ahead + 1, 2))
         if starts:
@@ -112,7 +118,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)
     reached, p_reached = np.asarray(reached, bool), np.asarray(p_reached)
     return {
-        "task": task, "seeds": [int(s) for s in seeds], "frames": int(len(real_d)),
+        "task": task, "success": success or "pose", "seeds": [int(s) for s in seeds], "frames": int(len(real_d)),
         "spearman_real": float(spearmanr(judged_d, real_d).statistic),
         "spearman_imagined": float(spearmanr(ahead_judged, ahead_real).statistic) if ahead_judged else float("nan"),
         "imagined_pairs": len(ahead_judged), "ahead": ahead,

@@ -36,3 +36,22 @@ def test_eval_progress_on_the_real_twin_with_a_fake_judge():
         evaluate_progress(sim, task="manipulate")
     with pytest.raises(ValueError, match="ahead"):
         evaluate_progress(sim, steps=2, ahead=4)
+
+
+def test_eval_progress_under_the_view_rule_measures_the_view_distance(capsys):
+    from bagel_world.sims import missing_packages
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    from bagel_world.cli import main as cli_main
+    from bagel_world.evaluate_progress import walk
+
+    _, _, dist, ok, _, infos = walk("navigate", 0, 6, 0.3, "one_room", "view")
+    assert np.allclose(dist, [i["view_distance"] for i in infos]) and list(ok) == [i["view_success"] for i in infos]
+    _, _, pose_dist, _, _, infos = walk("navigate", 0, 6, 0.3, "one_room")
+    assert np.allclose(pose_dist, [i["goal_distance"] for i in infos])
+    sim = FakeSimulator(default_templates(large=False))
+    assert evaluate_progress(sim, seeds=[0], steps=4, ahead=2, layout="one_room", success="view",
+                             progress=False)["success"] == "view"
+    assert cli_main(["eval-progress", "--success", "near"]) == 2
+    assert "unknown success rule 'near'; accepted: ['pose', 'view']" in capsys.readouterr().err

@@ -284,6 +284,38 @@ def test_navigate_view_success_counts_any_pose_that_sees_the_box_like_the_goal_i
         env.close()
 
 
+def test_navigate_progress_rules_on_poses_agree_with_the_env():
+    """What training labels from recorded poses (`pose_progress`, both rules) is what the real
+    env's info says, frame by frame, along a walk that reaches the goal view."""
+    from bagel_world.sims import pose_progress, progress_poses
+
+    env = _make("navigate", layout="one_room", success="view")
+    try:
+        _, info = env.reset(seed=3)
+        rng, seen = np.random.default_rng(0), set()
+        for _ in range(40):
+            pose, goal = progress_poses("navigate", info)
+            assert len(pose) == 5 and np.allclose(pose[3:], info["box_pos"]) and np.allclose(goal[3:], pose[3:])
+            d, ok = pose_progress("navigate", pose, goal, "view", visible=info["box_visible"])
+            assert d == pytest.approx(info["view_distance"], abs=1e-4) and ok == info["view_success"]
+            d, ok = pose_progress("navigate", pose, goal, "pose")
+            assert d == pytest.approx(info["goal_distance"], abs=1e-4) and ok == info["pose_success"]
+            seen.add(info["view_success"])
+            a = "move forward 0.5 m" if info["box_visible"] and abs(info["box_bearing_deg"]) < 15 and \
+                info["view_distance"] > 0.4 and info["box_distance"] > info["goal_box_distance"] else \
+                ["turn left 30 degrees", "move backward 0.5 m", "strafe right 0.5 m"][int(rng.integers(3))]
+            _, _, terminated, _, info = env.step(a)
+            if terminated:
+                break
+        assert info["view_success"]  # the walk reached the goal view, so both answers were checked
+        with pytest.raises(ValueError, match="view rule needs"):
+            pose_progress("navigate", pose[:3], goal[:3], "view")
+        with pytest.raises(ValueError, match="unknown progress rule"):
+            pose_progress("navigate", pose, goal, "near")
+    finally:
+        env.close()
+
+
 def test_navigate_success_rule_is_checked():
     _needs("navigate")
     with pytest.raises(ValueError, match="success must be one of"):

@@ -270,6 +270,33 @@ def test_record_keeps_the_layout_for_its_branches(tmp_path):
         record("navigate", tmp_path, episodes=2, steps=4, seed=1000, progress=False, env_kwargs={"layout": "maze"})
 
 
+def test_backfill_gives_old_navigate_shards_the_box_position(tmp_path):
+    from bagel_world.sims import missing_packages
+    from bagel_world.training.recorder import backfill_poses, record
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    [path] = record("navigate", tmp_path, episodes=2, steps=3, seed=1000, uniform=1.0, progress=False,
+                    env_kwargs={"layout": "one_room"})
+    new = Shard.load(path)
+    assert new.poses.shape[-1] == 5 and np.allclose(new.poses[:, :, 3:], new.goal_poses[:, None, 3:])
+    # A shard as recorded before the box position was kept: x, z, yaw only.
+    old = Shard(new.task, new.frames, new.actions, new.qa_q, new.qa_a, new.seeds, new.goals, new.poses[..., :3],
+                new.goal_poses[:, :3])
+    old.save(path)
+    assert backfill_poses(tmp_path, progress=False) == [path]
+    back = Shard.load(path)
+    assert np.allclose(back.poses, new.poses) and np.allclose(back.goal_poses, new.goal_poses)
+    assert np.array_equal(back.frames, new.frames)
+    assert backfill_poses(tmp_path, progress=False) == []  # complete shards are skipped
+    # Poses the env's reset does not reproduce (another layout or env version) are refused.
+    wrong = old.poses.copy()
+    wrong[:, :, 0] += 1.0
+    Shard(old.task, old.frames, old.actions, old.qa_q, old.qa_a, old.seeds, old.goals, wrong, old.goal_poses).save(path)
+    with pytest.raises(ValueError, match="episode 0 \\(seed 1000\\): the env's reset gives start pose"):
+        backfill_poses(tmp_path, progress=False)
+
+
 @pytest.mark.parametrize("bad, message", [
     ({"judge_share": 1.5}, "--judge-share must be in \\[0, 1\\], got 1.5"),
     ({"mirror": -0.1}, "--mirror must be in"),
@@ -327,6 +354,52 @@ def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
             assert c.answer == "yes"
     with pytest.raises(ValueError, match="judge_share must be in"):
         ClipSampler([s], window=2, rng=np.random.default_rng(0), judge_share=1.5)
+
+
+def test_progress_questions_under_the_view_rule(tmp_path):
+    """progress_rule="view": distances to the circle around the box the goal view is taken on,
+    "reached" only where the frame shows the box ahead, and hindsight goals only from frames
+    that would pass as a goal view."""
+    from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_QUESTION
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    E, T1 = frames.shape[:2]
+    # The box stands at x = 6; the agent walks toward it along +x (yaw 0 faces +x), 1 m per
+    # step from x = 0, and sees it in every frame but the second.
+    poses = np.zeros((E, T1, 5), np.float32)
+    poses[:, :, 0], poses[:, :, 3] = np.arange(T1), 6.0
+    goal_poses = np.tile([[3.2, 0.0, 0.0, 6.0, 0.0]], (E, 1)).astype(np.float32)  # 2.8 m from the box
+    qa_a = s.qa_a.copy()
+    qa_a[:, 1] = "no"
+    goals = np.full((E, 64, 64, 3), 7, np.uint8)
+    s = Shard(s.task, s.frames, s.actions, s.qa_q, qa_a, s.seeds, goals, poses, goal_poses)
+    sampler = ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0, progress_rule="view")
+    hindsight, seen = set(), set()
+    for _ in range(300):
+        c = sampler.sample()
+        t = c.key[2] + len(c.frames) - 1
+        if np.array_equal(c.goal, goals[0]):
+            goal_box = 2.8
+        else:
+            g = next(g for g in range(T1) if np.array_equal(c.goal, frames[c.key[1], g]))
+            hindsight.add(g)
+            goal_box = 6.0 - g
+        d = abs((6.0 - t) - goal_box)
+        expected = DISTANCE_BINS["navigate"].answer(d) if c.question == DISTANCE_QUESTION else \
+            ("yes" if d <= 0.5 and t != 1 else "no")
+        assert c.answer == expected, (c.question, c.answer, t, d)
+        seen.add((c.question, c.answer))
+    assert hindsight == set(range(T1)) - {1}  # the frame without the box is never a goal
+    assert (REACHED_QUESTION, "yes") in seen and (REACHED_QUESTION, "no") in seen
+    with pytest.raises(ValueError, match="unknown progress rule 'near'"):
+        ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_rule="near")
+    with pytest.raises(ValueError, match="--progress-rule must be 'pose' or 'view'"):
+        TrainConfig(progress_rule="near")
+    # 3-element poses (recorded before the box position was kept) name the backfill command.
+    old = Shard(s.task, s.frames, s.actions, s.qa_q, qa_a, s.seeds, goals, poses[..., :3], goal_poses[:, :3])
+    with pytest.raises(ValueError, match="--backfill-poses"):
+        ClipSampler([old], window=2, rng=np.random.default_rng(0), progress_share=1.0, progress_rule="view").sample()
 
 
 def test_distance_bins_answer_and_expectation():

@@ -69,8 +69,8 @@ def state_questions(task: str, info: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def progress_poses(task: str, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
-    """(agent pose, goal pose) that goal progress is measured on (navigate: x, z in m and yaw
-    in degrees), or None for a task without a progress judge."""
+    """(agent pose, goal pose) that goal progress is measured on (navigate: x, z in m, yaw in
+    degrees and the red box's x, z), or None for a task without a progress judge."""
     m = _module(task)
     if not hasattr(m, "progress_poses"):
         return None
@@ -78,10 +78,28 @@ def progress_poses(task: str, info: dict[str, Any]) -> tuple[np.ndarray, np.ndar
     return np.asarray(pose, np.float32), np.asarray(goal, np.float32)
 
 
-def pose_progress(task: str, pose: np.ndarray, goal: np.ndarray) -> tuple[float, bool]:
-    """(real distance to the goal, reached) between two poses of `progress_pose`, by the
-    same rule as the real env's success."""
-    return _module(task).pose_progress(pose, goal)
+def goal_object_question(task: str) -> str | None:
+    """The state question whose "yes" says a frame shows the object the goal view is taken of
+    (navigate: the red box), or None for a task without one."""
+    return getattr(_module(task), "GOAL_OBJECT_QUESTION", None)
+
+
+PROGRESS_RULES = ("pose", "view")  # what "reaching the goal" means: the real env's `success` option
+
+
+def pose_progress(task: str, pose: np.ndarray, goal: np.ndarray, rule: str = "pose", visible: bool = True
+                  ) -> tuple[float, bool]:
+    """(real distance to the goal, reached) between two poses of `progress_poses`, by the real
+    env's success rule `rule`: "pose" (reach the goal pose) or "view" (a pose whose view matches
+    the goal image; `visible` says whether the frame at `pose` shows the goal's object)."""
+    if rule not in PROGRESS_RULES:
+        raise ValueError(f"unknown progress rule {rule!r}; accepted: {list(PROGRESS_RULES)}")
+    m = _module(task)
+    if rule == "pose":
+        return m.pose_progress(pose, goal)
+    if not hasattr(m, "view_progress"):
+        raise ValueError(f"task {task!r} has no view rule; only the pose rule")
+    return m.view_progress(pose, goal, visible)
 
 
 def explore_action(task: str, rng: np.random.Generator, info: dict[str, Any], *, vary: float = 0.0) -> str:

@@ -26,6 +26,7 @@ MOVE_SUBSTEP = 0.1  # m; a move walks in substeps and stops at the first collisi
 CLOSE_M = 1.5  # "is the red box close?" below this distance
 MAX_RAY = 20.0  # m; clearance rays stop here
 SUCCESS_RULES = ("pose", "view")  # reach the goal pose, or a pose whose view matches the goal image
+GOAL_OBJECT_QUESTION = "Is the red box visible?"  # a state question: "yes" when the frame shows the box
 
 
 def import_miniworld():
@@ -380,7 +381,7 @@ def state_questions(info: dict[str, Any]) -> list[tuple[str, str]]:
     The same questions in the same order for every `info` (a recorder can store (T, Q) arrays).
     """
     return [
-        ("Is the red box visible?", yes_no(info["box_visible"])),
+        (GOAL_OBJECT_QUESTION, yes_no(info["box_visible"])),
         ("Is the red box close?", yes_no(info["box_distance"] < CLOSE_M)),
         ("Is the red box on the left or the right?",
          _turn_word(info["box_bearing_deg"], 10.0, "ahead") if info["box_visible"] else "not visible"),
@@ -394,15 +395,34 @@ def state_questions(info: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def progress_poses(info: dict[str, Any]) -> tuple[list[float], list[float]]:
-    """[x, z, yaw_deg] of the agent and of the goal: what goal progress is measured on."""
-    return [*info["agent_pos"], info["agent_yaw_deg"]], [*info["goal_pos"], info["goal_yaw_deg"]]
+    """[x, z, yaw_deg, box_x, box_z] of the agent and of the goal: what goal progress is
+    measured on (the red box's place, which does not move, rides along for the view rule)."""
+    box = list(info["box_pos"])
+    return [*info["agent_pos"], info["agent_yaw_deg"], *box], [*info["goal_pos"], info["goal_yaw_deg"], *box]
 
 
 def pose_progress(pose, goal, radius: float = 0.5, angle: float = 30.0) -> tuple[float, bool]:
     """(metres between the two positions, whether `pose` counts as reaching `goal`): within
-    `radius` m and `angle` degrees of heading, the env's default success rule."""
+    `radius` m and `angle` degrees of heading, the env's default success rule (`success="pose"`)."""
     d = float(np.hypot(pose[0] - goal[0], pose[1] - goal[1]))
     return d, bool(d <= radius and abs(wrap_degrees(float(pose[2]) - float(goal[2]))) <= angle)
+
+
+def view_progress(pose, goal, visible: bool, radius: float = 0.5, angle: float = 30.0) -> tuple[float, bool]:
+    """(metres from `pose` to the circle around the red box that the goal view is taken on,
+    whether `pose` counts as reaching the goal view): the env's `success="view"` rule, on
+    5-element poses of `progress_poses`. `visible` is whether the frame at `pose` shows the
+    box (walls can hide it, which the poses do not tell)."""
+    if len(pose) < 5 or len(goal) < 5:
+        raise ValueError(f"the view rule needs [x, z, yaw, box_x, box_z] poses, got {len(pose)} and {len(goal)} "
+                         "elements; shards recorded before the box position was kept get it with "
+                         "`bagel-world record --backfill-poses`")
+    px, pz, yaw, bx, bz = (float(v) for v in pose[:5])
+    box_distance = float(np.hypot(px - bx, pz - bz))
+    d = abs(box_distance - float(np.hypot(float(goal[0]) - bx, float(goal[1]) - bz)))
+    # MiniWorld's yaw of a floor vector v (x, z) is atan2(-v_z, v_x)
+    bearing = wrap_degrees(math.degrees(math.atan2(-(bz - pz), bx - px)) - yaw)
+    return d, bool(visible and d <= radius and abs(bearing) <= angle)
 
 
 def _turn_word(bearing: float, dead_zone: float, ahead: str = "none") -> str:

@@ -66,6 +66,9 @@ class TrainConfig:
     branch_group: int = _opt(4, "clips per counterfactual group: one state, different actions")
     progress_share: float = _opt(0.5, "share of clips that ask a goal-conditioned progress question "
                                       "(recordings with goals)")
+    progress_rule: str = _opt("pose", "what reaching the goal means in the progress questions: 'pose' (the goal "
+                                      "pose) or 'view' (a pose whose view matches the goal image), as the real "
+                                      "env's success option")
     judge_share: float = _opt(0.0, "share of the progress questions asked of one frame alone (the judge's "
                                     "layout: no history, nothing to predict; only the answer's loss)")
     ce_weight: float = _opt(0.25, "weight of the answers' cross-entropy beside the flow loss")
@@ -89,6 +92,8 @@ class TrainConfig:
                 raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"{flag['ema_decay']} must be in [0, 1), got {self.ema_decay}")
+        if self.progress_rule not in ("pose", "view"):
+            raise ValueError(f"{flag['progress_rule']} must be 'pose' or 'view', got {self.progress_rule!r}")
         if self.ce_weight < 0:
             raise ValueError(f"{flag['ce_weight']} must be >= 0, got {self.ce_weight}")
         for name in ("world_steps", "batch_size", "window"):

@@ -199,6 +199,12 @@ class ClipSampler:
     (hindsight goals: half of them within 2 steps of the last frame, so that "reached" has
     positives and near distances are well covered).
 
+    `progress_rule` is what reaching the goal means, as the real env's `success` option:
+    "pose" (the goal pose: hindsight goals are any frame) or "view" (a pose whose view matches
+    the goal image: the distance is to the circle around the red box the goal view is taken
+    on, and hindsight goals are only frames that show the box within the rule's angle, as a
+    goal image does; `bagel_world.sims.pose_progress`).
+
     A share `judge_share` of the progress questions is asked of the last frame alone: no
     history, no action and no frame to predict, the layout the judge is asked in
     (`judge_frames`: a fresh one-frame session). Such a clip carries only the answer's
@@ -209,7 +215,13 @@ class ClipSampler:
     """
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
-                 part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0):
+                 part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0,
+                 progress_rule: str = "pose"):
+        from bagel_world.sims import PROGRESS_RULES
+
+        if progress_rule not in PROGRESS_RULES:
+            raise ValueError(f"unknown progress rule {progress_rule!r}; accepted: {list(PROGRESS_RULES)}")
+        self.progress_rule = progress_rule
         for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
@@ -258,20 +270,44 @@ class ClipSampler:
         return clips
 
     def _progress_qa(self, s: Shard, e: int, t: int) -> tuple[np.ndarray, str, str]:
-        from bagel_world.sims import pose_progress
         from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 
         T1 = s.frames.shape[1]
-        if self.rng.random() < 0.3:
+        visible = self._shows_goal_object(s, e)
+        if self.progress_rule == "view":  # hindsight goals: frames that would pass as a goal view
+            ok = [g for g in range(T1) if self._progress(s, s.poses[e, g], s.poses[e, g], visible[g])[1]]
+        else:
+            ok = list(range(T1))
+        if self.rng.random() < 0.3 or not ok:
             goal, goal_pose = s.goals[e], s.goal_poses[e]
         else:
-            near = self.rng.random() < 0.5
-            g = int(self.rng.integers(max(0, t - 2), min(T1, t + 3))) if near else int(self.rng.integers(T1))
+            near = [g for g in ok if abs(g - t) <= 2]
+            pool = near if near and self.rng.random() < 0.5 else ok
+            g = pool[int(self.rng.integers(len(pool)))]
             goal, goal_pose = s.frames[e, g], s.poses[e, g]
-        dist, reached = pose_progress(s.task, s.poses[e, t], goal_pose)
+        dist, reached = self._progress(s, s.poses[e, t], goal_pose, visible[t])
         if self.rng.random() < 0.5:
             return goal, DISTANCE_QUESTION, DISTANCE_BINS[s.task].answer(dist)
         return goal, REACHED_QUESTION, REACHED_ANSWERS[0 if reached else 1]
+
+    def _progress(self, s: Shard, pose: np.ndarray, goal_pose: np.ndarray, visible: bool) -> tuple[float, bool]:
+        from bagel_world.sims import pose_progress
+
+        return pose_progress(s.task, pose, goal_pose, self.progress_rule, visible)
+
+    def _shows_goal_object(self, s: Shard, e: int) -> np.ndarray:
+        """(T+1,) bool: whether each frame of episode e shows the goal's object, from the recorded
+        state answers (all True for the pose rule, which does not ask)."""
+        from bagel_world.sims import goal_object_question
+
+        T1 = s.frames.shape[1]
+        if self.progress_rule == "pose":
+            return np.ones(T1, bool)
+        q = goal_object_question(s.task)
+        cols = np.flatnonzero(s.qa_q[e, 0] == q) if q is not None else []
+        if len(cols) == 0:
+            raise ValueError(f"the view rule needs the state question {q!r} in the {s.task} recordings; they lack it")
+        return s.qa_a[e, :, cols[0]] == "yes"
 
 
 class BranchSampler:

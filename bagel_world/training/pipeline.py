@@ -222,7 +222,7 @@ def _train(c: TrainConfig, progress: bool) -> Path:
     # Each rank of a distributed run: its own episodes and sampler seed.
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
                           progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror,
-                          judge_share=c.judge_share)
+                          judge_share=c.judge_share, progress_rule=c.progress_rule)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),

@@ -167,6 +167,58 @@ def record(
     return paths
 
 
+def backfill_poses(out: str | Path, task: str = "navigate", progress: bool = True) -> list[Path]:
+    """Add what newer recordings keep in their poses to older shards of out/<task>: each
+    episode's real env is reset with its seed (the reset alone, no rendering of steps) and the
+    reset's `progress_poses` extend the shard's poses (navigate: the red box's x, z after
+    x, z, yaw). The reset must give the recorded start pose and goal pose, or the shard is
+    left as it is and an error says so. Shards already complete are skipped; each is
+    rewritten atomically, so an interrupted backfill resumes."""
+    from tqdm.auto import tqdm
+
+    from bagel_world.sims import progress_poses
+
+    folder = Path(out) / task
+    paths = list_shards(out, task)
+    if not paths:
+        raise ValueError(f"no {task} shards under {folder}")
+    env_kwargs = _env_kwargs_of(folder, None)
+    env, done = None, []
+    try:
+        for path in tqdm(paths, desc=f"backfill {task}", disable=not progress):
+            shard = Shard.load(path)
+            if not shard.has_progress:
+                raise ValueError(f"{path} has no progress poses: {task} recordings without goals have none to extend")
+            if env is None:
+                env = make_bare_env(task, shard.frames.shape[2:4], env_kwargs)
+                _, info = env.reset(seed=int(shard.seeds[0]))
+                full = len(progress_poses(task, info)[0])
+            P = shard.poses.shape[-1]
+            if P == full:
+                continue
+            poses, goal_poses = [], []
+            for e, seed in enumerate(shard.seeds):
+                _, info = env.reset(seed=int(seed))
+                pose, goal = progress_poses(task, info)
+                if not (np.allclose(pose[:P], shard.poses[e, 0], atol=1e-3)
+                        and np.allclose(goal[:P], shard.goal_poses[e], atol=1e-3)):
+                    raise ValueError(f"{path} episode {e} (seed {int(seed)}): the env's reset gives start pose "
+                                     f"{pose[:P].tolist()} and goal {goal[:P].tolist()}, the shard "
+                                     f"{shard.poses[e, 0].tolist()} and {shard.goal_poses[e].tolist()}; "
+                                     f"recorded with another env version or kwargs than {env_kwargs}")
+                # what the reset adds does not move during an episode (navigate: the box)
+                extra = np.broadcast_to(pose[P:], (shard.poses.shape[1], full - P))
+                poses.append(np.concatenate([shard.poses[e], extra], -1))
+                goal_poses.append(goal)
+            shard.poses, shard.goal_poses = np.stack(poses).astype(np.float32), np.stack(goal_poses).astype(np.float32)
+            shard.save(path)
+            done.append(path)
+    finally:
+        if env is not None:
+            env.close()
+    return done
+
+
 def record_branches(
     task: str,
     out: str | Path,
