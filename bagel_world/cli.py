@@ -167,7 +167,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from bagel_world.evaluate_agents import layout_kwargs
+    from bagel_world.evaluate_agents import landmarks_kwargs, layout_kwargs
     from bagel_world.training.recorder import backfill_poses, record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
@@ -177,7 +177,8 @@ def _cmd_record(args) -> int:
         paths = backfill_poses(args.out, "navigate")
         print(f"navigate: {len(paths)} shards in {Path(args.out) / 'navigate'} given the red box's position")
         return 0
-    env_kwargs = {t: layout_kwargs(t, args.layout) for t in tasks}  # checked for every task before recording
+    env_kwargs = {t: {**layout_kwargs(t, args.layout), **landmarks_kwargs(t, args.landmarks, args.layout)}
+                  for t in tasks}  # checked for every task before recording
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
                        seed=args.seed, resolution=(args.size, args.size), vary=args.vary,
@@ -231,16 +232,17 @@ def _cmd_eval(args) -> int:
 
 
 def _cmd_eval_progress(args) -> int:
-    from bagel_world.evaluate_agents import success_kwargs
+    from bagel_world.evaluate_agents import navigate_kwargs
     from bagel_world.evaluate_progress import evaluate_progress
     from bagel_world.simulator import make_simulator
 
     if args.episodes < 1:
         raise ValueError(f"--episodes must be >= 1, got {args.episodes}")
-    success_kwargs(args.task, args.success)  # checked before the model loads
+    navigate_kwargs(args)  # checked before the model loads
     sim = make_simulator(args.checkpoint, device=args.device)
     res = evaluate_progress(sim, task=args.task, seeds=range(args.seed, args.seed + args.episodes), steps=args.steps,
-                            explore=args.explore, ahead=args.ahead, layout=args.layout, success=args.success)
+                            explore=args.explore, ahead=args.ahead, layout=args.layout, success=args.success,
+                            landmarks=args.landmarks)
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -261,10 +263,10 @@ def _cmd_dream(args) -> int:
 
 
 def _cmd_scenarios(args) -> int:
-    from bagel_world.evaluate_agents import layout_kwargs
+    from bagel_world.evaluate_agents import landmarks_kwargs, layout_kwargs
     from bagel_world.sims import real_scenarios
 
-    kwargs = layout_kwargs(args.task, args.layout)
+    kwargs = {**layout_kwargs(args.task, args.layout), **landmarks_kwargs(args.task, args.landmarks, args.layout)}
     scen = real_scenarios(args.task, args.episodes, args.seed, resolution=(args.size, args.size), **kwargs)
     scen.save(args.out)
     goals = "no goals" if scen.goals is None else f"{len(scen.goals)} goals"
@@ -351,6 +353,8 @@ def _add_demo(sub) -> None:
 
 
 def _add_record(sub) -> None:
+    from bagel_world.evaluate_agents import add_landmarks_option  # light: argparse/numpy only
+
     r = sub.add_parser("record", help="record exploration rollouts of the real simulators into shards")
     r.add_argument("--task", default="all", help="navigate, multiview, future_frame, manipulate, comma list or all")
     r.add_argument("--out", default="data/rec")
@@ -367,6 +371,7 @@ def _add_record(sub) -> None:
                    help="per episode, this many recorded states get the real outcome of every canonical "
                         "action (exact replay), for counterfactual training groups")
     r.add_argument("--layout", default=None, help="navigate only: the MiniWorld layout (default: the env's, four_rooms)")
+    add_landmarks_option(r)
     r.add_argument("--backfill-poses", action="store_true",
                    help="record nothing: add the red box's position to the poses of navigate shards in OUT "
                         "recorded before it was kept (what --progress-rule view trains on)")
@@ -382,12 +387,15 @@ def _add_train(sub) -> None:
 
 
 def _add_scenarios(sub) -> None:
+    from bagel_world.evaluate_agents import add_landmarks_option  # light: argparse/numpy only
+
     sc = sub.add_parser("scenarios", help="save the real twin's start (and goal) frames as a scenario set "
                         "for imagined envs")
     sc.add_argument("--task", default="navigate", choices=list(TASK_NAMES))
     sc.add_argument("--episodes", type=int, default=1000)
     sc.add_argument("--seed", type=int, default=1000, help="first seed; evaluation uses 0 and up")
     sc.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
+    add_landmarks_option(sc)
     sc.add_argument("--size", type=int, default=64, help="frame side in pixels (the model's resolution)")
     sc.add_argument("--out", default="runs/scenarios/navigate.npz")
     sc.set_defaults(func=_cmd_scenarios)
@@ -411,6 +419,8 @@ def _add_eval(sub) -> None:
 
 
 def _add_eval_progress(sub) -> None:
+    from bagel_world.evaluate_agents import add_landmarks_option  # light: argparse/numpy only
+
     ep = sub.add_parser("eval-progress", help="judged progress vs real distance and success on held-out seeds "
                         "(Spearman, AUROC)")
     _add_model_args(ep)
@@ -419,6 +429,7 @@ def _add_eval_progress(sub) -> None:
     ep.add_argument("--success", default=None,
                     help="navigate: the success rule distances and 'reached' are measured by, 'pose' (default) or "
                          "'view' (see BagelNavigateReal-v0)")
+    add_landmarks_option(ep)
     ep.add_argument("--episodes", type=int, default=8)
     ep.add_argument("--seed", type=int, default=0, help="first seed; training recordings use 1000 and up")
     ep.add_argument("--steps", type=int, default=40, help="most steps per episode (the scripted agent may end it)")

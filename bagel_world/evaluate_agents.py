@@ -275,6 +275,8 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
         parts.append(f"--layout {args.layout}")
     if args.success is not None:
         parts.append(f"--success {args.success}")
+    if getattr(args, "landmarks", False):
+        parts.append("--landmarks")
     if agent in MODEL_AGENTS and args.checkpoint:
         parts.append(f"--checkpoint {args.checkpoint}")
     if agent == "planner":
@@ -294,7 +296,8 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
                      device=None, progress: bool = True) -> tuple[str, list[EvalResult]]:
     """Random, scripted, planner and (given a policy) PPO on BagelNavigateReal-v0; markdown + results."""
     args = argparse.Namespace(task="navigate", episodes=episodes, seed=seed0, max_steps=max_steps, layout=None,
-                              success=None, checkpoint=checkpoint, policy=policy, ppo_stochastic=False, think=False,
+                              success=None, landmarks=False, checkpoint=checkpoint, policy=policy, ppo_stochastic=False,
+                              think=False,
                               **{**_PLANNER_DEFAULTS, **(planner_kwargs or {})})
     results = _run_rows(["random", "scripted", "planner"] + (["ppo"] if policy else []), args, device, progress)
     return markdown_table(results), results
@@ -329,9 +332,28 @@ def success_kwargs(task: str, success: str | None) -> dict[str, Any]:
     return _navigate_option(task, "success", "success rule", success, SUCCESS_RULES)
 
 
+def landmarks_kwargs(task: str, landmarks: bool, layout: str | None = None) -> dict[str, Any]:
+    """`--landmarks` as real-env kwargs ({} when not given); navigate's one_room only."""
+    from bagel_world.sims.navigate import DEFAULT_LAYOUT, LANDMARK_LAYOUTS
+
+    if not landmarks:
+        return {}
+    if task != "navigate":
+        raise ValueError(f"--landmarks applies to the navigate task only, not {task!r}")
+    if (layout or DEFAULT_LAYOUT) not in LANDMARK_LAYOUTS:
+        raise ValueError(f"--landmarks is defined for layouts {list(LANDMARK_LAYOUTS)}, not {layout or DEFAULT_LAYOUT!r}")
+    return {"landmarks": True}
+
+
+def navigate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The real-env kwargs of a command's --layout, --success and --landmarks, each checked."""
+    return {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, getattr(args, "success", None)),
+            **landmarks_kwargs(args.task, getattr(args, "landmarks", False), args.layout)}
+
+
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:
     planner_kwargs = {k: getattr(args, k) for k in _PLANNER_DEFAULTS}
-    env_kwargs = {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, args.success)} or None
+    env_kwargs = navigate_kwargs(args) or None
     policy = args.policy
     if "ppo" in agents and policy is None:  # found (or refused) once, before any agent runs
         policy = shipped_ppo_policy(args.checkpoint, args.task, args.layout)
@@ -348,6 +370,13 @@ def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress:
 
 
 # ---- command line -----------------------------------------------------------------------------
+def add_landmarks_option(p: argparse.ArgumentParser) -> None:
+    """`--landmarks`, as every command that makes the navigate twin takes it (`landmarks_kwargs`)."""
+    p.add_argument("--landmarks", action="store_true",
+                   help="navigate one_room only: a coloured panel on each wall, so the goal image tells the side "
+                        "of the box (BagelNavigateReal-v0(landmarks=True))")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """The `evaluate-agent` options (shared by `bagel-world evaluate-agent` and `python -m`)."""
     p.add_argument("--agent", default="all", type=_agent_list,
@@ -364,6 +393,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--success", default=None,
                    help="navigate only: 'pose' (default: reach the goal pose) or 'view' (reach a pose whose view "
                         "matches the goal image: the box from the goal's distance; see BagelNavigateReal-v0)")
+    add_landmarks_option(p)
     p.add_argument("--policy", default=None, help="ppo: the policy .zip written by examples/train_ppo.py (default: "
                    "the one shipped with the checkpoint for the task and layout, <checkpoint>/policies/)")
     p.add_argument("--ppo-stochastic", action="store_true", help="ppo: sample actions instead of the argmax")

@@ -38,10 +38,12 @@ def imagine_ahead(sim, task: str, starts: Sequence[np.ndarray], actions: Sequenc
             sim.close(s)
 
 
-def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None, success: str | None = None):
+def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = None, success: str | None = None,
+         landmarks: bool = False):
     """One real episode: frames (T+1), actions (T), real distances and successes (T+1), goal,
     and the env's info dict of every frame (T+1). `success` is the real env's success rule
-    (navigate: "pose", the default, or "view"); the distances are those its reward measures."""
+    (navigate: "pose", the default, or "view"); the distances are those its reward measures.
+    `landmarks`: navigate's coloured wall panels (one_room)."""
     import gymnasium as gym
 
     from bagel_world.agents.scripted import scripted_agent
@@ -51,6 +53,8 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
     kwargs = {} if layout is None else {"layout": layout}
     if success is not None:
         kwargs["success"] = success
+    if landmarks:
+        kwargs["landmarks"] = True
     key = "view_distance" if success == "view" else "goal_distance"
     env = gym.make(REAL_ENVS[task][0], max_episode_steps=None, **kwargs)
     try:
@@ -88,7 +92,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(8), steps: int = 40,
                       explore: float = 0.3, ahead: int = 4, layout: str | None = None, success: str | None = None,
-                      progress: bool = True) -> dict:
+                      landmarks: bool = False, progress: bool = True) -> dict:
     """Spearman and AUROC of the model's progress judgements on real episodes (see the module doc)."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
@@ -103,7 +107,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
-        frames, actions, dist, ok, goal, _ = walk(task, seed, steps, explore, layout, success)
+        frames, actions, dist, ok, goal, _ = walk(task, seed, steps, explore, layout, success, landmarks)
         d, p = judge_frames(sim, task, frames, [goal] * len(frames))
         real_d += list(dist)
         judged_d += list(d)
@@ -118,7 +122,8 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)
     reached, p_reached = np.asarray(reached, bool), np.asarray(p_reached)
     return {
-        "task": task, "success": success or "pose", "seeds": [int(s) for s in seeds], "frames": int(len(real_d)),
+        "task": task, "success": success or "pose", "landmarks": landmarks, "seeds": [int(s) for s in seeds],
+        "frames": int(len(real_d)),
         "spearman_real": float(spearmanr(judged_d, real_d).statistic),
         "spearman_imagined": float(spearmanr(ahead_judged, ahead_real).statistic) if ahead_judged else float("nan"),
         "imagined_pairs": len(ahead_judged), "ahead": ahead,

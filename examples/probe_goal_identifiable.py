@@ -21,7 +21,11 @@ drops the checkers). It reports:
   perfectly but ignores the background: it walks to the nearest pose on the circle;
 - the arc of the circle that counts as success, as a share of the free arc.
 
+`--landmarks` asks the same of the room with a coloured panel on each wall
+(`BagelNavigateReal-v0(landmarks=True)`).
+
     python examples/probe_goal_identifiable.py --layout one_room --episodes 40 --seed 0
+    python examples/probe_goal_identifiable.py --layout one_room --episodes 40 --seed 0 --landmarks
 """
 
 from __future__ import annotations
@@ -83,12 +87,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--episodes", type=int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--radius", type=float, default=0.5, help="the env's success radius (m)")
+    p.add_argument("--landmarks", action="store_true", help="a coloured panel on each wall (one_room)")
     a = p.parse_args(argv)
     import gymnasium as gym
 
     import bagel_world.sims  # noqa: F401  (registers the real twins)
 
-    env = gym.make("BagelNavigateReal-v0", layout=a.layout)
+    env = gym.make("BagelNavigateReal-v0", layout=a.layout, landmarks=a.landmarks)
     pools = (1, 8)
     confusable: dict[int, list[bool]] = {k: [] for k in pools}
     box_only, arc_share = [], []
@@ -104,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
         arc_share.append(inside.mean() if len(inside) else 0.0)
     env.close()
     n = len(box_only)
-    print(f"{a.layout}, seeds {a.seed}-{a.seed + n - 1}: goal pose 2-3 m from the box, success within {a.radius} m")
+    where = a.layout + (" with landmarks" if a.landmarks else "")
+    print(f"{where}, seeds {a.seed}-{a.seed + n - 1}: goal pose 2-3 m from the box, success within {a.radius} m")
     for k in pools:
         how = "raw pixels" if k == 1 else f"{k}x{k} mean-pooled"
         print(f"confusable goals, {how} (a view from outside the success region is as close to the goal image "

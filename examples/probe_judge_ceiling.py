@@ -15,8 +15,12 @@ those features, scored on other seeds (leave-seeds-out folds). Its Spearman corr
 (scipy) with the real distance is an estimate of the best a single-frame judge can do; the
 same for the frames that show the box, and the share of frames that do not. `--history N`
 adds the features of the N frames before each one (a judge that sees the session's history).
+`--success view` walks and scores by the view rule (`BagelNavigateReal-v0(success="view")`):
+the distance is to the circle around the box the goal view is taken on, and the features add
+what the goal image shows (the box's distance from the goal spot, which its size tells).
 
     python examples/probe_judge_ceiling.py --layout one_room --episodes 40
+    python examples/probe_judge_ceiling.py --layout one_room --episodes 40 --success view
 """
 
 from __future__ import annotations
@@ -36,13 +40,15 @@ def _features(info: dict) -> list[float]:
             info["clearance_ahead_m"], info["clearance_left_m"], info["clearance_right_m"]]
 
 
-def walk_features(layout: str, seed: int, steps: int, explore: float) -> tuple[np.ndarray, np.ndarray]:
+def walk_features(layout: str, seed: int, steps: int, explore: float, success: str = "pose"
+                  ) -> tuple[np.ndarray, np.ndarray]:
     """(features (T+1, F), real distance to the goal (T+1,)) of one real episode, walked as
-    `bagel-world eval-progress` walks it."""
+    `bagel-world eval-progress` walks it, under the success rule `success`."""
     from bagel_world.evaluate_progress import walk
 
-    _, _, dist, _, _, infos = walk("navigate", seed, steps, explore, layout)
-    return np.asarray([_features(i) for i in infos], np.float64), dist.astype(np.float64)
+    _, _, dist, _, _, infos = walk("navigate", seed, steps, explore, layout, success)
+    goal_side = [[i["goal_box_distance"]] if success == "view" else [] for i in infos]  # what the goal image shows
+    return np.asarray([_features(i) + g for i, g in zip(infos, goal_side)], np.float64), dist.astype(np.float64)
 
 
 def with_history(x: np.ndarray, n: int) -> np.ndarray:
@@ -74,12 +80,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--k", type=int, default=15, help="neighbours")
     p.add_argument("--history", type=int, default=0,
                    help="also give the features of the last N frames (a judge that sees the session's history)")
+    p.add_argument("--success", default="pose", choices=["pose", "view"],
+                   help="the success rule the distance is measured by (BagelNavigateReal-v0's success option)")
     a = p.parse_args(argv)
     if a.episodes < a.folds or a.folds < 2:
         raise SystemExit(f"need --folds >= 2 and --episodes >= --folds, got {a.folds}, {a.episodes}")
     if a.history < 0:
         raise SystemExit(f"--history must be >= 0, got {a.history}")
-    eps = [walk_features(a.layout, a.seed + i, a.steps, a.explore) for i in range(a.episodes)]
+    eps = [walk_features(a.layout, a.seed + i, a.steps, a.explore, a.success) for i in range(a.episodes)]
     eps = [(with_history(x, a.history), y) for x, y in eps]
     fold_of = np.arange(a.episodes) % a.folds
     pred, real, visible = [], [], []
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         return f"{spearmanr(pred[m], real[m]).statistic:+.2f}" if m.sum() > 2 else "n/a"
 
     near = real < 1.0
-    print(f"navigate {a.layout}: {len(real)} frames of {a.episodes} episodes; box not visible in "
+    print(f"navigate {a.layout}, success={a.success}: {len(real)} frames of {a.episodes} episodes; box not visible in "
           f"{share(~visible)} of them; mean real distance to the goal {mean(real[visible])} where the box shows, "
           f"{mean(real[~visible])} where it does not; within 1 m of the goal spot the box shows in "
           f"{share(visible[near])} of {int(near.sum())} frames")

@@ -594,3 +594,21 @@ def test_evaluate_agent_success_rule(capsys):
     assert cli_main(["evaluate-agent", "--agent", "random", "--task", "manipulate", "--success", "view",
                      "--episodes", "1"]) == 2
     assert "--success applies to the navigate task only, not 'manipulate'" in capsys.readouterr().err
+
+
+def test_evaluate_agent_and_record_take_the_landmarks(capsys, tmp_path):
+    needs_sim("navigate")
+    import json
+
+    from bagel_world.cli import main as cli_main
+
+    assert cli_main(["evaluate-agent", "--agent", "scripted", "--task", "navigate", "--layout", "one_room",
+                     "--landmarks", "--episodes", "1", "--seed", "0", "--no-progress"]) == 0
+    assert "--layout one_room --landmarks" in capsys.readouterr().out  # the row's command keeps them
+    assert cli_main(["evaluate-agent", "--agent", "random", "--task", "navigate", "--landmarks", "--episodes", "1"]) == 2
+    assert "--landmarks is defined for layouts ['one_room'], not 'four_rooms'" in capsys.readouterr().err
+    assert cli_main(["scenarios", "--task", "manipulate", "--landmarks", "--episodes", "1"]) == 2
+    assert "--landmarks applies to the navigate task only, not 'manipulate'" in capsys.readouterr().err
+    assert cli_main(["record", "--task", "navigate", "--layout", "one_room", "--landmarks", "--out", str(tmp_path),
+                     "--episodes", "1", "--steps", "2"]) == 0
+    assert json.loads((tmp_path / "navigate" / "env.json").read_text()) == {"landmarks": True, "layout": "one_room"}

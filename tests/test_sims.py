@@ -316,6 +316,38 @@ def test_navigate_progress_rules_on_poses_agree_with_the_env():
         env.close()
 
 
+def _panel_colours(frame: np.ndarray) -> dict[str, np.ndarray]:
+    """Pixels of each landmark colour, shaded as MiniWorld lights them (grey walls and floor,
+    and the red box, match none)."""
+    r, g, b = (frame[..., k].astype(int) for k in range(3))
+    return {"green": (g > 90) & (r < 50) & (b < 50), "blue": (b > 90) & (r < 50) & (g < 50),
+            "yellow": (r > 90) & (g > 90) & (b < 50), "purple": (b > 70) & (r > 35) & (g < 50) & (r < b)}
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_navigate_landmarks_change_the_view_only_and_survive_copies(how):
+    plain, marked = _make("navigate", layout="one_room"), _make("navigate", layout="one_room", landmarks=True)
+    try:
+        for e in (plain, marked):
+            e.reset(seed=5)
+        seen = set()
+        for _ in range(12):  # a full turn: every wall comes into view
+            (o1, r1, *_, i1), (o2, r2, *_, i2) = plain.step("turn left 30 degrees"), marked.step("turn left 30 degrees")
+            assert r1 == r2 and {k: v for k, v in i1.items() if k != "landmarks"} == \
+                {k: v for k, v in i2.items() if k != "landmarks"}  # same layout, box, poses and goal
+            assert i2["landmarks"] and not i1["landmarks"]
+            for name, mask in _panel_colours(o2["frame"]).items():
+                if mask.sum() >= 4:
+                    seen.add(name)
+            assert all(m.sum() < 4 for m in _panel_colours(o1["frame"]).values())  # the plain room has none
+        assert seen == {"green", "blue", "yellow", "purple"}
+    finally:
+        plain.close()
+    _check_copies_and_restored_states(marked, "navigate", how)
+    with pytest.raises(ValueError, match="landmarks=True is defined for layouts \\['one_room'\\], not 'maze'"):
+        make_real("navigate", layout="maze", landmarks=True)
+
+
 def test_navigate_success_rule_is_checked():
     _needs("navigate")
     with pytest.raises(ValueError, match="success must be one of"):
@@ -439,7 +471,10 @@ def _copy(env: gym.Env, how: str) -> gym.Env:
 @pytest.mark.parametrize("how", ["deepcopy", "pickle"])
 @pytest.mark.parametrize("task", TASK_NAMES)
 def test_copies_and_restored_states_continue_exactly(task, how):
-    env = _make(task)  # as gym.make wraps it: the wrappers are copied too
+    _check_copies_and_restored_states(_make(task), task, how)  # as gym.make wraps it: the wrappers are copied too
+
+
+def _check_copies_and_restored_states(env: gym.Env, task: str, how: str) -> None:
     twin = None
     try:
         rng = np.random.default_rng(0)

@@ -27,6 +27,11 @@ CLOSE_M = 1.5  # "is the red box close?" below this distance
 MAX_RAY = 20.0  # m; clearance rays stop here
 SUCCESS_RULES = ("pose", "view")  # reach the goal pose, or a pose whose view matches the goal image
 GOAL_OBJECT_QUESTION = "Is the red box visible?"  # a state question: "yes" when the frame shows the box
+# landmarks=True: a coloured panel on each wall of the one room, in this order on the walls at
+# max x, min z, min x and max z (MiniWorld colours; red stays the box's alone)
+LANDMARK_COLORS = ("green", "blue", "yellow", "purple")
+LANDMARK_LAYOUTS = ("one_room",)
+PANEL_WIDTH, PANEL_HEIGHT, PANEL_LIFT, PANEL_DEPTH = 1.6, 1.2, 0.3, 0.02  # m
 
 
 def import_miniworld():
@@ -78,6 +83,14 @@ class BagelNavigateRealEnv(RealWorldEnv):
     agent there for one frame. The camera is pitched by `cam_pitch` degrees (default -20,
     looking down so the floor shows; with MiniWorld's level view a wall 2.6 m away fills
     the whole frame).
+
+    The one room's four walls are one uniform grey, so the goal image (the box in the
+    middle, a wall behind) often does not tell which side of the box the goal is on.
+    `landmarks=True` (one_room only) hangs a coloured panel in the middle of each wall
+    (`LANDMARK_COLORS`: green, blue, yellow and purple, 1.6 m wide, from 0.3 to 1.5 m up,
+    flat against the wall, so they never block a move), which makes the wall behind the box
+    name the side. It changes only the rendering; the layout, box, start and goal of a seed
+    are the same as without it.
 
     ## Action Space
 
@@ -141,7 +154,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     ```python
     gym.make("BagelNavigateReal-v0", layout="four_rooms", goal="box", success="pose", cam_pitch=-20.0,
-             action_mode="text", render_mode=None, max_action_length=128, resolution=(64, 64),
+             landmarks=False, action_mode="text", render_mode=None, max_action_length=128, resolution=(64, 64),
              success_radius=0.5, success_angle=30.0, success_bonus=1.0, canonical_actions=None, report_latency=False)
     ```
     The keywords shared with the imagined twin mean the same there; `get_action_meanings()`
@@ -150,16 +163,20 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     ## Version History
 
-    * v0: Initial version (MiniWorld 2.1.0).
+    * v0: Initial version (MiniWorld 2.1.0). `success="view"` and `landmarks=True` are
+      options added later; with their defaults the env is unchanged.
     """
 
     task: ClassVar[str] = "navigate"
     has_goal: ClassVar[bool] = True
 
     def __init__(self, layout: str = DEFAULT_LAYOUT, goal: str = "box", success: str = "pose", cam_pitch: float = -20.0,
-                 success_radius: float = 0.5, success_angle: float = 30.0, success_bonus: float = 1.0, **kwargs):
+                 success_radius: float = 0.5, success_angle: float = 30.0, success_bonus: float = 1.0,
+                 landmarks: bool = False, **kwargs):
         if layout not in LAYOUTS:
             raise ValueError(f"unknown layout {layout!r}; accepted: {sorted(LAYOUTS)}")
+        if landmarks and layout not in LANDMARK_LAYOUTS:
+            raise ValueError(f"landmarks=True is defined for layouts {list(LANDMARK_LAYOUTS)}, not {layout!r}")
         if goal not in ("box", "pose"):
             raise ValueError(f"goal must be 'box' or 'pose', got {goal!r}")
         if success not in SUCCESS_RULES:
@@ -172,6 +189,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
         self.layout, self.goal_kind, self.success_rule, self.cam_pitch = layout, goal, success, float(cam_pitch)
         self.success_radius, self.success_angle = float(success_radius), float(success_angle)
         self.success_bonus = float(success_bonus)
+        self.landmarks = bool(landmarks)
 
         import_miniworld()
         module, cls, ctor = LAYOUTS[layout]
@@ -186,10 +204,36 @@ class BagelNavigateRealEnv(RealWorldEnv):
 
     # ---- hooks -------------------------------------------------------------------------------
     def _reset_sim(self, seed: int, options: dict[str, Any]) -> None:
-        self.world.reset(seed=seed)
-        self._world_seed = seed
+        self._reset_world(seed)
         self.world.agent.cam_pitch = self.cam_pitch
         self._goal_pose = self._sample_goal()
+
+    def _reset_world(self, seed: int) -> None:
+        """MiniWorld's reset with `seed`, then the landmark panels (after it: they take no draw
+        from its RNG, so the layout, box, start and goal do not depend on them)."""
+        with contextlib.redirect_stdout(io.StringIO()):
+            self.world.reset(seed=seed)
+        self._world_seed = seed
+        if self.landmarks:
+            self._add_landmarks()
+
+    def _add_landmarks(self) -> None:
+        from miniworld.entity import Box
+
+        w = self.world
+        room = w.rooms[0]
+        cx, cz = (room.min_x + room.max_x) / 2, (room.min_z + room.max_z) / 2
+        x0, x1, z0, z1, half = room.min_x, room.max_x, room.min_z, room.max_z, PANEL_DEPTH / 2
+        walls = (((x1 - half, cz), (PANEL_DEPTH, PANEL_HEIGHT, PANEL_WIDTH)),
+                 ((cx, z0 + half), (PANEL_WIDTH, PANEL_HEIGHT, PANEL_DEPTH)),
+                 ((x0 + half, cz), (PANEL_DEPTH, PANEL_HEIGHT, PANEL_WIDTH)),
+                 ((cx, z1 - half), (PANEL_WIDTH, PANEL_HEIGHT, PANEL_DEPTH)))
+        for ((x, z), size), color in zip(walls, LANDMARK_COLORS):
+            panel = Box(color, size=list(size))
+            panel.radius = 0.0  # flat on the wall: the wall already keeps the agent and the box off it
+            panel.pos, panel.dir = np.array([x, PANEL_LIFT, z]), 0.0
+            panel.randomize(w.params, None)  # no domain randomisation: the colour as named
+            w.entities.append(panel)
 
     def _apply(self, c: Command) -> dict[str, Any]:
         w = self.world
@@ -238,6 +282,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
                             and abs(box_bearing) <= self.success_angle)
         return {
             "layout": self.layout,
+            "landmarks": self.landmarks,
             "agent_pos": _xz(agent.pos),
             "agent_yaw_deg": wrap_degrees(math.degrees(agent.dir)),
             "goal_pos": _xz(gpos),
@@ -268,7 +313,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
         return progress + (self.success_bonus if state["is_success"] else 0.0), state["is_success"], {}
 
     def _state_key(self) -> tuple[Any, ...]:
-        return (*super()._state_key(), self.layout, self.success_rule)
+        return (*super()._state_key(), self.layout, self.success_rule, self.landmarks)
 
     def _get_sim_state(self) -> dict[str, Any]:
         # The layout (rooms, walls, static display list) follows from the seed and is rebuilt
@@ -283,9 +328,7 @@ class BagelNavigateRealEnv(RealWorldEnv):
     def _set_sim_state(self, s: dict[str, Any]) -> None:
         w = self.world
         if self._world_seed != s["world_seed"]:
-            with contextlib.redirect_stdout(io.StringIO()):
-                w.reset(seed=s["world_seed"])
-            self._world_seed = s["world_seed"]
+            self._reset_world(s["world_seed"])
         if len(w.entities) != len(s["poses"]):
             raise ValueError(f"the state has {len(s['poses'])} entities, the world {len(w.entities)}")
         for ent, (pos, yaw) in zip(w.entities, s["poses"]):
