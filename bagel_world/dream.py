@@ -68,17 +68,24 @@ class DreamConfig:
     eval_episodes: int = 20
     eval_seed: int = 0
     max_steps: int | None = None  # the real twin's episode limit in evaluation (default: as registered)
+    success: str | None = None  # navigate: the real twin's success rule (default: "pose")
+    landmarks: bool = False  # navigate one_room: coloured wall panels
     planner: dict[str, Any] = field(default_factory=dict)  # CEMPlanner settings
     device: str | None = None
 
+    def env_kwargs(self) -> dict[str, Any]:
+        """The real twin's kwargs (layout, success rule, landmarks), checked."""
+        from bagel_world.evaluate_agents import real_env_kwargs
+
+        return real_env_kwargs(self.task, self.layout, self.success, self.landmarks)
+
     def validate(self) -> None:
-        from bagel_world.evaluate_agents import layout_kwargs
         from bagel_world.simulator.tasks import TASK_NAMES
         from bagel_world.training.config import TrainConfig
 
         if self.task not in TASK_NAMES:
             raise ValueError(f"unknown task {self.task!r}; accepted: {list(TASK_NAMES)}")
-        layout_kwargs(self.task, self.layout)
+        self.env_kwargs()
         if self.agent not in DREAM_AGENTS:
             raise ValueError(f"dream trains agent 'planner' or 'ppo', not {self.agent!r}")
         for k in ("rounds", "collect_episodes", "collect_steps", "train_steps", "ppo_timesteps", "eval_episodes",
@@ -141,7 +148,8 @@ class Dream:
         mine = dataclasses.asdict(cfg)
         if saved.is_file():  # a resumed run keeps its settings; only more rounds may be asked for
             old = json.loads(saved.read_text())
-            diff = {k for k in mine if k != "rounds" and old.get(k) != mine[k]}
+            default = dataclasses.asdict(DreamConfig())  # for settings added after the run began
+            diff = {k for k in mine if k != "rounds" and old.get(k, default[k]) != mine[k]}
             if diff:
                 raise ValueError(f"{self.work} holds a dream run with other settings ({sorted(diff)}); "
                                  "use another --work or the same settings")
@@ -190,7 +198,6 @@ class Dream:
 
     def collect(self, r: int) -> None:
         """Real episodes of round r's agent (the previous round's model and policy)."""
-        from bagel_world.evaluate_agents import layout_kwargs
         from bagel_world.training.data import Shard, list_shards
         from bagel_world.training.recorder import record
 
@@ -203,7 +210,7 @@ class Dream:
         try:
             record(c.task, out, episodes=c.collect_episodes, steps=c.collect_steps,
                    seed=c.collect_seed + (r - 1) * c.collect_episodes, resolution=res, uniform=c.explore,
-                   progress=self.progress, env_kwargs=layout_kwargs(c.task, c.layout), agent=agent)
+                   progress=self.progress, env_kwargs=c.env_kwargs(), agent=agent)
         finally:
             agent.close()
         success = _collected_success(c.task, [Shard.load(p) for p in list_shards(out, c.task)])
@@ -242,17 +249,16 @@ class Dream:
 
     def scenarios(self) -> Path:
         """The real twin's start states (and goals) on the scenario seeds, made once."""
-        from bagel_world.evaluate_agents import layout_kwargs
         from bagel_world.sims import real_scenarios
 
         c, path = self.cfg, self.work / "scenarios.npz"
         if not path.is_file():
             real_scenarios(c.task, c.scenario_episodes, c.scenario_seed, resolution=self.resolution(0),
-                           **layout_kwargs(c.task, c.layout)).save(path)
+                           **c.env_kwargs()).save(path)
         return path
 
     def evaluate(self, r: int) -> None:
-        from bagel_world.evaluate_agents import evaluate_agent, layout_kwargs
+        from bagel_world.evaluate_agents import evaluate_agent
 
         c, path = self.cfg, self.round_dir(r) / "eval.json"
         if path.is_file():
@@ -260,7 +266,7 @@ class Dream:
         # By name, as `evaluate-agent` does: the real twin is made at the model's resolution and actions.
         res = evaluate_agent(c.agent, c.task, c.eval_episodes, c.eval_seed, self.model(r), device=c.device,
                              policy=self.policy(r), planner_kwargs={"progress": False, **c.planner},
-                             max_steps=c.max_steps, env_kwargs=layout_kwargs(c.task, c.layout) or None,
+                             max_steps=c.max_steps, env_kwargs=c.env_kwargs() or None,
                              progress=self.progress)
         path.parent.mkdir(parents=True, exist_ok=True)
         _write_atomic(path, json.dumps(res.summary(), indent=2, default=float) + "\n")
@@ -331,9 +337,14 @@ def _link_shards(mix: Path, folders: list[Path]) -> None:
 
 
 def add_arguments(p) -> None:
+    from bagel_world.evaluate_agents import add_landmarks_option
+
     d = DreamConfig()
     p.add_argument("--task", default=d.task)
     p.add_argument("--layout", default=None, help="navigate only: one_room, four_rooms (default) or maze")
+    p.add_argument("--success", default=None, help="navigate only: the real twin's success rule, 'pose' (default) or "
+                   "'view' (see BagelNavigateReal-v0)")
+    add_landmarks_option(p)
     p.add_argument("--agent", default=d.agent, choices=list(DREAM_AGENTS))
     p.add_argument("--rounds", type=int, default=d.rounds)
     p.add_argument("--work", default=d.work, help="where rounds, models, policies and the report go (resumable)")

@@ -345,10 +345,16 @@ def landmarks_kwargs(task: str, landmarks: bool, layout: str | None = None) -> d
     return {"landmarks": True}
 
 
+def real_env_kwargs(task: str, layout: str | None = None, success: str | None = None,
+                    landmarks: bool = False) -> dict[str, Any]:
+    """The real-env kwargs of navigate's --layout, --success and --landmarks, each checked
+    ({} when none is given)."""
+    return {**layout_kwargs(task, layout), **success_kwargs(task, success), **landmarks_kwargs(task, landmarks, layout)}
+
+
 def navigate_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The real-env kwargs of a command's --layout, --success and --landmarks, each checked."""
-    return {**layout_kwargs(args.task, args.layout), **success_kwargs(args.task, getattr(args, "success", None)),
-            **landmarks_kwargs(args.task, getattr(args, "landmarks", False), args.layout)}
+    """`real_env_kwargs` of a command's arguments (--success and --landmarks where it has them)."""
+    return real_env_kwargs(args.task, args.layout, getattr(args, "success", None), getattr(args, "landmarks", False))
 
 
 def _run_rows(agents: Sequence[str], args: argparse.Namespace, device, progress: bool) -> list[EvalResult]:

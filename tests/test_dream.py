@@ -131,9 +131,20 @@ def test_dream_refuses_what_it_cannot_do(start, tmp_path):
         Dream(config(start, tmp_path, base_data="/nowhere"))
     with pytest.raises(ValueError, match="unknown layout 'attic'"):
         Dream(config(start, tmp_path, layout="attic"))
+    with pytest.raises(ValueError, match=r"--landmarks is defined for layouts \['one_room'\], not 'maze'"):
+        Dream(config(start, tmp_path, layout="maze", landmarks=True))
+    with pytest.raises(ValueError, match="unknown success rule 'near'"):
+        Dream(config(start, tmp_path, success="near"))
     Dream(config(start, tmp_path))  # writes dream.json
     with pytest.raises(ValueError, match=r"other settings \(\['collect_episodes'\]\)"):
         Dream(config(start, tmp_path, collect_episodes=5))
+    with pytest.raises(ValueError, match=r"other settings \(\['landmarks'\]\)"):
+        Dream(config(start, tmp_path, landmarks=True))
+    # a run written before an option existed resumes with that option's default
+    saved = json.loads((tmp_path / "dream" / "dream.json").read_text())
+    del saved["landmarks"], saved["success"]
+    (tmp_path / "dream" / "dream.json").write_text(json.dumps(saved))
+    Dream(config(start, tmp_path))
 
 
 @pytest.mark.slow
