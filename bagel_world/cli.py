@@ -167,7 +167,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    from bagel_world.evaluate_agents import landmarks_kwargs, layout_kwargs
+    from bagel_world.evaluate_agents import real_env_kwargs
     from bagel_world.training.recorder import backfill_poses, record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
@@ -177,7 +177,7 @@ def _cmd_record(args) -> int:
         paths = backfill_poses(args.out, "navigate")
         print(f"navigate: {len(paths)} shards in {Path(args.out) / 'navigate'} given the red box's position")
         return 0
-    env_kwargs = {t: {**layout_kwargs(t, args.layout), **landmarks_kwargs(t, args.landmarks, args.layout)}
+    env_kwargs = {t: real_env_kwargs(t, args.layout, landmarks=args.landmarks)
                   for t in tasks}  # checked for every task before recording
     for t in tasks:
         paths = record(t, args.out, episodes=args.episodes, steps=args.steps, shard_size=args.shard_size,
@@ -263,10 +263,10 @@ def _cmd_dream(args) -> int:
 
 
 def _cmd_scenarios(args) -> int:
-    from bagel_world.evaluate_agents import landmarks_kwargs, layout_kwargs
+    from bagel_world.evaluate_agents import real_env_kwargs
     from bagel_world.sims import real_scenarios
 
-    kwargs = {**layout_kwargs(args.task, args.layout), **landmarks_kwargs(args.task, args.landmarks, args.layout)}
+    kwargs = real_env_kwargs(args.task, args.layout, landmarks=args.landmarks)
     scen = real_scenarios(args.task, args.episodes, args.seed, resolution=(args.size, args.size), **kwargs)
     scen.save(args.out)
     goals = "no goals" if scen.goals is None else f"{len(scen.goals)} goals"

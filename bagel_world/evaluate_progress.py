@@ -6,10 +6,10 @@ the goal itself, from every heading). For each frame the model is asked the two 
 questions of `bagel_world.simulator.progress`, with the episode's goal image in context:
 
 - **Spearman** (scipy) between the judged expected distance and the real distance to the
-  goal (`info["goal_distance"]`; with `success="view"`, `info["view_distance"]`, the distance
-  to the circle around the red box the goal view is taken on), on real frames and on frames imagined `ahead` steps from a
-  real frame with the actions the real episode took next (compared with the real distance
-  at that later step);
+  goal (`info["goal_distance"]`; with `success="view"`, `info["view_distance"]`, the
+  distance to the circle around the red box the goal view is taken on), on real frames and
+  on frames imagined `ahead` steps from a real frame with the actions the real episode took
+  next (compared with the real distance at that later step);
 - **AUROC** of P("yes") to "Have you reached the goal view?" against the real env's
   success (`info["is_success"]`), on real frames: the Mann-Whitney U statistic divided by
   (positives x negatives), from scipy.

@@ -394,7 +394,7 @@ def test_progress_questions_under_the_view_rule(tmp_path):
     assert (REACHED_QUESTION, "yes") in seen and (REACHED_QUESTION, "no") in seen
     with pytest.raises(ValueError, match="unknown progress rule 'near'"):
         ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_rule="near")
-    with pytest.raises(ValueError, match="--progress-rule must be 'pose' or 'view'"):
+    with pytest.raises(ValueError, match="--progress-rule must be one of \\['pose', 'view'\\], got 'near'"):
         TrainConfig(progress_rule="near")
     # 3-element poses (recorded before the box position was kept) name the backfill command.
     old = Shard(s.task, s.frames, s.actions, s.qa_q, qa_a, s.seeds, goals, poses[..., :3], goal_poses[:, :3])

@@ -92,8 +92,10 @@ class TrainConfig:
                 raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"{flag['ema_decay']} must be in [0, 1), got {self.ema_decay}")
-        if self.progress_rule not in ("pose", "view"):
-            raise ValueError(f"{flag['progress_rule']} must be 'pose' or 'view', got {self.progress_rule!r}")
+        from bagel_world.sims import PROGRESS_RULES
+
+        if self.progress_rule not in PROGRESS_RULES:
+            raise ValueError(f"{flag['progress_rule']} must be one of {list(PROGRESS_RULES)}, got {self.progress_rule!r}")
         if self.ce_weight < 0:
             raise ValueError(f"{flag['ce_weight']} must be >= 0, got {self.ce_weight}")
         for name in ("world_steps", "batch_size", "window"):
