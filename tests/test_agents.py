@@ -559,10 +559,16 @@ def test_probe_judge_ceiling_example(capsys):
         probe.main(["--episodes", "1"])
     assert probe.main(["--layout", "one_room", "--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3"]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[0].startswith("navigate one_room: ") and "box not visible in" in out[0]
+    assert out[0].startswith("navigate one_room, success=pose: ") and "box not visible in" in out[0]
     assert out[1].startswith("single-frame estimate (kNN on what the frame shows, fitted on other seeds): Spearman")
     assert probe.main(["--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3", "--history", "2"]) == 0
     assert "estimate (kNN on what the frame and the 2 before it show" in capsys.readouterr().out
+    # Under the view rule the distance is the env's view_distance, and the goal's box distance a feature.
+    x, dist = probe.walk_features("one_room", 0, 6, 0.3, "view")
+    assert x.shape[1] == len(probe.FEATURES) + 1 and np.all(x[:, -1] >= 2.0) and np.all(x[:, -1] <= 3.0)
+    assert probe.main(["--layout", "one_room", "--episodes", "4", "--folds", "2", "--steps", "6", "--k", "3",
+                       "--success", "view"]) == 0
+    assert capsys.readouterr().out.startswith("navigate one_room, success=view: ")
 
 
 def test_probe_goal_identifiable_example(capsys):
@@ -577,6 +583,8 @@ def test_probe_goal_identifiable_example(capsys):
     assert out[0].startswith("one_room, seeds 0-1: goal pose 2-3 m from the box, success within 0.5 m")
     assert out[1].startswith("confusable goals, raw pixels") and out[2].startswith("confusable goals, 8x8 mean-pooled")
     assert out[3].startswith("agent that matches the box perfectly and ignores the background: success")
+    assert probe.main(["--layout", "one_room", "--episodes", "1", "--seed", "0", "--landmarks"]) == 0
+    assert capsys.readouterr().out.startswith("one_room with landmarks, seeds 0-0: goal pose")
 
 
 def test_evaluate_agent_success_rule(capsys):
