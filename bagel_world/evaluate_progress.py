@@ -47,14 +47,11 @@ def walk(task: str, seed: int, steps: int, explore: float, layout: str | None = 
     import gymnasium as gym
 
     from bagel_world.agents.scripted import scripted_agent
+    from bagel_world.evaluate_agents import real_env_kwargs
     from bagel_world.sims import REAL_ENVS
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
 
-    kwargs = {} if layout is None else {"layout": layout}
-    if success is not None:
-        kwargs["success"] = success
-    if landmarks:
-        kwargs["landmarks"] = True
+    kwargs = real_env_kwargs(task, layout, success, landmarks)
     key = "view_distance" if success == "view" else "goal_distance"
     env = gym.make(REAL_ENVS[task][0], max_episode_steps=None, **kwargs)
     try:

@@ -276,10 +276,12 @@ class BagelNavigateRealEnv(RealWorldEnv):
         box_bearing = self._bearing(box.pos)
         box_visible = self._visible(box.pos, float(box.radius), float(box.height))
         goal_box_distance = float(np.hypot(*(np.asarray(_xz(gpos)) - _xz(box.pos))))
-        view_distance = abs(box_distance - goal_box_distance)
         pose_success = bool(goal_distance <= self.success_radius and yaw_error <= self.success_angle)
-        view_success = bool(self.goal_kind == "box" and view_distance <= self.success_radius and box_visible
-                            and abs(box_bearing) <= self.success_angle)
+        # the view rule as training labels it from recorded poses (`view_progress`)
+        view_distance, view_ok = view_progress(
+            [*_xz(agent.pos), math.degrees(agent.dir), *_xz(box.pos)], [*_xz(gpos), math.degrees(gdir), *_xz(box.pos)],
+            box_visible, self.success_radius, self.success_angle)
+        view_success = self.goal_kind == "box" and view_ok
         return {
             "layout": self.layout,
             "landmarks": self.landmarks,
