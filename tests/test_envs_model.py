@@ -175,3 +175,43 @@ def test_score_with_goals_shows_the_goal_before_the_question(sim):
     finally:
         for s in sids:
             sim.close(s)
+
+
+@pytest.mark.parametrize("slide_window", [True, False])
+def test_open_with_several_start_frames(sim, slide_window):
+    # Start frames come without the actions between them: they follow each other with no
+    # action text (the text-free layout of training's action dropout), and stepping past
+    # the window drops them the way it drops recorded history, sliding or rebuilding.
+    from dataclasses import replace
+
+    from bagel_world.simulator.local import LocalSimulator
+
+    tpl = replace(sim.tasks()["navigate"], slide_window=slide_window)
+    assert tpl.window >= 3
+    local = LocalSimulator(sim.engine, {"navigate": tpl})
+    rng = np.random.default_rng(5)
+    starts = [rng.integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8) for _ in range(2)]
+    one = local.open("navigate", starts[-1:])
+    two = local.open("navigate", starts)
+    try:
+        s, s1 = local._sessions[two], local._sessions[one]
+        head = list(s.head.segments)
+        assert s.actions == [None] and local.frame(two).tobytes() == starts[-1].tobytes()
+        # Two frames, no action text between them; the text-only context has no action yet.
+        assert s.base.segments[len(head):] == s1.base.segments[len(head):] * 2
+        assert s.text_only.segments == head
+        for t in range(tpl.window + 1):
+            outs = local.step([two, one], ["turn left 30 degrees"] * 2, [t, t])
+            assert outs[0].frame_index == t + 2 and outs[1].frame_index == t + 1
+            s = local._sessions[two]
+            assert len(s.frames) == min(t + 3, tpl.window)
+            known = [a for a in s.actions if a is not None]
+            # The kept contexts hold exactly the kept frames and the known actions.
+            assert s.base.segments.count(s1.base.segments[-1]) == len(s.frames)
+            assert len(s.text_only.segments) == len(head) + len(known)
+        assert s.actions == ["turn left 30 degrees"] * (tpl.window - 1)
+        # Once the start frames have left the window, the two sessions have the same layout.
+        assert local._sessions[two].base.segments == local._sessions[one].base.segments
+    finally:
+        local.close(one)
+        local.close(two)

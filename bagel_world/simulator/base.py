@@ -82,7 +82,9 @@ class Simulator(abc.ABC):
 
     @abc.abstractmethod
     def open(self, task: str, frames: Sequence[np.ndarray], prompt: str | None = None) -> str:
-        """Start a session from one or more (H, W, 3) uint8 frames; returns its id."""
+        """Start a session from one or more (H, W, 3) uint8 frames, oldest first (at most the
+        task's window); returns its id. The actions between start frames are not known, so
+        the model sees those frames follow each other without action text."""
 
     @abc.abstractmethod
     def step(

@@ -53,7 +53,7 @@ class _Session:
     task: str
     prompt: str | None
     frames: list[_Frame]  # the kept window, oldest first
-    actions: list[str]  # actions between kept frames: len(frames) - 1
+    actions: list[str | None]  # actions between kept frames: len(frames) - 1; None: not known (start frames)
     base: Context  # everything up to and including the last frame (= next text-free ctx)
     text_only: Context  # system + prompt + kept actions (= next image-free ctx)
     head: Context | None = None  # system prompt + task prompt: built once, forked by every rebuild
@@ -92,7 +92,10 @@ class LocalSimulator(Simulator):
         gen = torch.Generator().manual_seed(seed)
         with self._lock, torch.no_grad():
             kept = [_Frame(f, self.engine.encode_image(self.engine.prepare_image(f), gen)) for f in frames]
-            s = _Session(task=task, prompt=prompt, frames=kept, actions=[], base=None, text_only=None)  # type: ignore[arg-type]
+            # The actions between start frames are not known: those frames follow each other
+            # with no action text, the text-free layout that training's action dropout shows.
+            s = _Session(task=task, prompt=prompt, frames=kept, actions=[None] * (len(kept) - 1),
+                         base=None, text_only=None)  # type: ignore[arg-type]
             self._rebuild([s])
             s.frame_index = len(frames) - 1
             sid = f"sess-{next(self._ids)}"
@@ -253,8 +256,11 @@ class LocalSimulator(Simulator):
             text_only = [s.head.fork() for s in group]
             for i in range(n):
                 if i > 0:
-                    acts = [s.actions[i - 1] for s in group]
-                    eng.append_text(bases + text_only, acts + acts)
+                    known = [(b, t, s.actions[i - 1]) for s, b, t in zip(group, bases, text_only)
+                             if s.actions[i - 1] is not None]
+                    if known:
+                        kb, kt, acts = (list(x) for x in zip(*known))
+                        eng.append_text(kb + kt, acts + acts)
                 eng.append_latents(bases, torch.stack([s.frames[i].latents for s in group]), shape)
                 eng.append_image(bases, [s.frames[i].pixels for s in group], vae=False, vit=True)
             for s, b, t in zip(group, bases, text_only):
@@ -317,8 +323,13 @@ class LocalSimulator(Simulator):
             s.frame_index += 1
             h = len(s.head.segments)
             if len(s.frames) > tpl.window:
+                # The oldest frame [vae, vit] and the action after it, if it is known (a start
+                # frame's is not): base loses [vae, vit, action], text-only [action].
+                known = s.actions[0] is not None
                 s.frames, s.actions = s.frames[1:], s.actions[1:]
-                c, tf = c.drop_segments(h, 3), tf.drop_segments(h, 1)  # [vae, vit, action]; [action]
+                c = c.drop_segments(h, 2 + known)
+                if known:
+                    tf = tf.drop_segments(h, 1)
             s.base, s.text_only = c, tf
             if c.rope - s.head.rope > REBASE_GAP:
                 rebuild.append(s)
