@@ -190,3 +190,22 @@ def test_batched_encode_and_decode_match_one_by_one(tiny_engine):
     for img, tok in zip(imgs, batch):
         diff = np.abs(img.astype(int) - eng.decode_tokens(tok, (64, 64)).astype(int))
         assert img.dtype == np.uint8 and img.shape == (64, 64, 3) and diff.max() <= 1
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_append_image_batch_encodes_in_one_call_with_each_items_draw(tiny_engine, shared):
+    # Several images with generators: one autoencoder call, and each context gets the cache
+    # it would get alone (a shared generator draws for the items in order, as one by one).
+    eng = tiny_engine
+    frames = [_frame(s) for s in (1, 2, 3)]
+    gens = torch.Generator().manual_seed(7) if shared else [torch.Generator().manual_seed(s) for s in (4, 5, 6)]
+    batch = [eng.new_context() for _ in frames]
+    eng.append_image(batch, frames, generators=gens)
+    shared_gen = torch.Generator().manual_seed(7)
+    for i, (f, c) in enumerate(zip(frames, batch)):
+        alone = eng.new_context()
+        eng.append_image(alone, [f], generators=shared_gen if shared else torch.Generator().manual_seed(4 + i))
+        assert alone.segments == c.segments and alone.length == c.length
+        for (k0, v0), (k1, v1) in zip(alone.kv, c.kv):
+            torch.testing.assert_close(k1, k0, atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(v1, v0, atol=1e-4, rtol=1e-4)

@@ -61,7 +61,13 @@ class ContextBuilding(VitFeatures):
         epss = per_item(posterior_eps, len(ctxs), "posterior_eps")
         pils = [self.prepare_image(img) if resize else as_pil_rgb(img) for img in images]
         if vae:
-            segs = [self._vae_segment(p, g, e) for p, g, e in zip(pils, gens, epss)]
+            if (len(pils) > 1 and all(g is not None for g in gens) and all(e is None for e in epss)
+                    and len({p.size for p in pils}) == 1):
+                # One autoencoder call for the batch; item b gets the draw its own generator makes.
+                pos = self._latent_positions((pils[0].height, pils[0].width))
+                segs = [self._latent_block(t, torch.zeros(()), pos, "vae") for t in self.encode_images(pils, gens)]
+            else:
+                segs = [self._vae_segment(p, g, e) for p, g, e in zip(pils, gens, epss)]
             self._run(ctxs, segs, causal=False, update=True)
         if vit:
             segs = [self._vit_segment(p) for p in pils]

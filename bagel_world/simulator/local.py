@@ -58,6 +58,9 @@ class _Session:
     text_only: Context  # system + prompt + kept actions (= next image-free ctx)
     head: Context | None = None  # system prompt + task prompt: built once, forked by every rebuild
     frame_index: int = 0
+    # (base it was built on, goal bytes, base + goal image): the questions asked about one
+    # state with one goal (the judged reward asks two) share the goal's append.
+    goal_ctx: tuple[Context, bytes, Context] | None = None
 
 
 class LocalSimulator(Simulator):
@@ -165,11 +168,7 @@ class LocalSimulator(Simulator):
                 raise ValueError(f"score needs one goal frame per session; got {len(goals)} for {len(sessions)}")
             goals = [self._check_frame(g, self._template(s.task)) for g, s in zip(goals, sessions)]
         with self._lock, torch.no_grad():
-            ctxs = [s.base.fork() for s in sessions]
-            if goals is not None:
-                # Seeded from the goal's bytes like start frames: the same goal, the same context.
-                gens = [torch.Generator().manual_seed(zlib.crc32(g.tobytes())) for g in goals]
-                self.engine.append_image(ctxs, goals, generators=gens)
+            ctxs = [s.base.fork() for s in sessions] if goals is None else self._goal_contexts(sessions, goals)
             self.engine.append_text(ctxs, [question] * len(ctxs))
             return self.engine.score_answers(ctxs, list(answers)).numpy().astype(np.float32)
 
@@ -228,6 +227,24 @@ class LocalSimulator(Simulator):
                 f"which runs at {tpl.resolution[1]}x{tpl.resolution[0]}"
             )
         return a
+
+    def _goal_contexts(self, sessions: list[_Session], goals: list[np.ndarray]) -> list[Context]:
+        """Each session's context with its goal image appended, forked for one question.
+
+        The goal is appended once per session state and goal: a second question about the
+        same state and goal (the judged reward asks two) forks the cached context. The VAE
+        draw is seeded from the goal's bytes like start frames: the same goal, the same context.
+        """
+        keys = [g.tobytes() for g in goals]
+        missing = [i for i, (s, k) in enumerate(zip(sessions, keys))
+                   if s.goal_ctx is None or s.goal_ctx[0] is not s.base or s.goal_ctx[1] != k]
+        if missing:
+            fresh = [sessions[i].base.fork() for i in missing]
+            gens = [torch.Generator().manual_seed(zlib.crc32(keys[i])) for i in missing]
+            self.engine.append_image(fresh, [goals[i] for i in missing], generators=gens)
+            for i, c in zip(missing, fresh):
+                sessions[i].goal_ctx = (sessions[i].base, keys[i], c)
+        return [s.goal_ctx[2].fork() for s in sessions]  # type: ignore[index]
 
     def _action_text(self, s: _Session, action: str) -> str:
         if not isinstance(action, str) or not action.strip():
