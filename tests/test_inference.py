@@ -209,3 +209,27 @@ def test_append_image_batch_encodes_in_one_call_with_each_items_draw(tiny_engine
         for (k0, v0), (k1, v1) in zip(alone.kv, c.kv):
             torch.testing.assert_close(k1, k0, atol=1e-4, rtol=1e-4)
             torch.testing.assert_close(v1, v0, atol=1e-4, rtol=1e-4)
+
+
+def test_packed_answer_scores_equal_scoring_each_answer_alone(tiny_engine):
+    # score_answers runs all answers of a context in one row, as independent causal blocks;
+    # each answer must score exactly as its own `<|im_start|> answer <|im_end|>` row would.
+    eng = tiny_engine
+    ctxs = [eng.new_context() for _ in range(2)]
+    eng.append_text(ctxs, ["how far is it?", "a longer question about the goal view, please"])
+    eng.append_image(ctxs, [_frame(1), _frame(2)], generators=[torch.Generator().manual_seed(s) for s in (1, 2)])
+    answers = ["0.25", "7", "maybe so", "1.75 m away", "no"]
+    packed = eng.score_answers(ctxs, answers)
+    for i, c in enumerate(ctxs):
+        for j, a in enumerate(answers):
+            ids = eng._segment_ids(a)
+            with torch.no_grad():
+                hidden, _ = eng._run([c], [eng._text_segment(ids[1:-1])], causal=True, update=False)
+                logp = torch.log_softmax(eng.model.language_model.lm_head(hidden[0]).float(), dim=-1)
+            alone = sum(float(logp[k, t]) for k, t in enumerate(ids[1:]))
+            assert abs(float(packed[i, j]) - alone) < 1e-3, (i, a, float(packed[i, j]), alone)
+    # The blocks must cover each row exactly.
+    from bagel_world.inference.batching import attention_mask
+
+    with pytest.raises(ValueError, match="blocks"):
+        attention_mask([3], [4], True, "cpu", blocks=[2, 1])

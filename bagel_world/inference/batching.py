@@ -26,11 +26,16 @@ class Segment:
     label: str
 
 
-def attention_mask(kv_lens: Sequence[int], q_lens: Sequence[int], causal: bool, device) -> KeyLayout | None:
-    """Each row's queries see its own cache and its own new keys (causal: j <= i)."""
+def attention_mask(kv_lens: Sequence[int], q_lens: Sequence[int], causal: bool, device,
+                   blocks: Sequence[int] | None = None) -> KeyLayout | None:
+    """Each row's queries see its own cache and its own new keys (causal: j <= i; with
+    `blocks`, only the earlier keys of their own block, `KeyLayout.blocks`)."""
     if len(kv_lens) == 1 and not causal:
         return None  # one row, no padding, full attention: the fused kernel as is
-    return KeyLayout(tuple(int(t) for t in kv_lens), tuple(int(q) for q in q_lens), causal)
+    if blocks is not None and (not causal or any(int(q) != sum(blocks) for q in q_lens)):
+        raise ValueError(f"blocks {tuple(blocks)} need causal rows of {sum(blocks)} new keys each, got {tuple(q_lens)}")
+    return KeyLayout(tuple(int(t) for t in kv_lens), tuple(int(q) for q in q_lens), causal,
+                     None if blocks is None else tuple(int(b) for b in blocks))
 
 
 def ctx_list(ctxs: Contexts) -> list[Context]:

@@ -59,11 +59,13 @@ class EngineBase:
         return Context(kv=[(empty, empty)] * cfg.num_hidden_layers)
 
     # ---- the batched forward -----------------------------------------------------------
-    def _run(self, ctxs: list[Context], segs: list[Segment], *, causal: bool, update: bool, output_layers=False):
+    def _run(self, ctxs: list[Context], segs: list[Segment], *, causal: bool, update: bool, output_layers=False,
+             blocks: tuple[int, ...] | None = None):
         """Run one segment per context as one padded batch; optionally append to caches.
 
         Returns (hidden (B, Qmax, H), lm output). Query rows past a segment's length are
-        padding and must be ignored by the caller.
+        padding and must be ignored by the caller. `blocks` (causal, every segment of their
+        sum): independent causal blocks of each segment (`KeyLayout.blocks`).
         """
         B = len(ctxs)
         q_lens = [s.embeds.shape[0] for s in segs]
@@ -85,7 +87,7 @@ class EngineBase:
             if s.gen_mask is not None:
                 gen[b, : q_lens[b]] = s.gen_mask
         past, kv_lens = self._pad_past(ctxs)
-        mask = attention_mask(kv_lens, q_lens, causal, self.device)
+        mask = attention_mask(kv_lens, q_lens, causal, self.device, blocks)
         out = self.model.language_model(
             x, pos, gen if bool(gen.any()) else None, mask, past, output_layers=output_layers
         )

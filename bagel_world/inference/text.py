@@ -76,21 +76,26 @@ class TextGeneration(ContextBuilding):
 
         An answer is scored as the text segment `<|im_start|> answer <|im_end|>` the model
         would produce next (the closing token included), summed over its tokens.
+
+        All answers of a context run in one row: the row feeds every answer's
+        `<|im_start|> answer` as its own causal block, each starting at the context's rope
+        position and seeing only the context and its own earlier tokens, so each answer's
+        logits are those of scoring it alone (one padded cache per context, not per answer).
         """
         ctxs = ctx_list(ctxs)
         if not answers:
             raise ValueError("answers must not be empty")
-        segs, targets, rows = [], [], []
-        for c in ctxs:
-            for a in answers:
-                ids = self._segment_ids(a)
-                segs.append(self._text_segment(ids[1:-1]))
-                targets.append(ids[1:])
-                rows.append(c)
-        hidden, _ = self._run(rows, segs, causal=True, update=False)
-        logp = torch.log_softmax(self.model.language_model.lm_head(hidden).float(), dim=-1)
-        scores = torch.zeros(len(rows))
-        for r, tgt in enumerate(targets):
-            idx = torch.tensor(tgt, device=logp.device)
-            scores[r] = logp[r, torch.arange(len(tgt), device=logp.device), idx].sum().cpu()
-        return scores.view(len(ctxs), len(answers))
+        ids = [self._segment_ids(a) for a in answers]
+        fed = [i[:-1] for i in ids]  # <|im_start|> answer: the last position predicts <|im_end|>
+        blocks = tuple(len(f) for f in fed)
+        tokens = torch.tensor([t for f in fed for t in f], device=self.device)
+        offsets = torch.cat([torch.arange(n, device=self.device) for n in blocks])
+        seg = Segment(self.model.embed_text(tokens), offsets, None, 0, f"answers({len(answers)})")
+        hidden, _ = self._run(ctxs, [seg] * len(ctxs), causal=True, update=False, blocks=blocks)
+        logp = torch.log_softmax(self.model.language_model.lm_head(hidden).float(), dim=-1)  # (B, sum, V)
+        target = torch.tensor([t for i in ids for t in i[1:]], device=logp.device)
+        per_token = logp.gather(2, target.expand(len(ctxs), -1)[..., None])[..., 0]  # (B, sum)
+        answer_of = torch.repeat_interleave(torch.arange(len(answers), device=logp.device),
+                                            torch.tensor(blocks, device=logp.device))
+        scores = torch.zeros(len(ctxs), len(answers), device=logp.device).index_add_(1, answer_of, per_token)
+        return scores.cpu()

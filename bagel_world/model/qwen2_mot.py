@@ -75,6 +75,23 @@ class KeyLayout:
     kv_lens: tuple[int, ...]
     q_lens: tuple[int, ...]
     causal: bool
+    # Causal only: the new keys of every row split into independent blocks of these lengths
+    # (summing to each row's q_len); a query sees the cache and the earlier keys of its own
+    # block. Several continuations of one context are scored in one row this way.
+    blocks: tuple[int, ...] | None = None
+
+    def new_key_mask(self, n: int, T: int, device) -> Tensor | None:
+        """(n, T + n) bool mask of n queries over T cached and n new keys, or None (all visible)."""
+        if not self.causal or n <= 1:
+            return None
+        mask = torch.ones(n, T + n, dtype=torch.bool, device=device).tril(diagonal=T)
+        if self.blocks is not None:
+            if sum(self.blocks) != n:
+                raise ValueError(f"blocks {self.blocks} do not sum to the row's {n} new keys")
+            block = torch.repeat_interleave(torch.arange(len(self.blocks), device=device),
+                                            torch.tensor(self.blocks, device=device))
+            mask[:, T:] &= block[:, None] == block[None, :]
+        return mask
 
 
 def _layout_attention(q: Tensor, k: Tensor, v: Tensor, lay: KeyLayout, rep: int) -> Tensor:
@@ -86,9 +103,7 @@ def _layout_attention(q: Tensor, k: Tensor, v: Tensor, lay: KeyLayout, rep: int)
     for b in range(B):
         groups.setdefault((lay.kv_lens[b], lay.q_lens[b]), []).append(b)
     for (T, n), rows in groups.items():
-        mask = None
-        if lay.causal and n > 1:
-            mask = torch.ones(n, T + n, dtype=torch.bool, device=q.device).tril(diagonal=T)
+        mask = lay.new_key_mask(n, T, q.device)
         if len(groups) == 1 and T == Tm and n == Q:
             # Every row has the same lengths (a vector env's step): no gathering or padding.
             return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=rep > 1)
