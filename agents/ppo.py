@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,7 @@ class PPOArgs:
     clip_range: float = 0.2
     max_episode_steps: int | None = None  # default: the registered limit (64 for navigation)
     scenarios: str | None = None  # start/goal scenario set (.npz, e.g. `bagel-world scenarios`); default: the model's
+    env_kwargs: dict[str, Any] = field(default_factory=dict)  # more keywords of the imagined env, e.g. its reward
     resume: bool = False  # continue from the newest OUT/checkpoints/ppo_*_steps.zip if there is one
     init: str | None = None  # start from this saved policy (.zip) instead of a new one (a checkpoint to resume wins)
     save_every: int = 5_000  # env steps between checkpoints (0: none)
@@ -183,7 +184,10 @@ def make_imagined_vecenv(args: PPOArgs, simulator=None):
 
     import bagel_world  # noqa: F401  (registers the ids)
 
-    kwargs: dict[str, Any] = {"action_mode": "discrete", "report_latency": False}
+    fixed = {"action_mode", "report_latency", "simulator", "checkpoint", "device", "max_episode_steps", "scenarios"}
+    if clash := sorted(fixed & set(args.env_kwargs)):
+        raise ValueError(f"env_kwargs may not set {clash}: PPOArgs sets them (its own fields, or fixed for PPO)")
+    kwargs: dict[str, Any] = {"action_mode": "discrete", "report_latency": False, **args.env_kwargs}
     if simulator is not None:
         kwargs["simulator"] = simulator
     else:

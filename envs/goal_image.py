@@ -21,9 +21,11 @@ class GoalImageEnv(BagelWorldEnv):
     - ``reward="judged"`` (the default for tasks with a progress judge,
       `bagel_world.simulator.progress.DISTANCE_BINS`): the same model is asked, with the goal
       image in its context, how far the goal is (expected distance over the answer bins) and
-      whether it is reached. Reward = the decrease of the judged distance since the previous
-      frame, plus `success_bonus` when P(reached) >= `reached_threshold`, which also
-      terminates the episode.
+      whether it is reached. Reward = `progress_weight` (1) times the decrease of the judged
+      distance since the previous frame, plus `success_bonus` when P(reached) >=
+      `reached_threshold`, which also terminates the episode. `progress_weight=0` leaves
+      only the reached bonus: a sparse reward for models whose judged distance does not
+      rank well but whose "reached" answer does (see the README's judged-progress table).
     - ``reward="feature"``: centred cosine similarity of the frame's and the goal's features
       (see `BagelWorldEnv._features`), plus `success_bonus` on the step it first reaches
       `success_threshold`, which also terminates the episode.
@@ -32,7 +34,8 @@ class GoalImageEnv(BagelWorldEnv):
     option_keys: ClassVar[tuple[str, ...]] = ("scene_index", "start_image", "goal_image", "instruction")
 
     def __init__(self, *args, reward: str | None = None, success_threshold: float = 0.8,
-                 reached_threshold: float = 0.5, success_bonus: float = 1.0, **kwargs):
+                 reached_threshold: float = 0.5, success_bonus: float = 1.0, progress_weight: float = 1.0,
+                 **kwargs):
         from bagel_world.simulator.progress import DISTANCE_BINS
 
         if reward is None:
@@ -46,7 +49,13 @@ class GoalImageEnv(BagelWorldEnv):
             raise ValueError(f"success_threshold is a cosine similarity in (-1, 1], got {success_threshold!r}")
         if not 0.0 < float(reached_threshold) <= 1.0:
             raise ValueError(f"reached_threshold is a probability in (0, 1], got {reached_threshold!r}")
+        if not (np.isfinite(progress_weight) and float(progress_weight) >= 0.0):
+            raise ValueError(f"progress_weight must be a finite number >= 0, got {progress_weight!r}")
+        if reward != "judged" and float(progress_weight) != 1.0:
+            raise ValueError(f"progress_weight weighs the judged distance, so it needs reward='judged' "
+                             f"(got reward={reward!r}, progress_weight={progress_weight!r})")
         self.reward_kind = reward
+        self.progress_weight = float(progress_weight)
         self.reached_threshold = float(reached_threshold)
         self._judged_distance: float | None = None
         self.success_threshold = float(success_threshold)
@@ -113,7 +122,7 @@ class GoalImageEnv(BagelWorldEnv):
                 e = envs[i]
                 success = p >= e.reached_threshold
                 progress, e._judged_distance = e._judged_distance - d, d
-                out[i] = (progress + (e.success_bonus if success else 0.0), success,
+                out[i] = (e.progress_weight * progress + (e.success_bonus if success else 0.0), success,
                           {"judged_distance": d, "judged_reached": p, "is_success": success})
         featured = [i for i, e in enumerate(envs) if e.reward_kind == "feature"]
         if featured:

@@ -48,9 +48,10 @@ class BagelNavigateEnv(GoalImageEnv):
     centres of the distance bins 0.5, 1, 1.5, 2, 3, 4, 6 m, i.e. "0.25" ... "7") and "Have
     you reached the goal view?" ("yes"/"no"); see `bagel_world.simulator.progress`. The
     judged distance is the expected bin centre under the model's answer probabilities.
-    Every step: the judged distance before the step minus the judged distance after it (m,
-    positive when the agent got closer), plus `success_bonus` when P(yes) to the second
-    question is at least `reached_threshold` (default 0.5). `info` carries
+    Every step: `progress_weight` (default 1) times the judged distance before the step
+    minus the judged distance after it (m, positive when the agent got closer), plus
+    `success_bonus` when P(yes) to the second question is at least `reached_threshold`
+    (default 0.5); `progress_weight=0` keeps only that bonus (a sparse reward). `info` carries
     `judged_distance`, `judged_reached` and `is_success`.
 
     `reward="feature"`: the cosine similarity, in the model's own visual feature space
@@ -92,7 +93,7 @@ class BagelNavigateEnv(GoalImageEnv):
     ```python
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
-             reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0,
+             reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0, progress_weight=1.0,
              report_latency=False, scenarios=None,
              resolution=None)
     ```
@@ -115,7 +116,7 @@ class BagelNavigateEnv(GoalImageEnv):
 
     * v0: Initial version. The judged-progress reward became the default (the feature
       reward is `reward="feature"`); `report_latency` became opt-in, so `check_env` passes
-      on the defaults.
+      on the defaults. `progress_weight` was added (default 1: the reward is unchanged).
     """
 
     task: ClassVar[str] = "navigate"

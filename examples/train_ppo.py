@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import time
 
 import torch
@@ -39,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-episode-steps", type=int, default=None, help="imagined episode limit (default: registered)")
     p.add_argument("--scenarios", default=None,
                    help="start/goal scenario set .npz (e.g. from `bagel-world scenarios`; default: the model's own)")
+    p.add_argument("--env-kwargs", type=json.loads, default={},
+                   help='more keywords of the imagined env as JSON, e.g. \'{"progress_weight": 0}\' (a sparse judged reward)')
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in OUT/checkpoints")
     p.add_argument("--save-every", type=int, default=defaults.save_every, help="env steps between checkpoints")
     p.add_argument("--checkpoint", default=None, help="world model folder or repo id (default: the shipped model)")
@@ -51,7 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     args = dataclasses.replace(
         defaults, env_id=a.env, timesteps=a.timesteps, num_envs=a.num_envs, n_steps=a.n_steps,
         batch_size=a.batch_size, n_epochs=a.n_epochs, learning_rate=a.lr, gamma=a.gamma, ent_coef=a.ent_coef,
-        max_episode_steps=a.max_episode_steps, scenarios=a.scenarios, resume=a.resume, save_every=a.save_every,
+        max_episode_steps=a.max_episode_steps, scenarios=a.scenarios, env_kwargs=a.env_kwargs, resume=a.resume,
+        save_every=a.save_every,
         checkpoint=a.checkpoint, device=a.device, seed=a.seed, out=a.out,
     )
     t0 = time.perf_counter()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import subprocess
 import sys
 
@@ -516,8 +517,21 @@ def test_train_ppo_example_saves_a_policy(tiny_ckpt, tmp_path):
     out = tmp_path / "ppo"
     assert _example("train_ppo").main(["--checkpoint", str(tiny_ckpt), "--timesteps", "64", "--num-envs", "2",
                                        "--n-steps", "32", "--batch-size", "32", "--n-epochs", "1",
-                                       "--max-episode-steps", "8", "--save-every", "0", "--out", str(out)]) == 0
+                                       "--max-episode-steps", "8", "--save-every", "0", "--out", str(out),
+                                       "--env-kwargs", '{"progress_weight": 0}']) == 0
     assert (out / "policy.zip").is_file()
+    assert json.loads((out / "args.json").read_text())["env_kwargs"] == {"progress_weight": 0}
+
+
+def test_ppo_env_kwargs_reach_the_imagined_envs_and_fixed_keys_are_refused():
+    needs_sb3()
+    from bagel_world.agents.ppo import PPOArgs, make_imagined_vecenv
+
+    venv = make_imagined_vecenv(PPOArgs(num_envs=2, env_kwargs={"progress_weight": 0.0, "success_bonus": 2.0}), fake())
+    assert venv.get_attr("progress_weight") == [0.0, 0.0] and venv.get_attr("success_bonus") == [2.0, 2.0]
+    venv.close()
+    with pytest.raises(ValueError, match=r"env_kwargs may not set \['scenarios'\]"):
+        make_imagined_vecenv(PPOArgs(env_kwargs={"scenarios": "x.npz"}), fake())
 
 
 def test_probe_examples_print_their_tables(tiny_ckpt, capsys):

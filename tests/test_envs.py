@@ -357,6 +357,32 @@ def test_judged_reward_is_the_decrease_of_judged_distance_plus_bonus():
         make("BagelNavigate-v0", reward="distance")
 
 
+def test_judged_reward_progress_weight_scales_the_distance_term_only():
+    sim = fake()
+    rng = np.random.default_rng(1)
+    goal = np.full((H, W, 3), 128, np.uint8)
+    start = np.clip(goal.astype(int) + rng.integers(-120, 121, (H, W, 3)), 0, 255).astype(np.uint8)
+    rewards = {}
+    for w in (1.0, 0.25, 0.0):
+        env = make("BagelNavigate-v0", sim, success_bonus=3.0, progress_weight=w)
+        _, info0 = env.reset(options={"start_image": start, "goal_image": goal})
+        _, reward, terminated, _, info = env.step("move forward 0.5 m")
+        assert not terminated
+        rewards[w] = (reward, info0["judged_distance"] - info["judged_distance"])
+    assert rewards[1.0][0] == pytest.approx(rewards[1.0][1]) and rewards[1.0][1] != 0
+    assert rewards[0.25][0] == pytest.approx(0.25 * rewards[0.25][1])
+    assert rewards[0.0][0] == 0.0  # sparse: only the reached bonus pays
+    env = make("BagelNavigate-v0", sim, success_bonus=3.0, progress_weight=0.0)
+    env.reset(options={"start_image": goal, "goal_image": goal})
+    _, reward, terminated, _, info = env.step("move forward 0.5 m")
+    assert terminated and info["is_success"] and reward == 3.0
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=r"progress_weight must be a finite number >= 0, got"):
+            make("BagelNavigate-v0", sim, progress_weight=bad)
+    with pytest.raises(ValueError, match="needs reward='judged'"):
+        make("BagelNavigate-v0", sim, reward="feature", progress_weight=0.0)
+
+
 def test_future_frame_reward_is_p_yes_of_the_question():
     env = make("BagelFutureFrame-v0", question="Is the red ball on the left?")
     _, info = env.reset(seed=0)
