@@ -6,8 +6,9 @@
     python benchmarks/bench_envs.py --device cuda --checkpoint /path/to/BAGEL-7B-MoT
 
 An env step is everything `env.step` does: one generated frame (all denoising steps) plus
-the reward (an embed, or a yes/no score for BagelFutureFrame-v0). Success thresholds are
-set out of reach so no episode ends mid-measurement, and every measurement starts after
+the reward (the two judged-progress questions for BagelNavigate-v0's default reward, an
+embed for the feature rewards, a yes/no score for BagelFutureFrame-v0). Success thresholds
+are set out of reach so no episode ends mid-measurement, and every measurement starts after
 the window is full (so a step includes whatever keeps the context bounded).
 
 With several checkpoints the measurements alternate A B A B ... for `--rounds` rounds (a
@@ -34,7 +35,7 @@ import torch
 import bagel_world  # noqa: F401  (registers the env ids)
 from bagel_world.envs import ENV_IDS, shared_simulator
 
-NEVER = {"BagelNavigate-v0": {"success_threshold": 1.0}, "BagelManipulate-v0": {"success_threshold": 1.0},
+NEVER = {"BagelNavigate-v0": {"success_threshold": 1.0, "reached_threshold": 1.0}, "BagelManipulate-v0": {"success_threshold": 1.0},
          "BagelFutureFrame-v0": {"success_threshold": 1.0}, "BagelMultiview-v0": {}}
 
 
