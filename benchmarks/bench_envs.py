@@ -35,7 +35,8 @@ import torch
 import bagel_world  # noqa: F401  (registers the env ids)
 from bagel_world.envs import ENV_IDS, shared_simulator
 
-NEVER = {"BagelNavigate-v0": {"success_threshold": 1.0, "reached_threshold": 1.0}, "BagelManipulate-v0": {"success_threshold": 1.0},
+NEVER = {"BagelNavigate-v0": {"success_threshold": 1.0, "reached_threshold": 1.0},
+         "BagelManipulate-v0": {"success_threshold": 1.0},
          "BagelFutureFrame-v0": {"success_threshold": 1.0}, "BagelMultiview-v0": {}}
 
 

@@ -25,7 +25,8 @@ class GoalImageEnv(BagelWorldEnv):
       distance since the previous frame, plus `success_bonus` when P(reached) >=
       `reached_threshold`, which also terminates the episode. `progress_weight=0` leaves
       only the reached bonus: a sparse reward for models whose judged distance does not
-      rank well but whose "reached" answer does (see the README's judged-progress table).
+      rank well but whose "reached" answer does (see the README's judged-progress table);
+      the distance question is then not asked (`info["judged_distance"]` is None).
     - ``reward="feature"``: centred cosine similarity of the frame's and the goal's features
       (see `BagelWorldEnv._features`), plus `success_bonus` on the step it first reaches
       `success_threshold`, which also terminates the episode.
@@ -57,7 +58,7 @@ class GoalImageEnv(BagelWorldEnv):
         self.reward_kind = reward
         self.progress_weight = float(progress_weight)
         self.reached_threshold = float(reached_threshold)
-        self._judged_distance: float | None = None
+        self._judged_distance: float | None = None  # None before a reset, and with progress_weight=0
         self.success_threshold = float(success_threshold)
         self.success_bonus = float(success_bonus)
         super().__init__(*args, **kwargs)
@@ -121,8 +122,9 @@ class GoalImageEnv(BagelWorldEnv):
             for i, (d, p) in zip(judged, cls._judge([envs[i] for i in judged], reached=True)):
                 e = envs[i]
                 success = p >= e.reached_threshold
-                progress, e._judged_distance = e._judged_distance - d, d
-                out[i] = (e.progress_weight * progress + (e.success_bonus if success else 0.0), success,
+                progress = 0.0 if d is None else e.progress_weight * (e._judged_distance - d)
+                e._judged_distance = d
+                out[i] = (progress + (e.success_bonus if success else 0.0), success,
                           {"judged_distance": d, "judged_reached": p, "is_success": success})
         featured = [i for i, e in enumerate(envs) if e.reward_kind == "feature"]
         if featured:
@@ -136,9 +138,12 @@ class GoalImageEnv(BagelWorldEnv):
         return out
 
     @classmethod
-    def _judge(cls, envs: Sequence[GoalImageEnv], reached: bool) -> list[tuple[float, float]]:
-        """(judged expected distance, P(reached) or nan) of each env's current frame, asked
-        of the simulator with the goal image in context: one score call per question."""
+    def _judge(cls, envs: Sequence[GoalImageEnv], reached: bool) -> list[tuple[float | None, float]]:
+        """(judged expected distance or None, P(reached) or nan) of each env's current frame,
+        asked of the simulator with the goal image in context: one score call per question.
+
+        The distance is asked only of envs whose reward uses it (`progress_weight` > 0); the
+        others get None and cost nothing for that question."""
         from bagel_world.simulator.progress import (
             DISTANCE_BINS,
             DISTANCE_QUESTION,
@@ -149,8 +154,14 @@ class GoalImageEnv(BagelWorldEnv):
 
         sim, sids, goals = envs[0].simulator, [e._sid for e in envs], [e._scene.goal for e in envs]
         bins = DISTANCE_BINS[envs[0].task]
-        dist = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=goals), np.float64))
+        dist: list[float | None] = [None] * len(envs)
+        ask = [i for i, e in enumerate(envs) if e.progress_weight > 0]
+        if ask:
+            d = bins.expected(np.asarray(sim.score([sids[i] for i in ask], DISTANCE_QUESTION, bins.answers,
+                                                   goals=[goals[i] for i in ask]), np.float64))
+            for i, v in zip(ask, d):
+                dist[i] = float(v)
         if not reached:
-            return [(float(d), float("nan")) for d in dist]
+            return [(d, float("nan")) for d in dist]
         p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=goals), np.float64))
-        return [(float(d), float(q)) for d, q in zip(dist, p)]
+        return [(d, float(q)) for d, q in zip(dist, p)]

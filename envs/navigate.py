@@ -51,7 +51,8 @@ class BagelNavigateEnv(GoalImageEnv):
     Every step: `progress_weight` (default 1) times the judged distance before the step
     minus the judged distance after it (m, positive when the agent got closer), plus
     `success_bonus` when P(yes) to the second question is at least `reached_threshold`
-    (default 0.5); `progress_weight=0` keeps only that bonus (a sparse reward). `info` carries
+    (default 0.5); `progress_weight=0` keeps only that bonus (a sparse reward; the distance
+    question is then not asked and `judged_distance` is None). `info` carries
     `judged_distance`, `judged_reached` and `is_success`.
 
     `reward="feature"`: the cosine similarity, in the model's own visual feature space

@@ -358,6 +358,8 @@ def test_judged_reward_is_the_decrease_of_judged_distance_plus_bonus():
 
 
 def test_judged_reward_progress_weight_scales_the_distance_term_only():
+    from bagel_world.simulator.progress import REACHED_QUESTION
+
     sim = fake()
     rng = np.random.default_rng(1)
     goal = np.full((H, W, 3), 128, np.uint8)
@@ -368,10 +370,15 @@ def test_judged_reward_progress_weight_scales_the_distance_term_only():
         _, info0 = env.reset(options={"start_image": start, "goal_image": goal})
         _, reward, terminated, _, info = env.step("move forward 0.5 m")
         assert not terminated
-        rewards[w] = (reward, info0["judged_distance"] - info["judged_distance"])
+        rewards[w] = (reward, None if w == 0 else info0["judged_distance"] - info["judged_distance"])
     assert rewards[1.0][0] == pytest.approx(rewards[1.0][1]) and rewards[1.0][1] != 0
     assert rewards[0.25][0] == pytest.approx(0.25 * rewards[0.25][1])
     assert rewards[0.0][0] == 0.0  # sparse: only the reached bonus pays
+    env = make("BagelNavigate-v0", sim, progress_weight=0.0)
+    sim.score_calls.clear()
+    _, info = env.reset(options={"start_image": start, "goal_image": goal})
+    env.step("move forward 0.5 m")
+    assert info["judged_distance"] is None and {q for q, _, _ in sim.score_calls} == {REACHED_QUESTION}
     env = make("BagelNavigate-v0", sim, success_bonus=3.0, progress_weight=0.0)
     env.reset(options={"start_image": goal, "goal_image": goal})
     _, reward, terminated, _, info = env.step("move forward 0.5 m")
