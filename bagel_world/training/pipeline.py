@@ -58,6 +58,18 @@ def bf16_is_fast(device: str) -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux), else the machine architecture;
+    `platform.processor()` is empty on many Linux systems."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def small_config(c: TrainConfig, vocab: int, resolution: tuple[int, int]) -> BagelConfig:
     side = max(resolution)
     return BagelConfig(
@@ -300,7 +312,7 @@ def export_checkpoint(out: Path, config: BagelConfig, trainer: WorldTrainer, ema
         "train_config": asdict(c), "world_args": asdict(trainer.args), "step": trainer.step,
         "ae_metrics": ae_metrics, "frames": n_frames, "branch_points": branch_points, "elapsed_s": elapsed_s,
         "world_size": trainer.world,
-        "hardware": f"{platform.machine()} {platform.processor()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
+        "hardware": f"{_cpu_name()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
         "last_log": trainer.history[-1] if trainer.history else None,
     }, indent=2) + "\n")
     if out.exists():
