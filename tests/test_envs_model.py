@@ -242,6 +242,7 @@ def test_questions_about_one_state_and_goal_share_the_goal_append(sim, monkeypat
         sids.append(fresh)
         # A step changes the state: the goal is appended again, to the new context.
         sim.step(sids[:1], ["turn left 30 degrees"], [0])
+        assert sim._sessions[sids[0]].goal_ctx is None  # the old state's cache is released
         appended.clear()
         moved = sim.score(sids[:1], DISTANCE_QUESTION, answers, goals=[goal])
         assert appended == [1] and not np.allclose(moved, d[:1])

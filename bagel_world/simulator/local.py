@@ -124,6 +124,8 @@ class LocalSimulator(Simulator):
                 groups.setdefault(s.task, []).append(i)
             for task, idx in groups.items():
                 self._step_group(task, [sessions[i] for i in idx], [texts[i] for i in idx], [int(seeds[i]) for i in idx])
+            for s in sessions:
+                s.goal_ctx = None  # built on the previous state: release its cache
             latency = time.perf_counter() - t0
         for i, s in enumerate(sessions):
             outputs[i] = StepOutput(frame=s.frames[-1].pixels.copy(), text=None, latency_s=latency, frame_index=s.frame_index)
