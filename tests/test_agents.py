@@ -634,3 +634,21 @@ def test_evaluate_agent_and_record_take_the_landmarks(capsys, tmp_path):
     assert cli_main(["record", "--task", "navigate", "--layout", "one_room", "--landmarks", "--out", str(tmp_path),
                      "--episodes", "1", "--steps", "2"]) == 0
     assert json.loads((tmp_path / "navigate" / "env.json").read_text()) == {"landmarks": True, "layout": "one_room"}
+
+
+def test_probe_judge_learnability_example(tmp_path, capsys):
+    needs_sim("navigate")
+    from bagel_world.simulator.progress import DISTANCE_BINS
+    from bagel_world.training.recorder import record
+
+    record("navigate", tmp_path / "rec", episodes=3, steps=6, seed=1000, env_kwargs={"layout": "one_room"})
+    probe = _example("probe_judge_learnability")
+    # The questions are the judge's own: a frame, a goal image and a distance bin.
+    frames, goals, labels = probe.training_questions(str(tmp_path / "rec"), 40, 0, "pose")
+    assert frames.shape == goals.shape == (40, 64, 64, 3) and frames.dtype == np.uint8
+    assert labels.min() >= 0 and labels.max() < len(DISTANCE_BINS["navigate"].centres)
+    assert probe.stack(frames[:2], goals[:2]).shape == (2, 6, 64, 64)
+    assert probe.main(["--data", str(tmp_path / "rec"), "--questions", "64", "--steps", "3", "--batch-size", "16",
+                       "--episodes", "1", "--seed", "200"]) == 0
+    out = capsys.readouterr().out
+    assert "| cross-entropy, last 100 steps / the bin prior's |" in out and "| Spearman on " in out
