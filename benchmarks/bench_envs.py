@@ -18,7 +18,10 @@ the median over rounds and the ratio to the first checkpoint.
 The FLOP column counts one vector step's floating-point operations with
 `torch.utils.flop_counter.FlopCounterMode` (matmuls, convolutions, attention) divided by
 the sub-envs; "limit" is that count over this CPU's measured fp32 matmul rate, the time a
-step would take if every operation ran at the speed of one large matmul.
+step would take if every operation ran at the speed of one large matmul. A second table
+splits those FLOPs by the model part that spends them (the MoT language model, the
+autoencoder's decoder and encoder, the SigLIP ViT), which says where fewer FLOPs must come
+from.
 """
 
 from __future__ import annotations
@@ -50,8 +53,23 @@ def step_times(step, steps: int) -> np.ndarray:
     return np.array(out)
 
 
-def time_vector(env_id: str, num_envs: int, steps: int, common: dict, flops: bool = False) -> tuple[float, float]:
-    """(median seconds per vector step, FLOPs per sub-env step or nan), after the window fills."""
+PARTS = {"Qwen2MoTForCausalLM": "language model (MoT)", "Decoder": "autoencoder decoder",
+         "Encoder": "autoencoder encoder", "SiglipVisionModel": "ViT"}
+
+
+def flops_by_part(counts: dict[str, dict], num_envs: int) -> dict[str, float]:
+    """FLOPs per sub-env step of each model part in `PARTS`, from `FlopCounterMode.get_flop_counts()`;
+    "other" is the rest (connectors, timestep and position embedders, heads)."""
+    total = sum(counts.get("Global", {}).values())
+    parts = {label: sum(counts.get(name, {}).values()) / num_envs for name, label in PARTS.items()}
+    parts["other"] = total / num_envs - sum(parts.values())
+    return {"total": total / num_envs, **parts}
+
+
+def time_vector(env_id: str, num_envs: int, steps: int, common: dict,
+                flops: bool = False) -> tuple[float, dict[str, float]]:
+    """(median seconds per vector step, FLOPs per sub-env step by part, or {} when not counted),
+    after the window fills."""
     warm = common["window"]
     kw = dict(action_mode="discrete", max_episode_steps=steps + warm + 4, **NEVER[env_id],
               checkpoint=common["checkpoint"], device=common["device"])
@@ -64,14 +82,14 @@ def time_vector(env_id: str, num_envs: int, steps: int, common: dict, flops: boo
     n = vec.single_action_space.n
     for t in range(warm + 1):
         vec.step((np.arange(num_envs) + t) % n)
-    per_env_flops = float("nan")
+    per_env_flops: dict[str, float] = {}
     if flops:
         from torch.utils.flop_counter import FlopCounterMode
 
-        counter = FlopCounterMode(display=False)
+        counter = FlopCounterMode(display=False, depth=1)
         with counter:
             vec.step(np.zeros(num_envs, np.int64))
-        per_env_flops = counter.get_total_flops() / num_envs
+        per_env_flops = flops_by_part(counter.get_flop_counts(), num_envs)
     times = step_times(lambda t: vec.step((np.arange(num_envs) + t) % n), steps)
     vec.close()
     return float(np.median(times)), per_env_flops
@@ -118,6 +136,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ids = list(ENV_IDS) if args.tasks == "all" else args.tasks.split(",")
     ckpts = args.checkpoints.split(",") if args.checkpoints else [args.checkpoint]
+    base_names = [os.path.basename(os.path.normpath(c)) if c else "shipped" for c in ckpts]
+    _LABELS.update({c: (c if base_names.count(b) > 1 and c else b) for c, b in zip(ckpts, base_names)})
     sims = {c: shared_simulator(c, None, args.device) for c in ckpts}  # load once, outside the timings
     for sim in sims.values():  # inference only; FlopCounterMode's module hooks need this
         sim.engine.model.requires_grad_(False)
@@ -135,6 +155,7 @@ def main() -> None:
     print("\n| env | checkpoint | sub-envs | median ms per call | env steps/s | vs first | MFLOP per env step | "
           "limit steps/s | share of limit |")
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
+    parts: list[tuple[str, str | None, int, dict[str, float]]] = []
     for env_id in ids:
         for n in (1, args.num_envs):
             ms = {c: [] for c in ckpts}
@@ -150,10 +171,26 @@ def main() -> None:
                 med = float(np.median(ms[c]))
                 sps = n / med
                 base = base or sps
-                limit = rate / flops[c]
-                print(f"| {env_id} | {os.path.basename(os.path.normpath(c)) if c else 'shipped'} | {n} | "
-                      f"{1000 * med:.0f} | {sps:.1f} | {sps / base:.2f}x | {flops[c] / 1e6:.0f} | {limit:.0f} | "
+                limit = rate / flops[c]["total"]
+                print(f"| {env_id} | {_name(c)} | {n} | "
+                      f"{1000 * med:.0f} | {sps:.1f} | {sps / base:.2f}x | {flops[c]['total'] / 1e6:.0f} | {limit:.0f} | "
                       f"{sps / limit:.1%} |", flush=True)
+                parts.append((env_id, c, n, flops[c]))
+    names = [*PARTS.values(), "other"]
+    print("\nMFLOP per env step by model part (share of the step):\n")
+    print("| env | checkpoint | sub-envs | " + " | ".join(names) + " |")
+    print("|---|---|---:|" + "---:|" * len(names))
+    for env_id, c, n, f in parts:
+        cells = [f"{f.get(k, 0.0) / 1e6:.0f} ({f.get(k, 0.0) / f['total']:.0%})" for k in names]
+        print(f"| {env_id} | {_name(c)} | {n} | " + " | ".join(cells) + " |")
+
+
+_LABELS: dict[str | None, str] = {}
+
+
+def _name(checkpoint: str | None) -> str:
+    """The checkpoint folder's name, or its whole path where two compared folders share a name."""
+    return _LABELS.get(checkpoint) or (os.path.basename(os.path.normpath(checkpoint)) if checkpoint else "shipped")
 
 
 if __name__ == "__main__":
