@@ -184,6 +184,8 @@ def make_imagined_vecenv(args: PPOArgs, simulator=None):
 
     import bagel_world  # noqa: F401  (registers the ids)
 
+    if not isinstance(args.env_kwargs, dict):
+        raise ValueError(f"env_kwargs must be a dict of env keywords, got {args.env_kwargs!r}")
     fixed = {"action_mode", "report_latency", "simulator", "checkpoint", "device", "max_episode_steps", "scenarios"}
     if clash := sorted(fixed & set(args.env_kwargs)):
         raise ValueError(f"env_kwargs may not set {clash}: PPOArgs sets them (its own fields, or fixed for PPO)")

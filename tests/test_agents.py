@@ -532,6 +532,8 @@ def test_ppo_env_kwargs_reach_the_imagined_envs_and_fixed_keys_are_refused():
     venv.close()
     with pytest.raises(ValueError, match=r"env_kwargs may not set \['scenarios'\]"):
         make_imagined_vecenv(PPOArgs(env_kwargs={"scenarios": "x.npz"}), fake())
+    with pytest.raises(ValueError, match=r"env_kwargs must be a dict of env keywords, got \[0\]"):
+        make_imagined_vecenv(PPOArgs(env_kwargs=[0]), fake())  # type: ignore[arg-type]
 
 
 def test_probe_examples_print_their_tables(tiny_ckpt, capsys):
