@@ -8,6 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from gymnasium.utils.env_checker import check_env, data_equivalence
 
 from bagel_world.envs import ENV_IDS, shared_simulator
@@ -249,3 +250,39 @@ def test_questions_about_one_state_and_goal_share_the_goal_append(sim, monkeypat
     finally:
         for sid in sids:
             sim.close(sid)
+
+
+def test_context_latents_sampled_appends_the_sampler_latents_without_an_encoder_pass(sim, monkeypatch):
+    # "reencode" (the default, the official order) encodes the decoded frame again;
+    # "sampled" puts the sampler's own final latents into the context and never calls the
+    # encoder while stepping. Both give the same first frame from the same start and seed.
+    from dataclasses import replace
+
+    from bagel_world.simulator.base import TaskTemplate
+    from bagel_world.simulator.local import LocalSimulator
+
+    tpl = sim.tasks()["navigate"]
+    assert tpl.context_latents == "reencode"
+    start = np.random.default_rng(7).integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8)
+    sims = {k: LocalSimulator(sim.engine, {"navigate": replace(tpl, context_latents=k)}) for k in ("reencode", "sampled")}
+    sids = {k: s.open("navigate", [start]) for k, s in sims.items()}
+    encoded, generated = [], []
+    real_encode, real_generate = sim.engine.encode_images, sim.engine.generate_image
+    monkeypatch.setattr(sim.engine, "encode_images", lambda *a, **k: encoded.append(1) or real_encode(*a, **k))
+    monkeypatch.setattr(sim.engine, "generate_image",
+                        lambda *a, **k: generated.append(real_generate(*a, **k)) or generated[-1])
+    out = {}
+    for k in ("reencode", "sampled"):
+        encoded.clear()
+        out[k] = sims[k].step([sids[k]], ["turn left 30 degrees"], [11])[0].frame
+        assert len(encoded) == (1 if k == "reencode" else 0)
+        kept = sims[k]._sessions[sids[k]].frames[-1].latents
+        same = torch.equal(kept, generated[-1].latents[0].to(kept))
+        assert same == (k == "sampled")
+    np.testing.assert_array_equal(out["reencode"], out["sampled"])
+    # The next step runs on the new context either way.
+    for k in ("reencode", "sampled"):
+        assert sims[k].step([sids[k]], ["move forward 0.5 m"], [12])[0].frame.shape == (*tpl.resolution, 3)
+        sims[k].close(sids[k])
+    with pytest.raises(ValueError, match=r"context_latents must be one of \('reencode', 'sampled'\), got 'raw'"):
+        TaskTemplate(name="navigate", system_prompt="x", context_latents="raw")

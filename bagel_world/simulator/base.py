@@ -23,6 +23,7 @@ from bagel_world.inference.settings import SamplingSettings  # part of the Simul
 from bagel_world.simulator.scenarios import ScenarioSet, procedural_scenarios
 
 _CACHE_LOCK = threading.Lock()
+CONTEXT_LATENTS = ("reencode", "sampled")
 
 
 @dataclass(frozen=True)
@@ -44,10 +45,17 @@ class TaskTemplate:
     # Past the window: drop the oldest frame's cache entries (constant cost; for models
     # trained with rope gaps) instead of rebuilding the context from the kept frames.
     slide_window: bool = False
+    # The VAE latents a generated frame enters the context with: "reencode" (the decoded
+    # frame encoded again, as the official interleaved inference appends a generated image)
+    # or "sampled" (the sampler's own final latents: no encoder pass, about a fifth of a
+    # small model's step).
+    context_latents: str = "reencode"
 
     def __post_init__(self) -> None:
         if self.window < 1:
             raise ValueError(f"window must be >= 1 frame, got {self.window}")
+        if self.context_latents not in CONTEXT_LATENTS:
+            raise ValueError(f"context_latents must be one of {CONTEXT_LATENTS}, got {self.context_latents!r}")
         if "{action}" not in self.action_format:
             raise ValueError(f"action_format must contain '{{action}}', got {self.action_format!r}")
 

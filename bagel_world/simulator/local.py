@@ -298,8 +298,12 @@ class LocalSimulator(Simulator):
             cond, [s.base for s in sessions], img_free,
             image_shape=tuple(tpl.resolution), settings=tpl.sampling, generators=gens,
         )
-        # 3. Append the new frames (VAE re-encode with the same generators, then ViT).
-        lat = eng.encode_images([eng.prepare_image(img) for img in res.images], gens)
+        # 3. Append the new frames: VAE latents (the decoded frame re-encoded with the same
+        #    generators, or the sampled latents as they are), then ViT.
+        if tpl.context_latents == "sampled":
+            lat = res.latents.to(eng.vae_device, torch.float32)
+        else:
+            lat = eng.encode_images([eng.prepare_image(img) for img in res.images], gens)
         new_frames = [_Frame(img, z) for img, z in zip(res.images, lat)]
         if tpl.slide_window:
             self._slide(tpl, sessions, new_frames, texts, cond, img_free)
