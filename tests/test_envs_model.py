@@ -253,16 +253,19 @@ def test_questions_about_one_state_and_goal_share_the_goal_append(sim, monkeypat
 
 
 def test_context_latents_sampled_appends_the_sampler_latents_without_an_encoder_pass(sim, monkeypatch):
-    # "reencode" (the default, the official order) encodes the decoded frame again;
-    # "sampled" puts the sampler's own final latents into the context and never calls the
-    # encoder while stepping. Both give the same first frame from the same start and seed.
+    # "reencode" (the default without world.json, the official order) encodes the decoded
+    # frame again; "sampled" (the shipped model's world.json) puts the sampler's own final
+    # latents into the context and never calls the encoder while stepping. Both give the
+    # same first frame from the same start and seed.
     from dataclasses import replace
 
     from bagel_world.simulator.base import TaskTemplate
     from bagel_world.simulator.local import LocalSimulator
+    from bagel_world.simulator.tasks import default_templates
 
     tpl = sim.tasks()["navigate"]
-    assert tpl.context_latents == "reencode"
+    assert {t.context_latents for t in sim.tasks().values()} == {"sampled"}
+    assert {t.context_latents for t in default_templates(large=True).values()} == {"reencode"}
     start = np.random.default_rng(7).integers(0, 256, (*tpl.resolution, 3), dtype=np.uint8)
     sims = {k: LocalSimulator(sim.engine, {"navigate": replace(tpl, context_latents=k)}) for k in ("reencode", "sampled")}
     sids = {k: s.open("navigate", [start]) for k, s in sims.items()}
