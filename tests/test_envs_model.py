@@ -220,33 +220,41 @@ def test_open_with_several_start_frames(sim, slide_window):
 
 def test_questions_about_one_state_and_goal_share_the_goal_append(sim, monkeypatch):
     # The judged reward asks two questions of each frame with the same goal: the goal image is
-    # appended once per session state and goal, and the answers are those of a fresh append.
+    # appended once per session state and goal, its latents are encoded once per session and
+    # goal, and the answers are those of a fresh append.
     from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
 
     rng = np.random.default_rng(9)
     start, goal, other = (rng.integers(0, 256, (64, 64, 3), dtype=np.uint8) for _ in range(3))
     answers = DISTANCE_BINS["navigate"].answers
     sids = [sim.open("navigate", [start]) for _ in range(2)]
-    appended = []
-    real_append = sim.engine.append_image
+    appended, encoded = [], []
+    real_append, real_encode = sim.engine.append_image, sim.engine.encode_images
     monkeypatch.setattr(sim.engine, "append_image", lambda c, imgs, **k: appended.append(len(imgs)) or real_append(c, imgs, **k))
+    monkeypatch.setattr(sim.engine, "encode_images", lambda p, g: encoded.append(len(p)) or real_encode(p, g))
     try:
         d = sim.score(sids, DISTANCE_QUESTION, answers, goals=[goal, other])
         r = sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=[goal, other])
-        assert appended == [2]  # both goals once, for both questions
+        assert appended == [2] and encoded == [2]  # both goals once, for both questions
         again = sim.score(sids[:1], DISTANCE_QUESTION, answers, goals=[other])  # another goal: appended
-        assert appended == [2, 1]
+        assert appended == [2, 1] and encoded == [2, 1]
         fresh = sim.open("navigate", [start])
         np.testing.assert_allclose(sim.score([fresh], DISTANCE_QUESTION, answers, goals=[other]), again, rtol=1e-5)
         np.testing.assert_allclose(sim.score([fresh], REACHED_QUESTION, REACHED_ANSWERS, goals=[goal]), r[:1], rtol=1e-5)
         np.testing.assert_allclose(sim.score([fresh], DISTANCE_QUESTION, answers, goals=[goal]), d[:1], rtol=1e-5)
         sids.append(fresh)
-        # A step changes the state: the goal is appended again, to the new context.
-        sim.step(sids[:1], ["turn left 30 degrees"], [0])
+        # A step changes the state: the goal is appended again, to the new context, from the
+        # latents encoded before it (no encoder pass for a goal the session has seen).
+        sim.step(sids[:2], ["turn left 30 degrees"] * 2, [0, 1])
         assert sim._sessions[sids[0]].goal_ctx is None  # the old state's cache is released
         appended.clear()
-        moved = sim.score(sids[:1], DISTANCE_QUESTION, answers, goals=[goal])
-        assert appended == [1] and not np.allclose(moved, d[:1])
+        encoded.clear()
+        moved = sim.score(sids[1:2], DISTANCE_QUESTION, answers, goals=[other])
+        assert appended == [1] and encoded == [] and not np.allclose(moved, d[1:2])
+        s1 = sim._sessions[sids[1]]
+        s1.goal_ctx = s1.goal_latents = None  # encoding the goal afresh gives the same answers
+        np.testing.assert_allclose(sim.score(sids[1:2], DISTANCE_QUESTION, answers, goals=[other]), moved, rtol=1e-5)
+        assert encoded == [1]
     finally:
         for sid in sids:
             sim.close(sid)

@@ -61,6 +61,8 @@ class _Session:
     # (base it was built on, goal bytes, base + goal image): the questions asked about one
     # state with one goal (the judged reward asks two) share the goal's append.
     goal_ctx: tuple[Context, bytes, Context] | None = None
+    # (goal bytes, its VAE latents): a goal is encoded once per session, not once per state.
+    goal_latents: tuple[bytes, torch.Tensor] | None = None
 
 
 class LocalSimulator(Simulator):
@@ -234,18 +236,32 @@ class LocalSimulator(Simulator):
         """Each session's context with its goal image appended, forked for one question.
 
         The goal is appended once per session state and goal: a second question about the
-        same state and goal (the judged reward asks two) forks the cached context. The VAE
-        draw is seeded from the goal's bytes like start frames: the same goal, the same context.
+        same state and goal (the judged reward asks two) forks the cached context. Its VAE
+        draw is seeded from the goal's bytes like start frames (the same goal, the same
+        latents), so the latents are encoded once per session and goal and reused by every
+        later state; only the model's pass over them is per state.
         """
         keys = [g.tobytes() for g in goals]
         missing = [i for i, (s, k) in enumerate(zip(sessions, keys))
                    if s.goal_ctx is None or s.goal_ctx[0] is not s.base or s.goal_ctx[1] != k]
         if missing:
-            fresh = [sessions[i].base.fork() for i in missing]
-            gens = [torch.Generator().manual_seed(zlib.crc32(keys[i])) for i in missing]
-            self.engine.append_image(fresh, [goals[i] for i in missing], generators=gens)
-            for i, c in zip(missing, fresh):
-                sessions[i].goal_ctx = (sessions[i].base, keys[i], c)
+            eng = self.engine
+            encode = [i for i in missing if sessions[i].goal_latents is None or sessions[i].goal_latents[0] != keys[i]]
+            if encode:
+                gens = [torch.Generator().manual_seed(zlib.crc32(keys[i])) for i in encode]
+                lat = eng.encode_images([eng.prepare_image(goals[i]) for i in encode], gens)
+                for i, z in zip(encode, lat):
+                    sessions[i].goal_latents = (keys[i], z)
+            fresh = {i: sessions[i].base.fork() for i in missing}
+            by_shape: dict[tuple[int, ...], list[int]] = {}
+            for i in missing:
+                by_shape.setdefault(tuple(self._template(sessions[i].task).resolution), []).append(i)
+            for shape, idx in by_shape.items():  # the official order: VAE latents, then ViT tokens
+                eng.append_latents([fresh[i] for i in idx],
+                                   torch.stack([sessions[i].goal_latents[1] for i in idx]), shape)  # type: ignore[index]
+            eng.append_image([fresh[i] for i in missing], [goals[i] for i in missing], vae=False, vit=True)
+            for i in missing:
+                sessions[i].goal_ctx = (sessions[i].base, keys[i], fresh[i])
         return [s.goal_ctx[2].fork() for s in sessions]  # type: ignore[index]
 
     def _action_text(self, s: _Session, action: str) -> str:
