@@ -47,8 +47,7 @@ class TaskTemplate:
     slide_window: bool = False
     # The VAE latents a generated frame enters the context with: "reencode" (the decoded
     # frame encoded again, as the official interleaved inference appends a generated image)
-    # or "sampled" (the sampler's own final latents: no encoder pass, about a fifth of a
-    # small model's step).
+    # or "sampled" (the sampler's own final latents: no encoder pass per generated frame).
     context_latents: str = "reencode"
 
     def __post_init__(self) -> None:
