@@ -136,8 +136,9 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     ids = list(ENV_IDS) if args.tasks == "all" else args.tasks.split(",")
     ckpts = args.checkpoints.split(",") if args.checkpoints else [args.checkpoint]
+    # Each checkpoint's folder name, or its whole path where two compared folders share a name.
     base_names = [os.path.basename(os.path.normpath(c)) if c else "shipped" for c in ckpts]
-    _LABELS.update({c: (c if base_names.count(b) > 1 and c else b) for c, b in zip(ckpts, base_names)})
+    label = {c: (c if base_names.count(b) > 1 and c else b) for c, b in zip(ckpts, base_names)}
     sims = {c: shared_simulator(c, None, args.device) for c in ckpts}  # load once, outside the timings
     for sim in sims.values():  # inference only; FlopCounterMode's module hooks need this
         sim.engine.model.requires_grad_(False)
@@ -172,7 +173,7 @@ def main() -> None:
                 sps = n / med
                 base = base or sps
                 limit = rate / flops[c]["total"]
-                print(f"| {env_id} | {_name(c)} | {n} | "
+                print(f"| {env_id} | {label[c]} | {n} | "
                       f"{1000 * med:.0f} | {sps:.1f} | {sps / base:.2f}x | {flops[c]['total'] / 1e6:.0f} | {limit:.0f} | "
                       f"{sps / limit:.1%} |", flush=True)
                 parts.append((env_id, c, n, flops[c]))
@@ -181,16 +182,8 @@ def main() -> None:
     print("| env | checkpoint | sub-envs | " + " | ".join(names) + " |")
     print("|---|---|---:|" + "---:|" * len(names))
     for env_id, c, n, f in parts:
-        cells = [f"{f.get(k, 0.0) / 1e6:.0f} ({f.get(k, 0.0) / f['total']:.0%})" for k in names]
-        print(f"| {env_id} | {_name(c)} | {n} | " + " | ".join(cells) + " |")
-
-
-_LABELS: dict[str | None, str] = {}
-
-
-def _name(checkpoint: str | None) -> str:
-    """The checkpoint folder's name, or its whole path where two compared folders share a name."""
-    return _LABELS.get(checkpoint) or (os.path.basename(os.path.normpath(checkpoint)) if checkpoint else "shipped")
+        cells = [f"{f[k] / 1e6:.0f} ({f[k] / f['total']:.0%})" for k in names]
+        print(f"| {env_id} | {label[c]} | {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
