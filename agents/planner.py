@@ -59,6 +59,8 @@ class PlanResult:
     predicted_end: np.ndarray  # (H, W, 3) uint8, the imagined end frame of `sequence`
     probs: np.ndarray  # (horizon, A) the refitted categorical distributions
     iteration_scores: list[tuple[float, float]]  # per iteration: (mean score, elite mean score)
+    candidate_sequences: np.ndarray  # (n, horizon) int, the last iteration's candidates
+    candidate_scores: np.ndarray  # (n,) their end-frame scores (higher is closer to the goal)
 
 
 class CEMPlanner(Agent):
@@ -210,7 +212,7 @@ class CEMPlanner(Agent):
         log.debug("plan: action %s, best %s score %.3f, iterations %s", action, seq, score, history)
         return PlanResult(action=action, text=self.actions[action], sequence=seq, score=score,
                           predicted_next=first_frames.get(action), predicted_end=end, probs=probs,
-                          iteration_scores=history)
+                          iteration_scores=history, candidate_sequences=seqs, candidate_scores=scores)
 
     def _initial_probs(self, H: int, A: int) -> np.ndarray:
         probs = np.full((H, A), 1.0 / A)

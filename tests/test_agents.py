@@ -116,6 +116,12 @@ def test_planner_tries_every_sequence_once_when_the_candidates_cover_them():
     assert plan.sequence.tolist() == [TURN_LEFT, TURN_LEFT] and plan.action == TURN_LEFT
     # 6 x 6 sequences in ONE iteration: one batched step per horizon step, 36 distinct end frames
     assert sim.step_calls - before == 2 and scored == [36] and len(plan.iteration_scores) == 1
+    # every candidate's score is kept, the best one on the chosen sequence
+    assert plan.candidate_sequences.shape == (36, 2) and plan.candidate_scores.shape == (36,)
+    assert len({tuple(s) for s in plan.candidate_sequences.tolist()}) == 36
+    top = int(np.argmax(plan.candidate_scores))
+    assert plan.candidate_sequences[top].tolist() == plan.sequence.tolist()
+    assert plan.candidate_scores[top] == plan.score
     with pytest.raises(ValueError, match="elites < 6 or choose='best'"):
         CEMPlanner(candidates=6, horizon=1, elites=6, score_fn=score, progress=False).reset(env, obs, info)
 
@@ -546,6 +552,28 @@ def test_probe_examples_print_their_tables(tiny_ckpt, capsys):
                                                  "--max-steps", "4", "--horizon", "1"]) == 0
     out = capsys.readouterr().out
     assert "| the real frame |" in out and "| the frame imagined 1 step ahead |" in out
+
+
+def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ckpt, tmp_path, capsys):
+    needs_sim("navigate")
+    out_json = tmp_path / "probe.json"
+    assert _example("probe_action_choice").main(["--checkpoint", str(tiny_ckpt), "--layout", "one_room", "--landmarks",
+                                                 "--episodes", "1", "--max-steps", "3", "--explore", "0",
+                                                 "--threads", "1", "--out", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "| the planner's action |" in out and "| the average action (random) |" in out
+    d = json.loads(out_json.read_text())
+    states = d["per_state"]
+    assert d["states"] == len(states) == 3 and d["env_kwargs"] == {"layout": "one_room", "landmarks": True}
+    for s in states:
+        assert len(s["after"]) == len(s["scores"]) == 6 and s["scores"][s["chosen"]] == max(s["scores"])
+    # with no exploration the walk takes the planner's action, and the real state was restored
+    # after trying the others: that action's outcome is exactly where the next state starts
+    for s, nxt in zip(states, states[1:]):
+        assert s["after"][s["chosen"]] == nxt["before"]
+    deltas = np.array([np.array(s["after"]) - s["before"] for s in states])
+    assert d["delta_average_m"] == pytest.approx(deltas.mean())
+    assert d["delta_best_m"] == pytest.approx(deltas.min(1).mean())
 
 
 def test_probe_judge_on_recordings_example(tiny_ckpt, tmp_path, capsys):
