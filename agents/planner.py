@@ -267,6 +267,15 @@ class CEMPlanner(Agent):
         return np.stack([frames[k] for k in ends_keys]), inverse, firsts
 
     # ---- scoring -----------------------------------------------------------------------------
+    def score_frames(self, frames: np.ndarray, goal: np.ndarray | None) -> np.ndarray:
+        """(B,) the planner's score of any frames (B, H, W, 3) against `goal`, higher is closer:
+        what it ranks its imagined end frames by (e.g. real outcomes, to separate the score's
+        errors from the imagination's). Needs `reset` first."""
+        if self._sim is None:
+            raise RuntimeError("call reset(env, obs, info) before score_frames()")
+        frames = np.asarray(frames, np.uint8)
+        return self._score(frames, goal, self._goal_reference(goal))
+
     def _goal_reference(self, goal: np.ndarray | None):
         if self.score_fn is not None or goal is None or self._metric == "judged":
             return None

@@ -17,6 +17,10 @@ random actions so that it does not stay in one spot. Over all states it reports:
 - the mean within-state Spearman between the planner's scores and the real closeness after
   each action (+1: the scores order the actions as the real outcomes do).
 
+Each figure is given twice: for the planner's own pick (its score of the imagined next
+frames), and for the pick the same score makes of the REAL next frames. If the second is much
+better, the imagination is what fails; if both are poor, the score is.
+
 Needs scipy (the `[eval]` extra brings it).
 """
 
@@ -35,6 +39,23 @@ import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import CEMPlanner
 from bagel_world.envs.base import shared_simulator
 from bagel_world.evaluate_agents import add_landmarks_option, make_real_env, real_env_kwargs
+
+
+def pick_figures(delta: np.ndarray, best: np.ndarray, after: np.ndarray, picks: list[int],
+                 scores: list[list[float]]) -> dict[str, float]:
+    """How good one way of picking is: `delta` (S, A) real change of distance per action, `best`
+    (S, A) which actions are best, `after` (S, A) real distance after each, the picks (S,) and
+    the scores (S, A) they came from."""
+    rows = np.arange(len(picks))
+    chosen = delta[rows, picks]
+    gap = chosen - delta.mean(1)
+    with warnings.catch_warnings():  # states where every action ends equally far (e.g. against a wall)
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        rho = np.array([spearmanr(sc, -af).statistic for sc, af in zip(scores, after)])
+    return {"delta_chosen_m": float(chosen.mean()), "chosen_minus_average_m": float(gap.mean()),
+            "stderr_m": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
+            "chosen_is_best": float(best[rows, picks].mean()), "within_state_spearman": float(np.nanmean(rho)),
+            "ranked_states": int(np.isfinite(rho).sum())}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,13 +96,17 @@ def main(argv: list[str] | None = None) -> int:
             scores = np.empty(n_act)
             scores[plan.candidate_sequences[:, 0]] = plan.candidate_scores
             saved, before = base.get_state(), float(info[key])
-            after = []
+            after, outcomes = [], []
             for i in range(n_act):  # each action from the same real state
                 base.set_state(saved)
-                after.append(float(base.step(i)[4][key]))
+                o, _, _, _, inf = base.step(i)
+                after.append(float(inf[key]))
+                outcomes.append(o["frame"])
             base.set_state(saved)
+            real_scores = planner.score_frames(np.stack(outcomes), obs["goal"])
             states.append({"seed": seed, "before": before, "after": after, "scores": scores.tolist(),
-                           "chosen": plan.action})
+                           "chosen": plan.action, "real_scores": real_scores.tolist(),
+                           "chosen_on_real": int(np.argmax(real_scores))})
             act = int(rng.integers(n_act)) if rng.random() < a.explore else plan.action
             obs, _, terminated, truncated, info = env.step(act)
             done = terminated or truncated
@@ -90,33 +115,30 @@ def main(argv: list[str] | None = None) -> int:
     before = np.array([s["before"] for s in states])
     after = np.array([s["after"] for s in states])
     delta = after - before[:, None]  # (S, A) real change of distance per action
-    chosen = delta[np.arange(len(states)), [s["chosen"] for s in states]]
-    gap = chosen - delta.mean(1)
     best = delta <= delta.min(1, keepdims=True) + 0.01
-    is_best = best[np.arange(len(states)), [s["chosen"] for s in states]]
-    with warnings.catch_warnings():  # states where every action ends equally far (e.g. against a wall)
-        warnings.simplefilter("ignore", ConstantInputWarning)
-        rho = np.array([spearmanr(s["scores"], -np.asarray(s["after"])).statistic for s in states])
     figures = {
         "checkpoint": a.checkpoint, "env_kwargs": env_kwargs, "metric": "judged" if a.metric == "auto" else a.metric,
         "seeds": [a.seed, a.seed + a.episodes - 1], "states": len(states), "explore": a.explore,
-        "delta_chosen_m": float(chosen.mean()), "delta_average_m": float(delta.mean()),
-        "delta_best_m": float(delta.min(1).mean()), "chosen_minus_average_m": float(gap.mean()),
-        "chosen_minus_average_stderr_m": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
-        "chosen_is_best": float(is_best.mean()), "chance_is_best": float(best.mean()),
-        "within_state_spearman": float(np.nanmean(rho)), "ranked_states": int(np.isfinite(rho).sum()),
+        "delta_average_m": float(delta.mean()), "delta_best_m": float(delta.min(1).mean()),
+        "chance_is_best": float(best.mean()),
+        # the planner's pick (scores of the imagined next frames), and the pick the same score
+        # makes on the real next frames: the gap between them is what imagination costs
+        "imagined": pick_figures(delta, best, after, [s["chosen"] for s in states], [s["scores"] for s in states]),
+        "real_outcomes": pick_figures(delta, best, after, [s["chosen_on_real"] for s in states],
+                                      [s["real_scores"] for s in states]),
     }
-    f = figures
+    f, im, re = figures, figures["imagined"], figures["real_outcomes"]
     print(f"{f['states']} states, seeds {a.seed}-{a.seed + a.episodes - 1}, score: {f['metric']}")
-    print("| real change of distance after | m per step |")
-    print("|---|---|")
-    print(f"| the planner's action | {f['delta_chosen_m']:+.3f} |")
-    print(f"| the average action (random) | {f['delta_average_m']:+.3f} |")
-    print(f"| the best action | {f['delta_best_m']:+.3f} |")
-    print(f"planner - average, per state: {f['chosen_minus_average_m']:+.3f} ± {f['chosen_minus_average_stderr_m']:.3f} m")
-    print(f"planner's action is a best one: {f['chosen_is_best']:.0%} of states (chance {f['chance_is_best']:.0%})")
-    print(f"within-state Spearman of scores with real closeness: {f['within_state_spearman']:+.2f} "
-          f"({f['ranked_states']} states where the actions' outcomes differ)")
+    print("| | the planner (scores of imagined next frames) | the same score of the real next frames |")
+    print("|---|---|---|")
+    print(f"| real change of distance after its pick (m) | {im['delta_chosen_m']:+.3f} | {re['delta_chosen_m']:+.3f} |")
+    print(f"| pick - average action, per state (m) | {im['chosen_minus_average_m']:+.3f} ± {im['stderr_m']:.3f} | "
+          f"{re['chosen_minus_average_m']:+.3f} ± {re['stderr_m']:.3f} |")
+    print(f"| pick is a best action (chance {f['chance_is_best']:.0%}) | {im['chosen_is_best']:.0%} | "
+          f"{re['chosen_is_best']:.0%} |")
+    print(f"| within-state Spearman of scores with real closeness | {im['within_state_spearman']:+.2f} | "
+          f"{re['within_state_spearman']:+.2f} |")
+    print(f"average action (random): {f['delta_average_m']:+.3f} m; best action: {f['delta_best_m']:+.3f} m")
     if a.out:
         with open(a.out, "w") as fh:
             json.dump({**figures, "per_state": states}, fh, indent=1)

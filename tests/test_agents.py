@@ -122,6 +122,9 @@ def test_planner_tries_every_sequence_once_when_the_candidates_cover_them():
     top = int(np.argmax(plan.candidate_scores))
     assert plan.candidate_sequences[top].tolist() == plan.sequence.tolist()
     assert plan.candidate_scores[top] == plan.score
+    # score_frames is the same score, on any frames
+    frames = np.stack([obs["frame"], np.roll(obs["frame"], 1, axis=0)])
+    np.testing.assert_array_equal(planner.score_frames(frames, obs.get("goal")), redness(frames, obs.get("goal")))
     with pytest.raises(ValueError, match="elites < 6 or choose='best'"):
         CEMPlanner(candidates=6, horizon=1, elites=6, score_fn=score, progress=False).reset(env, obs, info)
 
@@ -561,12 +564,13 @@ def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ck
                                                  "--episodes", "1", "--max-steps", "3", "--explore", "0",
                                                  "--threads", "1", "--out", str(out_json)]) == 0
     out = capsys.readouterr().out
-    assert "| the planner's action |" in out and "| the average action (random) |" in out
+    assert "| real change of distance after its pick (m) |" in out and "average action (random)" in out
     d = json.loads(out_json.read_text())
     states = d["per_state"]
     assert d["states"] == len(states) == 3 and d["env_kwargs"] == {"layout": "one_room", "landmarks": True}
     for s in states:
-        assert len(s["after"]) == len(s["scores"]) == 6 and s["scores"][s["chosen"]] == max(s["scores"])
+        assert len(s["after"]) == len(s["scores"]) == len(s["real_scores"]) == 6
+        assert s["scores"][s["chosen"]] == max(s["scores"]) and s["real_scores"][s["chosen_on_real"]] == max(s["real_scores"])
     # with no exploration the walk takes the planner's action, and the real state was restored
     # after trying the others: that action's outcome is exactly where the next state starts
     for s, nxt in zip(states, states[1:]):
@@ -574,6 +578,8 @@ def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ck
     deltas = np.array([np.array(s["after"]) - s["before"] for s in states])
     assert d["delta_average_m"] == pytest.approx(deltas.mean())
     assert d["delta_best_m"] == pytest.approx(deltas.min(1).mean())
+    picked = [deltas[i, s["chosen"]] for i, s in enumerate(states)]
+    assert d["imagined"]["delta_chosen_m"] == pytest.approx(np.mean(picked))
 
 
 def test_probe_judge_on_recordings_example(tiny_ckpt, tmp_path, capsys):
