@@ -688,3 +688,32 @@ def test_probe_judge_learnability_example(tmp_path, capsys):
                        "--episodes", "1", "--seed", "200"]) == 0
     out = capsys.readouterr().out
     assert "| cross-entropy, last 100 steps / the bin prior's |" in out and "| Spearman on " in out
+
+
+def test_probe_action_value_learnability_example(tmp_path, capsys):
+    needs_sim("navigate")
+    from bagel_world.sims import pose_progress
+    from bagel_world.training.data import Shard
+    from bagel_world.training.pipeline import load_training_shards
+    from bagel_world.training.recorder import record
+
+    [shard] = record("navigate", tmp_path / "rec", episodes=3, steps=6, seed=1000, progress=False,
+                     env_kwargs={"layout": "one_room"})
+    probe = _example("probe_action_value_learnability")
+    actions = tuple(default_templates(large=False)["navigate"].canonical_actions)
+    # The targets are the recorded poses' change of distance to the goal, per canonical step taken.
+    frames, goals, acts, deltas = probe.recorded_steps(str(tmp_path / "rec"), actions)
+    [s] = load_training_shards(tmp_path / "rec", holdout=8)[0]  # the episodes the probe trains on
+    assert s.frames.shape[0] < Shard.load(shard).frames.shape[0]
+    canonical = [(e, t) for e in range(s.frames.shape[0]) for t in range(s.actions.shape[1])
+                 if str(s.actions[e, t]) in actions]
+    assert len(deltas) == len(canonical) > 0 and frames.shape == goals.shape == (len(deltas), 64, 64, 3)
+    e, t = canonical[0]
+    dist = [pose_progress("navigate", s.poses[e, k], s.goal_poses[e], "pose", True)[0] for k in (t, t + 1)]
+    assert deltas[0] == pytest.approx(dist[1] - dist[0]) and actions[acts[0]] == str(s.actions[e, t])
+    assert probe.main(["--data", str(tmp_path / "rec"), "--steps", "3", "--batch-size", "8", "--episodes", "1",
+                       "--max-steps", "2", "--out", str(tmp_path / "f.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| pick - average, per state (m) |" in out
+    f = json.loads((tmp_path / "f.json").read_text())
+    assert f["states"] == 2 and f["training_steps"] == len(deltas)
