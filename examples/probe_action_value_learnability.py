@@ -54,13 +54,19 @@ def stack(frames: np.ndarray, goals: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
 
 
-def recorded_steps(data: str, actions: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every recorded navigate step of the training shards that took a canonical action:
-    (frames, goals, action index, real change of distance to the goal pose)."""
+def recorded_steps(data: str, actions: tuple[str, ...], held_out: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Every recorded navigate step that took a canonical action, of the training episodes (or
+    of the held-out ones, as `bagel-world train` splits them): (frames, goals, action index,
+    real change of distance to the goal pose)."""
     from bagel_world.sims import pose_progress
     from bagel_world.training.pipeline import load_training_shards
 
-    shards, _ = load_training_shards(Path(data), holdout=8)
+    train, held = load_training_shards(Path(data), holdout=8)
+    if held_out:
+        shards = [held["navigate"]] if "navigate" in held else []
+    else:
+        shards = train
     shards = [s for s in shards if s.task == "navigate" and s.has_progress]
     if not shards:
         raise SystemExit(f"no navigate recordings with progress poses under {data}")
@@ -122,9 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     # what predicting each action's mean change (ignoring both images) leaves
     per_action_mean = np.array([deltas[acts == i].mean() if (acts == i).any() else 0.0 for i in range(len(actions))])
     baseline_mse = float(((deltas - per_action_mean[acts]) ** 2).mean())
+    net.eval()
+    h_frames, h_goals, h_acts, h_deltas = recorded_steps(a.data, actions, held_out=True)
+    with torch.no_grad():
+        h_pred = torch.cat([net(stack(h_frames[i:i + 256], h_goals[i:i + 256])) for i in range(0, len(h_acts), 256)])
+    held_mse = float(((h_pred[np.arange(len(h_acts)), h_acts].numpy() - h_deltas) ** 2).mean())
+    held_baseline = float(((h_deltas - per_action_mean[h_acts]) ** 2).mean())
 
     # 2. Score its greedy pick in the real twin, every action tried from each state.
-    net.eval()
     env_kwargs = real_env_kwargs("navigate", a.layout, None, a.landmarks)
     env = make_real_env("navigate", template=template, max_steps=a.max_steps, **env_kwargs)
     base = env.unwrapped
@@ -159,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     f = {
         "data": a.data, "env_kwargs": env_kwargs, "training_steps": int(len(deltas)),
         "mse_last100": float(np.mean(losses[-100:])), "mse_per_action_mean": baseline_mse,
+        "held_out_steps": int(len(h_deltas)), "held_out_mse": held_mse, "held_out_mse_per_action_mean": held_baseline,
         "seeds": [a.seed, a.seed + a.episodes - 1], "states": len(delta), "explore": a.explore,
         "delta_chosen_m": float(picked.mean()), "delta_average_m": float(delta.mean()),
         "delta_best_m": float(delta.min(1).mean()), "chosen_minus_average_m": float(gap.mean()),
@@ -168,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     print(f"| recorded steps | {f['training_steps']} from {a.data} |")
     print(f"| MSE, last 100 steps / each action's mean change | {f['mse_last100']:.4f} / {baseline_mse:.4f} |")
+    print(f"| MSE on the {f['held_out_steps']} held-out recorded steps / each action's mean change | "
+          f"{held_mse:.4f} / {held_baseline:.4f} |")
     print(f"| states scored, seeds {a.seed}-{a.seed + a.episodes - 1} | {f['states']} |")
     print(f"| real change of distance: CNN's pick / average / best action (m) | {f['delta_chosen_m']:+.3f} / "
           f"{f['delta_average_m']:+.3f} / {f['delta_best_m']:+.3f} |")
