@@ -6,7 +6,9 @@ action that pick is in the real twin. This probe asks whether a different questi
 names the action, is easier to learn from the same recordings: "how much closer does <action>
 bring me?" It trains a small convolutional regressor on the current frame and the goal image
 (stacked as 6 channels) with one output per canonical action, fitted on the action each
-recorded step took (its real change of distance to the goal pose, from the recorded poses).
+recorded step took (its real change of distance to the goal pose, from the recorded poses),
+and reports its error on the recorded episodes that `bagel-world train` holds out too, so
+that memorising the training episodes shows.
 
 It is then scored exactly as `probe_action_choice.py` scores the planner: on a walk through
 the real twin (held-out seeds; the CNN's greedy pick, with a share of random actions), every
