@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -148,6 +149,47 @@ def run_episode(env, agent, seed: int) -> tuple[bool, int, float, list[dict[str,
         records.append({"action": int(a), "reward": float(reward), "success": success})
         if terminated or truncated or success:
             return success, steps, total, records
+
+
+def every_action_outcome(env, key: str) -> tuple[list[float], list[np.ndarray]]:
+    """Each canonical action taken once from the real env's current state, which is then put
+    back (`get_state` / `set_state`): `info[key]` after each (e.g. "goal_distance") and its frame."""
+    base = env.unwrapped
+    saved = base.get_state()
+    after, frames = [], []
+    try:
+        for i in range(base.action_space.n):
+            base.set_state(saved)
+            obs, _, _, _, info = base.step(i)
+            after.append(float(info[key]))
+            frames.append(obs["frame"])
+    finally:
+        base.set_state(saved)
+    return after, frames
+
+
+def pick_figures(before: np.ndarray, after: np.ndarray, picks: Sequence[int],
+                 scores: Sequence[Sequence[float]]) -> dict[str, float]:
+    """How well one way of picking actions gets closer: `before` (S,) the distance at each state,
+    `after` (S, A) the distance after each action from it, the picks (S,) and the scores (S, A,
+    higher is closer) they came from. Changes of distance are in the env's unit, negative =
+    closer; "best" is within 0.01 of the best action's."""
+    from scipy.stats import ConstantInputWarning, spearmanr
+
+    delta = np.asarray(after, np.float64) - np.asarray(before, np.float64)[:, None]
+    rows, picks = np.arange(len(delta)), np.asarray(picks, np.int64)
+    gap = delta[rows, picks] - delta.mean(1)
+    best = delta <= delta.min(1, keepdims=True) + 0.01
+    with warnings.catch_warnings():  # states where every action ends equally far (e.g. against a wall)
+        warnings.simplefilter("ignore", ConstantInputWarning)
+        rho = np.array([spearmanr(sc, -np.asarray(af)).statistic for sc, af in zip(scores, after)])
+    return {"states": len(delta), "delta_chosen": float(delta[rows, picks].mean()),
+            "delta_average": float(delta.mean()), "delta_best": float(delta.min(1).mean()),
+            "chosen_minus_average": float(gap.mean()),
+            "stderr": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
+            "chosen_is_best": float(best[rows, picks].mean()), "chance_is_best": float(best.mean()),
+            "within_state_spearman": float(np.nanmean(rho)) if np.isfinite(rho).any() else float("nan"),
+            "ranked_states": int(np.isfinite(rho).sum())}
 
 
 def shipped_ppo_policy(checkpoint, task: str, layout: str | None):

@@ -28,34 +28,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 
 import numpy as np
 import torch
-from scipy.stats import ConstantInputWarning, spearmanr
 from tqdm.auto import tqdm
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import CEMPlanner
 from bagel_world.envs.base import shared_simulator
-from bagel_world.evaluate_agents import add_landmarks_option, make_real_env, real_env_kwargs
-
-
-def pick_figures(delta: np.ndarray, best: np.ndarray, after: np.ndarray, picks: list[int],
-                 scores: list[list[float]]) -> dict[str, float]:
-    """How good one way of picking is: `delta` (S, A) real change of distance per action, `best`
-    (S, A) which actions are best, `after` (S, A) real distance after each, the picks (S,) and
-    the scores (S, A) they came from."""
-    rows = np.arange(len(picks))
-    chosen = delta[rows, picks]
-    gap = chosen - delta.mean(1)
-    with warnings.catch_warnings():  # states where every action ends equally far (e.g. against a wall)
-        warnings.simplefilter("ignore", ConstantInputWarning)
-        rho = np.array([spearmanr(sc, -af).statistic for sc, af in zip(scores, after)])
-    return {"delta_chosen_m": float(chosen.mean()), "chosen_minus_average_m": float(gap.mean()),
-            "stderr_m": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
-            "chosen_is_best": float(best[rows, picks].mean()), "within_state_spearman": float(np.nanmean(rho)),
-            "ranked_states": int(np.isfinite(rho).sum())}
+from bagel_world.evaluate_agents import (
+    add_landmarks_option,
+    every_action_outcome,
+    make_real_env,
+    pick_figures,
+    real_env_kwargs,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,7 +67,6 @@ def main(argv: list[str] | None = None) -> int:
     template = sim.tasks()["navigate"]
     env_kwargs = real_env_kwargs("navigate", a.layout, a.success, a.landmarks)
     env = make_real_env("navigate", template=template, max_steps=a.max_steps, **env_kwargs)
-    base = env.unwrapped
     key = "view_distance" if a.success == "view" else "goal_distance"
     n_act = len(template.canonical_actions)
     planner = CEMPlanner(simulator=sim, candidates=n_act, horizon=1, elites=1, metric=a.metric, progress=False)
@@ -95,16 +81,9 @@ def main(argv: list[str] | None = None) -> int:
             plan = planner.plan(obs)
             scores = np.empty(n_act)
             scores[plan.candidate_sequences[:, 0]] = plan.candidate_scores
-            saved, before = base.get_state(), float(info[key])
-            after, outcomes = [], []
-            for i in range(n_act):  # each action from the same real state
-                base.set_state(saved)
-                o, _, _, _, inf = base.step(i)
-                after.append(float(inf[key]))
-                outcomes.append(o["frame"])
-            base.set_state(saved)
+            after, outcomes = every_action_outcome(env, key)  # each action from this same real state
             real_scores = planner.score_frames(np.stack(outcomes), obs["goal"])
-            states.append({"seed": seed, "before": before, "after": after, "scores": scores.tolist(),
+            states.append({"seed": seed, "before": float(info[key]), "after": after, "scores": scores.tolist(),
                            "chosen": plan.action, "real_scores": real_scores.tolist(),
                            "chosen_on_real": int(np.argmax(real_scores))})
             act = int(rng.integers(n_act)) if rng.random() < a.explore else plan.action
@@ -114,31 +93,27 @@ def main(argv: list[str] | None = None) -> int:
 
     before = np.array([s["before"] for s in states])
     after = np.array([s["after"] for s in states])
-    delta = after - before[:, None]  # (S, A) real change of distance per action
-    best = delta <= delta.min(1, keepdims=True) + 0.01
     figures = {
         "checkpoint": a.checkpoint, "env_kwargs": env_kwargs, "metric": "judged" if a.metric == "auto" else a.metric,
-        "seeds": [a.seed, a.seed + a.episodes - 1], "states": len(states), "explore": a.explore,
-        "delta_average_m": float(delta.mean()), "delta_best_m": float(delta.min(1).mean()),
-        "chance_is_best": float(best.mean()),
+        "seeds": [a.seed, a.seed + a.episodes - 1], "explore": a.explore,
         # the planner's pick (scores of the imagined next frames), and the pick the same score
         # makes on the real next frames: the gap between them is what imagination costs
-        "imagined": pick_figures(delta, best, after, [s["chosen"] for s in states], [s["scores"] for s in states]),
-        "real_outcomes": pick_figures(delta, best, after, [s["chosen_on_real"] for s in states],
+        "imagined": pick_figures(before, after, [s["chosen"] for s in states], [s["scores"] for s in states]),
+        "real_outcomes": pick_figures(before, after, [s["chosen_on_real"] for s in states],
                                       [s["real_scores"] for s in states]),
     }
     f, im, re = figures, figures["imagined"], figures["real_outcomes"]
-    print(f"{f['states']} states, seeds {a.seed}-{a.seed + a.episodes - 1}, score: {f['metric']}")
+    print(f"{im['states']} states, seeds {a.seed}-{a.seed + a.episodes - 1}, score: {f['metric']}")
     print("| | the planner (scores of imagined next frames) | the same score of the real next frames |")
     print("|---|---|---|")
-    print(f"| real change of distance after its pick (m) | {im['delta_chosen_m']:+.3f} | {re['delta_chosen_m']:+.3f} |")
-    print(f"| pick - average action, per state (m) | {im['chosen_minus_average_m']:+.3f} ± {im['stderr_m']:.3f} | "
-          f"{re['chosen_minus_average_m']:+.3f} ± {re['stderr_m']:.3f} |")
-    print(f"| pick is a best action (chance {f['chance_is_best']:.0%}) | {im['chosen_is_best']:.0%} | "
+    print(f"| real change of distance after its pick (m) | {im['delta_chosen']:+.3f} | {re['delta_chosen']:+.3f} |")
+    print(f"| pick - average action, per state (m) | {im['chosen_minus_average']:+.3f} ± {im['stderr']:.3f} | "
+          f"{re['chosen_minus_average']:+.3f} ± {re['stderr']:.3f} |")
+    print(f"| pick is a best action (chance {im['chance_is_best']:.0%}) | {im['chosen_is_best']:.0%} | "
           f"{re['chosen_is_best']:.0%} |")
     print(f"| within-state Spearman of scores with real closeness | {im['within_state_spearman']:+.2f} | "
           f"{re['within_state_spearman']:+.2f} |")
-    print(f"average action (random): {f['delta_average_m']:+.3f} m; best action: {f['delta_best_m']:+.3f} m")
+    print(f"average action (random): {im['delta_average']:+.3f} m; best action: {im['delta_best']:+.3f} m")
     if a.out:
         with open(a.out, "w") as fh:
             json.dump({**figures, "per_state": states}, fh, indent=1)

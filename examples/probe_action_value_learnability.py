@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,11 +86,16 @@ def recorded_steps(data: str, actions: tuple[str, ...], held_out: bool = False
 
 
 def main(argv: list[str] | None = None) -> int:
-    from scipy.stats import ConstantInputWarning, spearmanr
     from tqdm.auto import tqdm
 
     import bagel_world  # noqa: F401  (registers the ids)
-    from bagel_world.evaluate_agents import add_landmarks_option, make_real_env, real_env_kwargs
+    from bagel_world.evaluate_agents import (
+        add_landmarks_option,
+        every_action_outcome,
+        make_real_env,
+        pick_figures,
+        real_env_kwargs,
+    )
     from bagel_world.simulator.tasks import default_templates
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -140,55 +144,37 @@ def main(argv: list[str] | None = None) -> int:
     # 2. Score its greedy pick in the real twin, every action tried from each state.
     env_kwargs = real_env_kwargs("navigate", a.layout, None, a.landmarks)
     env = make_real_env("navigate", template=template, max_steps=a.max_steps, **env_kwargs)
-    base = env.unwrapped
-    delta_rows, chosen, rho = [], [], []
+    before, after, chosen, scores = [], [], [], []
     for seed in tqdm(range(a.seed, a.seed + a.episodes), desc="score walks"):
         obs, info = env.reset(seed=seed)
         walk_rng = np.random.default_rng(seed)
         done = False
         while not done:
             with torch.no_grad():
-                q = net(stack(obs["frame"][None], obs["goal"][None]))[0].numpy()
-            pick = int(np.argmin(q))
-            saved, before = base.get_state(), float(info["goal_distance"])
-            after = []
-            for i in range(len(actions)):
-                base.set_state(saved)
-                after.append(float(base.step(i)[4]["goal_distance"]))
-            base.set_state(saved)
-            delta_rows.append(np.asarray(after) - before)
-            chosen.append(pick)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", ConstantInputWarning)
-                rho.append(spearmanr(-q, -np.asarray(after)).statistic)
-            act = int(walk_rng.integers(len(actions))) if walk_rng.random() < a.explore else pick
+                q = net(stack(obs["frame"][None], obs["goal"][None]))[0].numpy()  # predicted change per action
+            before.append(float(info["goal_distance"]))
+            after.append(every_action_outcome(env, "goal_distance")[0])
+            chosen.append(int(np.argmin(q)))
+            scores.append(-q)
+            act = int(walk_rng.integers(len(actions))) if walk_rng.random() < a.explore else chosen[-1]
             obs, _, terminated, truncated, info = env.step(act)
             done = terminated or truncated
     env.close()
-    delta = np.stack(delta_rows)
-    picked = delta[np.arange(len(delta)), chosen]
-    gap = picked - delta.mean(1)
-    best = delta <= delta.min(1, keepdims=True) + 0.01
+    picks = pick_figures(np.asarray(before), np.asarray(after), chosen, scores)
     f = {
         "data": a.data, "env_kwargs": env_kwargs, "training_steps": int(len(deltas)),
         "mse_last100": float(np.mean(losses[-100:])), "mse_per_action_mean": baseline_mse,
         "held_out_steps": int(len(h_deltas)), "held_out_mse": held_mse, "held_out_mse_per_action_mean": held_baseline,
-        "seeds": [a.seed, a.seed + a.episodes - 1], "states": len(delta), "explore": a.explore,
-        "delta_chosen_m": float(picked.mean()), "delta_average_m": float(delta.mean()),
-        "delta_best_m": float(delta.min(1).mean()), "chosen_minus_average_m": float(gap.mean()),
-        "chosen_minus_average_stderr_m": float(gap.std(ddof=1) / np.sqrt(len(gap))) if len(gap) > 1 else float("nan"),
-        "chosen_is_best": float(best[np.arange(len(delta)), chosen].mean()), "chance_is_best": float(best.mean()),
-        "within_state_spearman": float(np.nanmean(rho)),
+        "seeds": [a.seed, a.seed + a.episodes - 1], "explore": a.explore, **picks,
     }
     print(f"| recorded steps | {f['training_steps']} from {a.data} |")
     print(f"| MSE, last 100 steps / each action's mean change | {f['mse_last100']:.4f} / {baseline_mse:.4f} |")
     print(f"| MSE on the {f['held_out_steps']} held-out recorded steps / each action's mean change | "
           f"{held_mse:.4f} / {held_baseline:.4f} |")
     print(f"| states scored, seeds {a.seed}-{a.seed + a.episodes - 1} | {f['states']} |")
-    print(f"| real change of distance: CNN's pick / average / best action (m) | {f['delta_chosen_m']:+.3f} / "
-          f"{f['delta_average_m']:+.3f} / {f['delta_best_m']:+.3f} |")
-    print(f"| pick - average, per state (m) | {f['chosen_minus_average_m']:+.3f} ± "
-          f"{f['chosen_minus_average_stderr_m']:.3f} |")
+    print(f"| real change of distance: CNN's pick / average / best action (m) | {f['delta_chosen']:+.3f} / "
+          f"{f['delta_average']:+.3f} / {f['delta_best']:+.3f} |")
+    print(f"| pick - average, per state (m) | {f['chosen_minus_average']:+.3f} ± {f['stderr']:.3f} |")
     print(f"| pick is a best action / chance | {f['chosen_is_best']:.0%} / {f['chance_is_best']:.0%} |")
     print(f"| within-state Spearman with real closeness | {f['within_state_spearman']:+.2f} |")
     if a.out:

@@ -567,7 +567,7 @@ def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ck
     assert "| real change of distance after its pick (m) |" in out and "average action (random)" in out
     d = json.loads(out_json.read_text())
     states = d["per_state"]
-    assert d["states"] == len(states) == 3 and d["env_kwargs"] == {"layout": "one_room", "landmarks": True}
+    assert d["imagined"]["states"] == len(states) == 3 and d["env_kwargs"] == {"layout": "one_room", "landmarks": True}
     for s in states:
         assert len(s["after"]) == len(s["scores"]) == len(s["real_scores"]) == 6
         assert s["scores"][s["chosen"]] == max(s["scores"]) and s["real_scores"][s["chosen_on_real"]] == max(s["real_scores"])
@@ -576,10 +576,37 @@ def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ck
     for s, nxt in zip(states, states[1:]):
         assert s["after"][s["chosen"]] == nxt["before"]
     deltas = np.array([np.array(s["after"]) - s["before"] for s in states])
-    assert d["delta_average_m"] == pytest.approx(deltas.mean())
-    assert d["delta_best_m"] == pytest.approx(deltas.min(1).mean())
-    picked = [deltas[i, s["chosen"]] for i, s in enumerate(states)]
-    assert d["imagined"]["delta_chosen_m"] == pytest.approx(np.mean(picked))
+    assert d["imagined"]["delta_average"] == pytest.approx(deltas.mean())
+    assert d["imagined"]["delta_chosen"] == pytest.approx(np.mean([deltas[i, s["chosen"]] for i, s in enumerate(states)]))
+
+
+def test_every_action_outcome_restores_the_state_and_pick_figures_scores_picks():
+    needs_sim("navigate")
+    from bagel_world.evaluate_agents import every_action_outcome, make_real_env, pick_figures
+
+    env = make_real_env("navigate", max_steps=8, layout="one_room")
+    obs, info = env.reset(seed=3)
+    after, frames = every_action_outcome(env, "goal_distance")
+    assert len(after) == len(frames) == env.action_space.n
+    # the env is where it was: same distance and frame, and each action from here gives its outcome again
+    assert env.unwrapped.get_state().episode["frame_index"] == 0
+    for i in (0, 2):
+        state = env.unwrapped.get_state()
+        o, _, _, _, inf = env.step(i)
+        assert inf["goal_distance"] == after[i] and np.array_equal(o["frame"], frames[i])
+        env.unwrapped.set_state(state)
+    env.close()
+
+    before = np.array([2.0, 1.0])
+    after2 = np.array([[1.5, 2.5, 2.0], [1.0, 0.5, 1.5]])  # changes: [-.5, +.5, 0], [0, -.5, +.5]
+    good = pick_figures(before, after2, [0, 1], [[3, 1, 2], [2, 3, 1]])  # the best action, scores in true order
+    assert good["delta_chosen"] == -0.5 and good["delta_average"] == 0.0 and good["delta_best"] == -0.5
+    assert good["chosen_minus_average"] == -0.5 and good["chosen_is_best"] == 1.0
+    assert good["chance_is_best"] == pytest.approx(1 / 3)
+    assert good["within_state_spearman"] == pytest.approx(1.0) and good["states"] == 2
+    bad = pick_figures(before, after2, [1, 2], [[1, 3, 2], [2, 1, 3]])  # the worst action, scores reversed
+    assert bad["chosen_minus_average"] == 0.5 and bad["chosen_is_best"] == 0.0
+    assert bad["within_state_spearman"] == pytest.approx(-1.0)
 
 
 def test_probe_judge_on_recordings_example(tiny_ckpt, tmp_path, capsys):
