@@ -4,11 +4,11 @@ The one-step planner picks the action whose imagined next frame the progress jud
 closest to the goal, and `probe_action_choice.py` measures how much better than the average
 action that pick is in the real twin. This probe asks whether a different question, one that
 names the action, is easier to learn from the same recordings: "how much closer does <action>
-bring me?" It trains a small convolutional regressor on the current frame and the goal image
-(stacked as 6 channels) with one output per canonical action, fitted on the action each
-recorded step took (its real change of distance to the goal pose, from the recorded poses),
-and reports its error on the recorded episodes that `bagel-world train` holds out too, so
-that memorising the training episodes shows.
+bring me?" It trains the small CNN of `probe_judge_learnability.py` on the current frame and
+the goal image (stacked as 6 channels) as a regressor with one output per canonical action,
+fitted on the action each recorded step took (its real change of distance to the goal pose,
+from the recorded poses), and reports its error on the recorded episodes that `bagel-world
+train` holds out too, so that memorising the training episodes shows.
 
 It is then scored exactly as `probe_action_choice.py` scores the planner: on a walk through
 the real twin (held-out seeds; the CNN's greedy pick, with a share of random actions), every
@@ -24,35 +24,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-
-class ActionValueNet(nn.Module):
-    """(B, 6, 64, 64) frame and goal, stacked -> (B, actions) predicted change of distance."""
-
-    def __init__(self, actions: int, width: int = 32):
-        super().__init__()
-        c = width
-        self.net = nn.Sequential(
-            nn.Conv2d(6, c, 5, stride=2, padding=2), nn.ReLU(),
-            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(),
-            nn.Flatten(), nn.Linear(4 * c * 16, 128), nn.ReLU(), nn.Linear(128, actions),
-        )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-def stack(frames: np.ndarray, goals: np.ndarray) -> torch.Tensor:
-    """(B, H, W, 3) uint8 twice -> (B, 6, H, W) float in [-1, 1]."""
-    x = np.concatenate([frames, goals], axis=-1).astype(np.float32) / 127.5 - 1.0
-    return torch.from_numpy(x).permute(0, 3, 1, 2).contiguous()
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from probe_judge_learnability import PairNet, stack  # noqa: E402  (the same CNN and input, one output per action)
 
 
 def recorded_steps(data: str, actions: tuple[str, ...], held_out: bool = False
@@ -119,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. Fit the taken action's real change of distance.
     frames, goals, acts, deltas = recorded_steps(a.data, actions)
     a_all, y_all = torch.from_numpy(acts), torch.from_numpy(deltas)
-    net = ActionValueNet(len(actions))
+    net = PairNet(len(actions))  # (B, actions): the predicted change of distance after each
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
     rng = np.random.default_rng(1)
     losses = []
