@@ -43,25 +43,27 @@ def test_64_clients_x_100_steps_nothing_lost_or_mixed_and_memory_bounded():
     app = create_app(sim, ServerSettings(max_batch_size=64, max_batch_wait_ms=2))
     held = []
     tracemalloc.start()
-    with run_in_thread(app) as url:
-        for run in range(2):
-            plan = soak_plan(n_clients, n_steps, run)
-            res = soak_clients(url, plan, timeout_s=120)
-            assert res.lost == 0 and res.mixed == 0, res.errors
-            assert [len(res.frames[k]) for k in range(n_clients)] == [n_steps] * n_clients
-            # Every client's frames are exactly its own run alone (the fake is exact; a model is
-            # equal up to one grey level, see benchmarks/soak_server.py).
-            replay = FakeSimulator(TEMPLATES)
-            for k in range(n_clients):
-                assert max(replay_diffs(replay, plan[k], res.frames[k])) == 0, f"run {run} client {k}"
-            m = httpx.get(url + "/v1/metrics").json()
-            assert m["sessions"] == 0 and m["queue_depth"] == 0, m
-            assert m["steps_failed"] == 0
-            assert m["steps_run"] == (run + 1) * n_clients * n_steps
-            del res, plan, replay
-            gc.collect()
-            held.append(tracemalloc.get_traced_memory()[0])
-    tracemalloc.stop()
+    try:
+        with run_in_thread(app) as url:
+            for run in range(2):
+                plan = soak_plan(n_clients, n_steps, run)
+                res = soak_clients(url, plan, timeout_s=120)
+                assert res.lost == 0 and res.mixed == 0, res.errors
+                assert [len(res.frames[k]) for k in range(n_clients)] == [n_steps] * n_clients
+                # Every client's frames are exactly its own run alone (the fake is exact; a model is
+                # equal up to one grey level, see benchmarks/soak_server.py).
+                replay = FakeSimulator(TEMPLATES)
+                for k in range(n_clients):
+                    assert max(replay_diffs(replay, plan[k], res.frames[k])) == 0, f"run {run} client {k}"
+                m = httpx.get(url + "/v1/metrics").json()
+                assert m["sessions"] == 0 and m["queue_depth"] == 0, m
+                assert m["steps_failed"] == 0
+                assert m["steps_run"] == (run + 1) * n_clients * n_steps
+                del res, plan, replay
+                gc.collect()
+                held.append(tracemalloc.get_traced_memory()[0])
+    finally:
+        tracemalloc.stop()
     # Closed sessions give their memory back: after the second run the process holds no more than
     # after the first, give or take far less than a run's worth of frames (64 x 100 x 12 KiB =
     # 75 MiB). This counts what Python and numpy hold (numpy reports its buffers to tracemalloc);
