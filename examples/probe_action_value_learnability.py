@@ -34,20 +34,23 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from probe_judge_learnability import PairNet, stack  # noqa: E402  (the same CNN and input, one output per action)
 
+Steps = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # frames, goals, action index, change of distance
 
-def recorded_steps(data: str, actions: tuple[str, ...], held_out: bool = False
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Every recorded navigate step that took a canonical action, of the training episodes (or
-    of the held-out ones, as `bagel-world train` splits them): (frames, goals, action index,
-    real change of distance to the goal pose)."""
-    from bagel_world.sims import pose_progress
+
+def recorded_steps(data: str, actions: tuple[str, ...]) -> tuple[Steps, Steps]:
+    """Every recorded navigate step that took a canonical action, of the training episodes and
+    of the held-out ones (as `bagel-world train` splits them), from one read of the shards:
+    each as (frames, goals, action index, real change of distance to the goal pose)."""
     from bagel_world.training.pipeline import load_training_shards
 
     train, held = load_training_shards(Path(data), holdout=8)
-    if held_out:
-        shards = [held["navigate"]] if "navigate" in held else []
-    else:
-        shards = train
+    return steps_of(train, actions, data), steps_of([held["navigate"]] if "navigate" in held else [], actions, data)
+
+
+def steps_of(shards: list, actions: tuple[str, ...], data: str) -> Steps:
+    """The canonical-action steps of these shards (`data` names their folder in the error)."""
+    from bagel_world.sims import pose_progress
+
     shards = [s for s in shards if s.task == "navigate" and s.has_progress]
     if not shards:
         raise SystemExit(f"no navigate recordings with progress poses under {data}")
@@ -97,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     actions = tuple(template.canonical_actions)
 
     # 1. Fit the taken action's real change of distance.
-    frames, goals, acts, deltas = recorded_steps(a.data, actions)
+    (frames, goals, acts, deltas), (h_frames, h_goals, h_acts, h_deltas) = recorded_steps(a.data, actions)
     a_all, y_all = torch.from_numpy(acts), torch.from_numpy(deltas)
     net = PairNet(len(actions))  # (B, actions): the predicted change of distance after each
     opt = torch.optim.AdamW(net.parameters(), lr=1e-3, weight_decay=1e-4)
@@ -115,7 +118,6 @@ def main(argv: list[str] | None = None) -> int:
     per_action_mean = np.array([deltas[acts == i].mean() if (acts == i).any() else 0.0 for i in range(len(actions))])
     baseline_mse = float(((deltas - per_action_mean[acts]) ** 2).mean())
     net.eval()
-    h_frames, h_goals, h_acts, h_deltas = recorded_steps(a.data, actions, held_out=True)
     with torch.no_grad():
         h_pred = torch.cat([net(stack(h_frames[i:i + 256], h_goals[i:i + 256])) for i in range(0, len(h_acts), 256)])
     held_mse = float(((h_pred[np.arange(len(h_acts)), h_acts].numpy() - h_deltas) ** 2).mean())

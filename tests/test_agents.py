@@ -729,7 +729,7 @@ def test_probe_action_value_learnability_example(tmp_path, capsys):
     probe = _example("probe_action_value_learnability")
     actions = tuple(default_templates(large=False)["navigate"].canonical_actions)
     # The targets are the recorded poses' change of distance to the goal, per canonical step taken.
-    frames, goals, acts, deltas = probe.recorded_steps(str(tmp_path / "rec"), actions)
+    (frames, goals, acts, deltas), _ = probe.recorded_steps(str(tmp_path / "rec"), actions)
     [s] = load_training_shards(tmp_path / "rec", holdout=8)[0]  # the episodes the probe trains on
     assert s.frames.shape[0] < Shard.load(shard).frames.shape[0]
     canonical = [(e, t) for e in range(s.frames.shape[0]) for t in range(s.actions.shape[1])
