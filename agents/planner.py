@@ -24,8 +24,12 @@ task's scenario set, exactly the imagined goal envs' feature reward; `metric="ju
 minus the distance the same model judges between end frame and goal plus `reached_weight`
 times the judged probability that the goal is reached (`bagel_world.simulator.progress`,
 one batched `score` call per question and iteration; `reached_weight=0` skips the second),
-the judged reward's measure (its success bonus, made smooth); `metric="pixel"` is minus
-the mean squared pixel error in [0, 1] units; `score_fn(frames, goal) -> (B,)` replaces them.
+the judged reward's measure (its success bonus, made smooth); `metric="step"` sums, over the
+imagined steps of a sequence, how much closer the same model judges each step brought the agent
+(`judge_steps`: a learned reward head asked in each rollout session right after its step, so it
+sees the frame before, the action and the imagined frame after), plus `reached_weight` times the
+judged P(reached) in the end session; `metric="pixel"` is minus the mean squared pixel error in
+[0, 1] units; `score_fn(frames, goal) -> (B,)` replaces them.
 """
 
 from __future__ import annotations
@@ -41,10 +45,11 @@ from tqdm.auto import tqdm
 
 from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, is_imagined, task_of
 from bagel_world.simulator.base import Simulator
+from bagel_world.simulator.progress import REACHED_ANSWERS, REACHED_QUESTION, judge_steps, reached_probability
 
 log = logging.getLogger(__name__)
 
-METRICS = ("feature", "judged", "pixel")
+METRICS = ("feature", "judged", "step", "pixel")
 ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (B, H, W, 3), goal -> (B,)
 
 @dataclass
@@ -69,7 +74,7 @@ class CEMPlanner(Agent):
     Arguments: `simulator` (needed to act in a real env; in an imagined env the env's own
     simulator is used), `candidates` sequences per iteration, `horizon` actions per
     sequence, `iterations` refits per step, `elites` kept per refit, `metric`
-    ("judged", "feature" or "pixel"; "auto": judged where the task has a progress judge,
+    ("judged", "step", "feature" or "pixel"; "auto": judged where the task has a progress judge,
     else feature) or `score_fn`, `smoothing` (weight of the old distribution in
     a refit), `choose` ("mode": the most probable first action of the final distribution;
     "best": the first action of the best sequence seen), `warm_start` (start from the
@@ -113,9 +118,14 @@ class CEMPlanner(Agent):
         self.last_plan: PlanResult | None = None
         self._metric = metric  # resolved per task by reset()
 
+    @property
+    def resolved_metric(self) -> str:
+        """The score in use: `metric` with "auto" resolved for the task of the last `reset`."""
+        return self._metric
+
     # ---- Agent API ---------------------------------------------------------------------------
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
-        from bagel_world.simulator.progress import DISTANCE_BINS
+        from bagel_world.simulator.progress import DISTANCE_BINS, STEP_BINS
 
         self._task, self.actions = task_of(env), canonical_actions(env)
         self._metric = self.metric if self.metric != "auto" else (
@@ -123,6 +133,9 @@ class CEMPlanner(Agent):
         if self._metric == "judged" and self._task not in DISTANCE_BINS:
             raise ValueError(f"metric='judged' needs a progress judge; tasks with one: {sorted(DISTANCE_BINS)}, "
                              f"not {self._task!r}")
+        if self._metric == "step" and (self._task not in STEP_BINS or self.score_fn is not None):
+            raise ValueError(f"metric='step' needs a step-progress judge and no score_fn; tasks with one: "
+                             f"{sorted(STEP_BINS)}, not {self._task!r}")
         if is_imagined(env):
             self._env, self._sim = env.unwrapped, env.unwrapped.simulator
         else:
@@ -188,9 +201,9 @@ class CEMPlanner(Agent):
                         seqs[0, :-1] = self._prev.sequence[1:]
                 n = len(seqs)
                 # 2. Imagine them: one batched step per horizon step over the distinct prefixes.
-                ends, inverse, firsts = self._rollout(root, seqs, bar)
-                # 3. Score the end frames against the goal; refit to the elites.
-                scores = self._score(ends, goal, ref)[inverse]  # (n,)
+                ends, inverse, firsts, values = self._rollout(root, seqs, bar, goal)
+                # 3. Score the end frames against the goal (or sum the judged steps); refit to the elites.
+                scores = (values if values is not None else self._score(ends, goal, ref))[inverse]  # (n,)
                 perm = self._rng.permutation(n)  # ties broken at random, not by sample order
                 elite = perm[np.argsort(-scores[perm], kind="stable")[:K]]
                 freq = np.zeros((H, A))
@@ -226,17 +239,22 @@ class CEMPlanner(Agent):
         u = self._rng.random((n, probs.shape[0], 1))
         return np.minimum((u > cdf[None]).sum(-1), probs.shape[1] - 1).astype(np.int64)
 
-    def _rollout(self, root: str, seqs: np.ndarray, bar) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray]]:
+    def _rollout(self, root: str, seqs: np.ndarray, bar, goal: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray, dict[int, np.ndarray], np.ndarray | None]:
         """Imagine every sequence from `root` (never stepped itself).
 
         Returns the distinct end frames (U, H, W, 3), `inverse` (N,) mapping each candidate to
-        its end frame, and the imagined frame after each distinct first action.
+        its end frame, the imagined frame after each distinct first action, and with
+        `metric="step"` each distinct sequence's score (U,): its judged steps summed, plus
+        `reached_weight` times the judged P(reached) at its end (else None).
         """
         sim = self._sim
         N, H = seqs.shape
         seeds = self._rng.integers(0, 2**31 - 1, size=H)  # common random numbers: one seed per step
         live: dict[tuple, str] = {}  # prefix -> session at the current depth
         made: set[str] = set()
+        step = self._metric == "step" and self.score_fn is None
+        gains: dict[tuple, float] = {}  # prefix -> its judged steps summed
         try:
             frames: dict[tuple, np.ndarray] = {}
             for t in range(H):
@@ -256,6 +274,14 @@ class CEMPlanner(Agent):
                                 [int(seeds[t])] * len(prefixes))
                 for p, o in zip(prefixes, outs):
                     frames[p] = np.asarray(o.frame, np.uint8)
+                if step:  # 3. The learned reward of this step, in the sessions that took it.
+                    sids = [live[p] for p in prefixes]
+                    for p, v in zip(prefixes, judge_steps(sim, self._task, sids, [goal] * len(sids))):
+                        gains[p] = gains.get(p[:-1], 0.0) + float(v)
+                    if t == H - 1 and self.reached_weight > 0:
+                        logp = sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=[goal] * len(sids))
+                        for p, v in zip(prefixes, reached_probability(np.asarray(logp, np.float64))):
+                            gains[p] += self.reached_weight * float(v)
                 bar.update(1)
         finally:
             for sid in made:
@@ -264,7 +290,8 @@ class CEMPlanner(Agent):
         index = {k: i for i, k in enumerate(ends_keys)}
         inverse = np.array([index[tuple(s)] for s in seqs.tolist()], np.int64)
         firsts = {int(p[0]): f for p, f in frames.items() if len(p) == 1}
-        return np.stack([frames[k] for k in ends_keys]), inverse, firsts
+        values = np.array([gains[k] for k in ends_keys], np.float64) if step else None
+        return np.stack([frames[k] for k in ends_keys]), inverse, firsts, values
 
     # ---- scoring -----------------------------------------------------------------------------
     def score_frames(self, frames: np.ndarray, goal: np.ndarray | None) -> np.ndarray:
@@ -273,11 +300,14 @@ class CEMPlanner(Agent):
         errors from the imagination's). Needs `reset` first."""
         if self._sim is None:
             raise RuntimeError("call reset(env, obs, info) before score_frames()")
+        if self._metric == "step" and self.score_fn is None:
+            raise ValueError("metric='step' judges steps taken in a session, not frames; score_frames needs "
+                             "metric 'judged', 'feature' or 'pixel'")
         frames = np.asarray(frames, np.uint8)
         return self._score(frames, goal, self._goal_reference(goal))
 
     def _goal_reference(self, goal: np.ndarray | None):
-        if self.score_fn is not None or goal is None or self._metric == "judged":
+        if self.score_fn is not None or goal is None or self._metric in ("judged", "step"):
             return None
         if self._metric == "pixel":
             return goal.astype(np.float32) / 255.0

@@ -324,7 +324,7 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
     if agent == "planner":
         parts += [f"--candidates {args.candidates}", f"--horizon {args.horizon}", f"--iterations {args.iterations}",
                   f"--elites {args.elites}", f"--metric {args.metric}"]
-        if args.metric in ("auto", "judged") and args.reached_weight != _PLANNER_DEFAULTS["reached_weight"]:
+        if args.metric in ("auto", "judged", "step") and args.reached_weight != _PLANNER_DEFAULTS["reached_weight"]:
             parts.append(f"--reached-weight {args.reached_weight:g}")
     if agent == "ppo":
         parts += ([f"--policy {args.policy}"] if args.policy else []) + (["--ppo-stochastic"] if args.ppo_stochastic else [])
@@ -449,10 +449,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=_PLANNER_DEFAULTS["horizon"], help="planner: actions per sequence")
     p.add_argument("--iterations", type=int, default=_PLANNER_DEFAULTS["iterations"], help="planner: CEM refits per step")
     p.add_argument("--elites", type=int, default=_PLANNER_DEFAULTS["elites"], help="planner: sequences kept per refit")
-    p.add_argument("--metric", default="auto", choices=["auto", "judged", "feature", "pixel"],
-                   help="planner: goal distance (auto: judged where the task has a progress judge, else feature)")
+    p.add_argument("--metric", default="auto", choices=["auto", "judged", "step", "feature", "pixel"],
+                   help="planner: goal distance (auto: judged where the task has a progress judge, else feature; "
+                        "step: the judged closeness of each imagined step, summed)")
     p.add_argument("--reached-weight", type=float, default=_PLANNER_DEFAULTS["reached_weight"],
-                   help="planner, judged metric: weight of the judged P(goal reached) beside minus the judged distance")
+                   help="planner, judged and step metrics: weight of the judged P(goal reached) beside the judged "
+                        "distance or steps")
     p.add_argument("--think", action="store_true", help="vlm: think before choosing")
     p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

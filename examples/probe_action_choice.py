@@ -19,7 +19,9 @@ random actions so that it does not stay in one spot. Over all states it reports:
 
 Each figure is given twice: for the planner's own pick (its score of the imagined next
 frames), and for the pick the same score makes of the REAL next frames. If the second is much
-better, the imagination is what fails; if both are poor, the score is.
+better, the imagination is what fails; if both are poor, the score is. `--metric step` (the
+judged closeness of each imagined step, asked in the session that took it) has no score of a
+bare frame, so its second column is left empty.
 
 Needs scipy (the `[eval]` extra brings it).
 """
@@ -55,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=200, help="first seed (validation seeds by default)")
     p.add_argument("--max-steps", type=int, default=32, help="steps per episode")
     p.add_argument("--explore", type=float, default=0.25, help="share of random actions in the walk")
-    p.add_argument("--metric", default="auto", help="the planner's score: auto (judged), judged, feature or pixel")
+    p.add_argument("--metric", default="auto", help="the planner's score: auto (judged), judged, step, feature or "
+                   "pixel (step judges steps taken in a session, so the real-outcome column is left out)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures and per-state records to this JSON file")
     a = p.parse_args(argv)
@@ -82,10 +85,11 @@ def main(argv: list[str] | None = None) -> int:
             scores = np.empty(n_act)
             scores[plan.candidate_sequences[:, 0]] = plan.candidate_scores
             after, outcomes = every_action_outcome(env, key)  # each action from this same real state
-            real_scores = planner.score_frames(np.stack(outcomes), obs["goal"])
             states.append({"seed": seed, "before": float(info[key]), "after": after, "scores": scores.tolist(),
-                           "chosen": plan.action, "real_scores": real_scores.tolist(),
-                           "chosen_on_real": int(np.argmax(real_scores))})
+                           "chosen": plan.action})
+            if planner.resolved_metric != "step":
+                real_scores = planner.score_frames(np.stack(outcomes), obs["goal"])
+                states[-1].update(real_scores=real_scores.tolist(), chosen_on_real=int(np.argmax(real_scores)))
             act = int(rng.integers(n_act)) if rng.random() < a.explore else plan.action
             obs, _, terminated, truncated, info = env.step(act)
             done = terminated or truncated
@@ -94,25 +98,29 @@ def main(argv: list[str] | None = None) -> int:
     before = np.array([s["before"] for s in states])
     after = np.array([s["after"] for s in states])
     figures = {
-        "checkpoint": a.checkpoint, "env_kwargs": env_kwargs, "metric": "judged" if a.metric == "auto" else a.metric,
+        "checkpoint": a.checkpoint, "env_kwargs": env_kwargs, "metric": planner.resolved_metric,
         "seeds": [a.seed, a.seed + a.episodes - 1], "explore": a.explore,
         # the planner's pick (scores of the imagined next frames), and the pick the same score
         # makes on the real next frames: the gap between them is what imagination costs
         "imagined": pick_figures(before, after, [s["chosen"] for s in states], [s["scores"] for s in states]),
-        "real_outcomes": pick_figures(before, after, [s["chosen_on_real"] for s in states],
-                                      [s["real_scores"] for s in states]),
+        "real_outcomes": None if "real_scores" not in states[0] else pick_figures(
+            before, after, [s["chosen_on_real"] for s in states], [s["real_scores"] for s in states]),
     }
-    f, im, re = figures, figures["imagined"], figures["real_outcomes"]
+    f, im = figures, figures["imagined"]
+    re = figures["real_outcomes"]
+
+    def real(fmt: str, *keys: str) -> str:  # the real-outcome column, empty when the score has none
+        return "–" if re is None else fmt.format(*(re[k] for k in keys))
     print(f"{im['states']} states, seeds {a.seed}-{a.seed + a.episodes - 1}, score: {f['metric']}")
     print("| | the planner (scores of imagined next frames) | the same score of the real next frames |")
     print("|---|---|---|")
-    print(f"| real change of distance after its pick (m) | {im['delta_chosen']:+.3f} | {re['delta_chosen']:+.3f} |")
+    print(f"| real change of distance after its pick (m) | {im['delta_chosen']:+.3f} | {real('{:+.3f}', 'delta_chosen')} |")
     print(f"| pick - average action, per state (m) | {im['chosen_minus_average']:+.3f} ± {im['stderr']:.3f} | "
-          f"{re['chosen_minus_average']:+.3f} ± {re['stderr']:.3f} |")
+          f"{real('{:+.3f} ± {:.3f}', 'chosen_minus_average', 'stderr')} |")
     print(f"| pick is a best action (chance {im['chance_is_best']:.0%}) | {im['chosen_is_best']:.0%} | "
-          f"{re['chosen_is_best']:.0%} |")
+          f"{real('{:.0%}', 'chosen_is_best')} |")
     print(f"| within-state Spearman of scores with real closeness | {im['within_state_spearman']:+.2f} | "
-          f"{re['within_state_spearman']:+.2f} |")
+          f"{real('{:+.2f}', 'within_state_spearman')} |")
     print(f"average action (random): {im['delta_average']:+.3f} m; best action: {im['delta_best']:+.3f} m")
     if a.out:
         with open(a.out, "w") as fh:

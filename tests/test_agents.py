@@ -175,6 +175,67 @@ def test_planner_judged_metric_follows_the_judge_toward_the_goal():
                 "BagelManipulate-v0", simulator=fake(), action_mode="discrete").reset(seed=0))
 
 
+class StepJudgeSimulator(RiggedSimulator):
+    """A rigged step judge: the last step brought the agent closer by the drop of the mean
+    absolute gap to the goal (in [0, 1] units, times 4), answered as a sharp distribution over
+    the step bins; "reached" is the fake judge's."""
+
+    def score(self, session_ids, question, answers, goals=None):
+        from bagel_world.simulator.progress import STEP_QUESTION
+
+        if question != STEP_QUESTION:
+            return super().score(session_ids, question, answers, goals)
+        self.score_calls.append((question, tuple(answers), goals is not None))
+        centres = np.array([float(a) for a in answers])
+        out = np.zeros((len(session_ids), len(answers)), np.float32)
+        for i, sid in enumerate(session_ids):
+            before, after = (f.astype(np.float64) for f in self._sessions[sid]["frames"][-2:])
+            closer = 4 * (np.abs(before - goals[i]).mean() - np.abs(after - goals[i]).mean()) / 255.0
+            logits = -50.0 * (centres - closer) ** 2
+            out[i] = logits - np.log(np.exp(logits).sum())
+        return out
+
+
+def test_planner_step_metric_sums_the_judged_steps_of_each_rollout():
+    from bagel_world.simulator.progress import REACHED_QUESTION, STEP_BINS, STEP_QUESTION, judge_steps
+
+    sim = StepJudgeSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    start = np.zeros((64, 64, 3), np.uint8)
+    goal = start.copy()
+    goal[..., 0] = 210  # every left turn (+20 red) is judged about 0.1 m closer
+    obs, info = env.reset(options={"start_image": start, "goal_image": goal})
+    planner = CEMPlanner(candidates=32, horizon=3, iterations=2, elites=4, metric="step", seed=0, progress=False)
+    planner.reset(env, obs, info, seed=0)
+    assert planner.resolved_metric == "step"
+    before = len(sim.score_calls)
+    plan = planner.plan(obs)
+    assert plan.sequence.tolist() == [TURN_LEFT] * 3 and plan.action == TURN_LEFT
+    # per iteration: the step question after each of the 3 batched steps, "reached" after the last
+    answers = STEP_BINS["navigate"].answers
+    assert [(q, len(a), g) for q, a, g in sim.score_calls[before:]] == (
+        [(STEP_QUESTION, len(answers), True)] * 3 + [(REACHED_QUESTION, 2, True)]) * 2
+    assert len(sim._sessions) == 1  # only the env's own session
+    # the best score is three judged steps plus P(reached) at the end, as judge_steps gives them
+    root = env.unwrapped.session_id
+    sids = [sim.fork(root)]
+    expected = 0.0
+    for _ in range(3):
+        sim.step(sids, ["turn left 30 degrees"], [0])
+        expected += judge_steps(sim, "navigate", sids, [goal])[0]
+    p = np.exp(sim.score(sids, REACHED_QUESTION, ("yes", "no"), goals=[goal])[0])
+    assert plan.score == pytest.approx(expected + p[0] / p.sum(), abs=1e-6)
+    assert 0.2 < expected < 0.35  # 3 steps of 0.105 (red is one channel of three), read through the bins
+    sim.close(sids[0])
+    # a step score is not a score of bare frames
+    with pytest.raises(ValueError, match="judges steps taken in a session"):
+        planner.score_frames(np.stack([start, goal]), goal)
+    with pytest.raises(ValueError, match="step-progress judge"):
+        CEMPlanner(metric="step", progress=False).reset(
+            gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete"), *gym.make(
+                "BagelManipulate-v0", simulator=fake(), action_mode="discrete").reset(seed=0))
+
+
 def test_planner_validates_its_knobs():
     with pytest.raises(ValueError, match="elites"):
         CEMPlanner(candidates=4, elites=5)

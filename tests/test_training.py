@@ -300,6 +300,7 @@ def test_backfill_gives_old_navigate_shards_the_box_position(tmp_path):
 @pytest.mark.parametrize("bad, message", [
     ({"judge_share": 1.5}, "--judge-share must be in \\[0, 1\\], got 1.5"),
     ({"mirror": -0.1}, "--mirror must be in"),
+    ({"step_share": 2.0}, "--step-share must be in \\[0, 1\\], got 2.0"),
     ({"ema_decay": 1.0}, "--ema-decay must be in \\[0, 1\\), got 1.0"),
     ({"ce_weight": -1.0}, "--ce-weight must be >= 0, got -1.0"),
     ({"world_steps": 0}, "--steps must be >= 1, got 0"),
@@ -354,6 +355,41 @@ def test_progress_questions_show_the_goal_and_answer_from_poses(tmp_path):
             assert c.answer == "yes"
     with pytest.raises(ValueError, match="judge_share must be in"):
         ClipSampler([s], window=2, rng=np.random.default_rng(0), judge_share=1.5)
+
+
+def test_step_questions_answer_how_much_closer_the_last_step_brought_the_agent(tmp_path):
+    from bagel_world.simulator.progress import DISTANCE_QUESTION, REACHED_QUESTION, STEP_BINS, STEP_QUESTION
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    E, T1 = frames.shape[:2]
+    # Poses walk 0.3 m per step along x; the episode goal sits 1 m past the start, so the steps
+    # come 0.3 m closer, then 0.1 m (passing it), then go away.
+    poses = np.zeros((E, T1, 3), np.float32)
+    poses[:, :, 0] = 0.3 * np.arange(T1)
+    goals = np.full((E, 64, 64, 3), 7, np.uint8)
+    s = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses, np.tile([[1.0, 0, 0]], (E, 1)))
+    sampler = ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0, step_share=0.5,
+                          judge_share=1.0)
+    bins, seen, n_step = STEP_BINS["navigate"], set(), 0
+    for _ in range(300):
+        c = sampler.sample()
+        if c.question != STEP_QUESTION:  # the others, all asked of the last frame alone here
+            assert c.question in (DISTANCE_QUESTION, REACHED_QUESTION) and len(c.frames) == 1
+            continue
+        n_step += 1
+        assert len(c.frames) >= 2 and len(c.actions) == len(c.frames) - 1  # never cut to one frame
+        t = c.key[2] + len(c.frames) - 1
+        if np.array_equal(c.goal, goals[0]):
+            g = 1.0
+        else:  # a hindsight goal: a frame of the same episode
+            g = 0.3 * next(g for g in range(T1) if np.array_equal(c.goal, frames[c.key[1], g]))
+        closer = abs(g - 0.3 * (t - 1)) - abs(g - 0.3 * t)
+        assert c.answer == bins.answer(closer), (t, g, c.answer)
+        seen.add(c.answer)
+    assert 100 < n_step < 200 and {"0.25", "-0.25"} <= seen
+    with pytest.raises(ValueError, match="step_share must be in"):
+        ClipSampler([s], window=2, rng=np.random.default_rng(0), step_share=-0.1)
 
 
 def test_progress_questions_under_the_view_rule(tmp_path):

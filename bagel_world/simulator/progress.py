@@ -7,6 +7,12 @@ image appended to the session's context right before the question:
   [... current frame] [goal frame] "How far away is the goal view?"  -> a distance bin
   [... current frame] [goal frame] "Have you reached the goal view?" -> "yes" / "no"
 
+and a third, about the last step (a learned reward head, as DIAMOND and Dreamer learn one),
+asked of a session whose context ends with [previous frame] [action] [new frame]:
+
+  [... previous frame, action, new frame] [goal frame]
+      "How much closer to the goal view did that step bring you?"  -> a signed change bin
+
 A distance answer is the centre of its bin written as a number ("0.25", ..., "7"), so the
 judged *expected* distance is the probability-weighted mean of the bin centres. The same
 questions are asked zero-shot of BAGEL-7B-MoT.
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 DISTANCE_QUESTION = "How far away is the goal view?"
+STEP_QUESTION = "How much closer to the goal view did that step bring you?"
 REACHED_QUESTION = "Have you reached the goal view?"
 REACHED_ANSWERS = ("yes", "no")
 
@@ -55,6 +62,14 @@ DISTANCE_BINS: dict[str, DistanceBins] = {
     "navigate": DistanceBins("m", (0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0), (0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 7.0)),
 }
 
+# Bins of how much closer the last step brought the agent (distance before minus after, so
+# positive is closer). Navigate's canonical moves are 0.5 m and its turns leave the distance
+# unchanged; the recordings also hold moves of 0.25-1.5 m.
+STEP_BINS: dict[str, DistanceBins] = {
+    "navigate": DistanceBins("m", (-0.6, -0.35, -0.15, -0.03, 0.03, 0.15, 0.35, 0.6),
+                             (-0.8, -0.5, -0.25, -0.1, 0.0, 0.1, 0.25, 0.5, 0.8)),
+}
+
 
 def reached_probability(logp: np.ndarray) -> np.ndarray:
     """(...,) P("yes") from (..., 2) log-probabilities of `REACHED_ANSWERS`, renormalised."""
@@ -82,3 +97,17 @@ def judge_frames(sim, task: str, frames, goals, reached: bool = True) -> tuple[n
         for sid in sids:
             sim.close(sid)
     return d, p
+
+
+def judge_steps(sim, task: str, session_ids, goals) -> np.ndarray:
+    """(B,) judged expected change of distance (positive: closer) of each session's last step.
+
+    Each session's context must end with a step (`Simulator.step`): its question is about the
+    frame before, the action and the frame after. One `score` call for the whole batch; the
+    sessions themselves are not changed (the goal and question go to forks).
+    """
+    if task not in STEP_BINS:
+        raise ValueError(f"task {task!r} has no step-progress judge; tasks with one: {sorted(STEP_BINS)}")
+    bins = STEP_BINS[task]
+    return bins.expected(np.asarray(sim.score(list(session_ids), STEP_QUESTION, bins.answers, goals=list(goals)),
+                                    np.float64))

@@ -56,7 +56,8 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
         f"{w['batch_size']} clips of up to {c['window'] + 1} frames, flow-matching velocity MSE on each next frame's "
         f"latent tokens + {w['ce_weight']} x cross-entropy on simulator-state answers"
         + (f" and goal-progress answers ({c['progress_share']} of the clips with goals"
-           + (f", {c['judge_share']} of those asked of the last frame alone" if c.get("judge_share") else "") + ")"
+           + (f", {c['judge_share']} of those asked of the last frame alone" if c.get("judge_share") else "")
+           + (f", {c['step_share']} of those about the last step" if c.get("step_share") else "") + ")"
            if c.get("progress_share") else "")
         + f", EMA {w['ema_decay']}, "
         + ("bf16 autocast" if w.get("bf16") else "fp32"),

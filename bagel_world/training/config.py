@@ -71,6 +71,8 @@ class TrainConfig:
                                       "env's success option")
     judge_share: float = _opt(0.0, "share of the progress questions asked of one frame alone (the judge's "
                                     "layout: no history, nothing to predict; only the answer's loss)")
+    step_share: float = _opt(0.0, "share of the progress questions that ask how much closer the clip's last step "
+                                   "brought the agent (the learned reward head of `--metric step` planners)")
     ce_weight: float = _opt(0.25, "weight of the answers' cross-entropy beside the flow loss")
     mirror: float = _opt(0.0, "share of navigate and multiview clips seen mirrored (frames flipped left-right, "
                               "left and right swapped in actions and answers)")
@@ -86,7 +88,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         flag = {f.name: option_flag(f) for f in fields(self)}
-        for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "mirror"):
+        for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "step_share", "mirror"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")

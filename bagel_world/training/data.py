@@ -195,7 +195,8 @@ class ClipSampler:
 
     On shards with progress ground truth, a share `progress_share` of the clips ask a
     goal-conditioned progress question (`bagel_world.simulator.progress`) instead of a state
-    question, about a goal image: the episode's own goal (30%), or a frame of the same episode
+    question, about a goal image: the episode's own goal (30%; 60% of the step questions
+    below), or a frame of the same episode
     (hindsight goals: half of them within 2 steps of the last frame, so that "reached" has
     positives and near distances are well covered).
 
@@ -205,7 +206,12 @@ class ClipSampler:
     on, and hindsight goals are only frames that show the box within the rule's angle, as a
     goal image does; `bagel_world.sims.pose_progress`).
 
-    A share `judge_share` of the progress questions is asked of the last frame alone: no
+    A share `step_share` of the progress questions about clips with a last step asks how much
+    closer that step brought the agent (`STEP_QUESTION`: the distance to the goal at the
+    frame before the last action minus at the last frame, in `STEP_BINS`): the learned reward
+    head a planner sums over imagined steps. It is asked with the whole clip in the context.
+
+    A share `judge_share` of the other progress questions is asked of the last frame alone: no
     history, no action and no frame to predict, the layout the judge is asked in
     (`judge_frames`: a fresh one-frame session). Such a clip carries only the answer's
     cross-entropy and costs a fraction of a full clip.
@@ -216,16 +222,18 @@ class ClipSampler:
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
                  part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0,
-                 progress_rule: str = "pose"):
+                 progress_rule: str = "pose", step_share: float = 0.0):
         from bagel_world.sims import PROGRESS_RULES
 
         if progress_rule not in PROGRESS_RULES:
             raise ValueError(f"unknown progress rule {progress_rule!r}; accepted: {list(PROGRESS_RULES)}")
         self.progress_rule = progress_rule
-        for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share)):
+        for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share),
+                        ("step_share", step_share)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         self.progress_share, self.mirror, self.judge_share = progress_share, mirror, judge_share
+        self.step_share = step_share
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
         self.shards, self.window, self.rng = shards, window, rng
@@ -258,8 +266,9 @@ class ClipSampler:
             key=(i, e, t0),
         )
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
-            clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last)
-            if self.judge_share > 0 and self.rng.random() < self.judge_share:
+            step = self.step_share > 0 and self.rng.random() < self.step_share  # every clip has a last step
+            clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last, step)
+            if not step and self.judge_share > 0 and self.rng.random() < self.judge_share:
                 clip.frames, clip.actions, clip.key = clip.frames[-1:], [], (i, e, last)
         return self.maybe_mirror([clip])[0]
 
@@ -269,8 +278,17 @@ class ClipSampler:
             return [mirror_clip(c) for c in clips]
         return clips
 
-    def _progress_qa(self, s: Shard, e: int, t: int) -> tuple[np.ndarray, str, str]:
-        from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
+    def _progress_qa(self, s: Shard, e: int, t: int, step: bool = False) -> tuple[np.ndarray, str, str]:
+        """(goal image, question, answer) about frame t of episode e; with `step`, the question
+        is about the step from frame t-1 to t (t >= 1)."""
+        from bagel_world.simulator.progress import (
+            DISTANCE_BINS,
+            DISTANCE_QUESTION,
+            REACHED_ANSWERS,
+            REACHED_QUESTION,
+            STEP_BINS,
+            STEP_QUESTION,
+        )
 
         T1 = s.frames.shape[1]
         visible = self._shows_goal_object(s, e)
@@ -278,7 +296,9 @@ class ClipSampler:
             ok = [g for g in range(T1) if self._progress(s, s.poses[e, g], s.poses[e, g], visible[g])[1]]
         else:
             ok = list(range(T1))
-        if self.rng.random() < 0.3 or not ok:
+        # The episode's own goal (what agents are given) for 30% of the questions, 60% of the
+        # step questions; hindsight goals for the rest.
+        if self.rng.random() < (0.6 if step else 0.3) or not ok:
             goal, goal_pose = s.goals[e], s.goal_poses[e]
         else:
             near = [g for g in ok if abs(g - t) <= 2]
@@ -286,6 +306,12 @@ class ClipSampler:
             g = pool[int(self.rng.integers(len(pool)))]
             goal, goal_pose = s.frames[e, g], s.poses[e, g]
         dist, reached = self._progress(s, s.poses[e, t], goal_pose, visible[t])
+        if step:
+            if t < 1 or s.task not in STEP_BINS:
+                raise ValueError(f"a step question needs a step before frame {t} of a task with step bins "
+                                 f"({sorted(STEP_BINS)}), got task {s.task!r}")
+            before, _ = self._progress(s, s.poses[e, t - 1], goal_pose, visible[t - 1])
+            return goal, STEP_QUESTION, STEP_BINS[s.task].answer(before - dist)
         if self.rng.random() < 0.5:
             return goal, DISTANCE_QUESTION, DISTANCE_BINS[s.task].answer(dist)
         return goal, REACHED_QUESTION, REACHED_ANSWERS[0 if reached else 1]

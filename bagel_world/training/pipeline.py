@@ -24,7 +24,14 @@ from bagel_world.config import AutoEncoderConfig, BagelConfig, Qwen2MoTConfig, S
 from bagel_world.model.autoencoder import AutoEncoder
 from bagel_world.model.bagel import Bagel
 from bagel_world.model.checkpoint_io import build_tokenizer, init_random, save_checkpoint
-from bagel_world.simulator.progress import DISTANCE_BINS, DISTANCE_QUESTION, REACHED_ANSWERS, REACHED_QUESTION
+from bagel_world.simulator.progress import (
+    DISTANCE_BINS,
+    DISTANCE_QUESTION,
+    REACHED_ANSWERS,
+    REACHED_QUESTION,
+    STEP_BINS,
+    STEP_QUESTION,
+)
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
 from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
@@ -127,8 +134,8 @@ def _texts(shards: list[Shard]) -> list[str]:
         out += list(np.unique(s.actions)) + list(np.unique(s.qa_q)) + list(np.unique(s.qa_a))
     for t in TASK_NAMES:  # canonical actions even if a recording never used one
         out += list(default_templates(False)[t].canonical_actions)
-    out += [DISTANCE_QUESTION, REACHED_QUESTION, *REACHED_ANSWERS]
-    out += [a for bins in DISTANCE_BINS.values() for a in bins.answers]
+    out += [DISTANCE_QUESTION, REACHED_QUESTION, STEP_QUESTION, *REACHED_ANSWERS]
+    out += [a for table in (DISTANCE_BINS, STEP_BINS) for bins in table.values() for a in bins.answers]
     return out
 
 
@@ -234,7 +241,8 @@ def _train(c: TrainConfig, progress: bool) -> Path:
     # Each rank of a distributed run: its own episodes and sampler seed.
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
                           progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror,
-                          judge_share=c.judge_share, progress_rule=c.progress_rule)
+                          judge_share=c.judge_share, progress_rule=c.progress_rule,
+                          step_share=c.step_share)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),
