@@ -151,9 +151,10 @@ def run_episode(env, agent, seed: int) -> tuple[bool, int, float, list[dict[str,
             return success, steps, total, records
 
 
-def every_action_outcome(env, key: str) -> tuple[list[float], list[np.ndarray]]:
+def every_action_outcome(env, key: str, infos: list[dict] | None = None) -> tuple[list[float], list[np.ndarray]]:
     """Each canonical action taken once from the real env's current state, which is then put
-    back (`get_state` / `set_state`): `info[key]` after each (e.g. "goal_distance") and its frame."""
+    back (`get_state` / `set_state`): `info[key]` after each (e.g. "goal_distance") and its frame.
+    A list given as `infos` receives each action's whole step info."""
     base = env.unwrapped
     saved = base.get_state()
     after, frames = [], []
@@ -163,6 +164,8 @@ def every_action_outcome(env, key: str) -> tuple[list[float], list[np.ndarray]]:
             obs, _, _, _, info = base.step(i)
             after.append(float(info[key]))
             frames.append(obs["frame"])
+            if infos is not None:
+                infos.append(info)
     finally:
         base.set_state(saved)
     return after, frames

@@ -641,14 +641,32 @@ def test_probe_action_choice_tries_every_action_from_the_same_real_state(tiny_ck
     assert d["imagined"]["delta_chosen"] == pytest.approx(np.mean([deltas[i, s["chosen"]] for i, s in enumerate(states)]))
 
 
+def test_probe_oracle_planner_picks_the_true_best_action_without_noise(tmp_path, capsys):
+    needs_sim("navigate")
+    out_json = tmp_path / "oracle.json"
+    probe = _example("probe_oracle_planner")
+    assert probe.main(["--layout", "one_room", "--landmarks", "--episodes", "2", "--max-steps", "6",
+                       "--noise", "0,1000", "--reached-weight", "0", "--out", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "| noise (m) | success |" in out and "| 0 |" in out and "| 1000 |" in out
+    exact, noisy = json.loads(out_json.read_text())["rows"]
+    assert exact["states"] > 0 and exact["chosen_is_best"] == 1.0 and exact["chosen_minus_average"] < 0
+    # noise that swamps the scores picks like a random agent: no better than chance by much
+    assert noisy["chosen_is_best"] < 0.8 and noisy["chosen_minus_average"] > exact["chosen_minus_average"]
+    with pytest.raises(SystemExit):
+        probe.main(["--noise", "-1"])
+
+
 def test_every_action_outcome_restores_the_state_and_pick_figures_scores_picks():
     needs_sim("navigate")
     from bagel_world.evaluate_agents import every_action_outcome, make_real_env, pick_figures
 
     env = make_real_env("navigate", max_steps=8, layout="one_room")
     obs, info = env.reset(seed=3)
-    after, frames = every_action_outcome(env, "goal_distance")
-    assert len(after) == len(frames) == env.action_space.n
+    infos: list[dict] = []
+    after, frames = every_action_outcome(env, "goal_distance", infos)
+    assert len(after) == len(frames) == len(infos) == env.action_space.n
+    assert [i["goal_distance"] for i in infos] == after and all("is_success" in i for i in infos)
     # the env is where it was: same distance and frame, and each action from here gives its outcome again
     assert env.unwrapped.get_state().episode["frame_index"] == 0
     for i in (0, 2):
