@@ -206,8 +206,8 @@ class ClipSampler:
     on, and hindsight goals are only frames that show the box within the rule's angle, as a
     goal image does; `bagel_world.sims.pose_progress`).
 
-    A share `step_share` of the progress questions about clips with a last step asks how much
-    closer that step brought the agent (`STEP_QUESTION`: the distance to the goal at the
+    A share `step_share` of the progress questions of tasks with `STEP_BINS` asks how much
+    closer the clip's last step brought the agent (`STEP_QUESTION`: the distance to the goal at the
     frame before the last action minus at the last frame, in `STEP_BINS`): the learned reward
     head a planner sums over imagined steps. It is asked with the whole clip in the context.
 
@@ -266,7 +266,10 @@ class ClipSampler:
             key=(i, e, t0),
         )
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
-            step = self.step_share > 0 and self.rng.random() < self.step_share  # every clip has a last step
+            from bagel_world.simulator.progress import STEP_BINS
+
+            # Every clip has a last step; tasks without step bins are never asked about it.
+            step = self.step_share > 0 and s.task in STEP_BINS and self.rng.random() < self.step_share
             clip.goal, clip.question, clip.answer = self._progress_qa(s, e, last, step)
             if not step and self.judge_share > 0 and self.rng.random() < self.judge_share:
                 clip.frames, clip.actions, clip.key = clip.frames[-1:], [], (i, e, last)
@@ -307,9 +310,8 @@ class ClipSampler:
             goal, goal_pose = s.frames[e, g], s.poses[e, g]
         dist, reached = self._progress(s, s.poses[e, t], goal_pose, visible[t])
         if step:
-            if t < 1 or s.task not in STEP_BINS:
-                raise ValueError(f"a step question needs a step before frame {t} of a task with step bins "
-                                 f"({sorted(STEP_BINS)}), got task {s.task!r}")
+            if t < 1:
+                raise ValueError(f"a step question needs a step before frame {t}")
             before, _ = self._progress(s, s.poses[e, t - 1], goal_pose, visible[t - 1])
             return goal, STEP_QUESTION, STEP_BINS[s.task].answer(before - dist)
         if self.rng.random() < 0.5:
