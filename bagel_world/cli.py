@@ -167,7 +167,10 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
+    import numpy as np
+
     from bagel_world.evaluate_agents import real_env_kwargs
+    from bagel_world.training.data import list_branches
     from bagel_world.training.recorder import backfill_poses, record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
@@ -176,6 +179,14 @@ def _cmd_record(args) -> int:
             raise ValueError(f"--backfill-poses works on navigate recordings only (--task navigate), got {args.task!r}")
         paths = backfill_poses(args.out, "navigate")
         print(f"navigate: {len(paths)} shards in {Path(args.out) / 'navigate'} given the red box's position")
+
+        def posed(p: Path) -> bool:
+            with np.load(p) as z:  # reads the file's index, not its frames
+                return "poses" in z.files
+        lacking = [p for p in list_branches(args.out, "navigate") if not posed(p)]
+        record_branches("navigate", args.out, existing_only=True)
+        print(f"navigate: {sum(posed(p) for p in lacking)} branch files in {Path(args.out) / 'navigate'} given "
+              "their poses")
         return 0
     env_kwargs = {t: real_env_kwargs(t, args.layout, landmarks=args.landmarks)
                   for t in tasks}  # checked for every task before recording
@@ -374,7 +385,8 @@ def _add_record(sub) -> None:
     add_landmarks_option(r)
     r.add_argument("--backfill-poses", action="store_true",
                    help="record nothing: add the red box's position to the poses of navigate shards in OUT "
-                        "recorded before it was kept (what --progress-rule view trains on)")
+                        "recorded before it was kept (what --progress-rule view trains on), and their poses to "
+                        "branch files recorded before branches kept them (what --step-share asks of branches)")
     r.set_defaults(func=_cmd_record)
 
 

@@ -172,6 +172,37 @@ def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path)
     assert all(c.key[0] >= 0 for c in BranchSampler(sampler.clips, [b], branch_share=0.0).sample_batch(8))
 
 
+def test_branch_groups_with_poses_ask_how_much_closer_each_action_brought_the_agent(tmp_path):
+    from bagel_world.simulator.progress import STEP_BINS, STEP_QUESTION
+    from bagel_world.training.data import Branches, BranchSampler
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    N, C, K = 3, 2, 6
+    rng = np.random.default_rng(2)
+    canon = np.array([f"action {k}" for k in range(K)])
+    poses = np.zeros((N, 3), np.float32)  # at the origin; action k moves 0.1 k m along x, toward the goal at x = 2
+    outcome_poses = np.zeros((N, K, 3), np.float32)
+    outcome_poses[:, :, 0] = 0.1 * np.arange(K)
+    goals = rng.integers(0, 256, (N, 64, 64, 3)).astype(np.uint8)
+    b = Branches("navigate", frames[:N, :C].copy(), np.full((N, C - 1), "turn left 30 degrees"),
+                 rng.integers(0, 256, (N, K, 64, 64, 3)).astype(np.uint8), canon, np.arange(N), np.full(N, C - 1),
+                 poses=poses, outcome_poses=outcome_poses, goals=goals, goal_poses=np.tile([[2.0, 0, 0]], (N, 1)))
+    asking = BranchSampler(ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0,
+                                       step_share=1.0), [b], group=4)
+    for _ in range(5):
+        group = asking.sample_group()
+        for c in group:
+            p, k = c.key[1], c.key[2]
+            assert c.question == STEP_QUESTION and np.array_equal(c.goal, goals[p])
+            assert c.answer == STEP_BINS["navigate"].answer(0.1 * k)
+    # Without step questions (or under the view rule) the groups ask nothing, as before.
+    for sampler in (ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0),
+                    ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0, step_share=1.0,
+                                progress_rule="view")):
+        assert all(c.question is None and c.goal is None for c in BranchSampler(sampler, [b], group=4).sample_group())
+
+
 def test_mirrored_clips_flip_frames_and_swap_left_and_right():
     from bagel_world.training.data import Clip, mirror_clip
 
@@ -214,7 +245,7 @@ def test_the_sampler_mirrors_a_share_of_clips_and_draws_nothing_without(tmp_path
         ClipSampler([s], window=3, rng=np.random.default_rng(0), mirror=1.5)
 
 
-def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
+def test_record_branches_replays_every_action_from_recorded_states(tmp_path, capsys):
     from bagel_world.sims import missing_packages
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
     from bagel_world.training.data import Branches, list_branches
@@ -235,9 +266,27 @@ def test_record_branches_replays_every_action_from_recorded_states(tmp_path):
         # The recorded action's branch is the recorded next frame (uniform=1: canonical actions).
         assert np.array_equal(b.outcomes[n, canon.index(str(s.actions[e, t]))], s.frames[e, t + 1])
         assert len({o.tobytes() for o in b.outcomes[n]}) > 1
+        # Poses: the state's is the recording's, the recorded action's outcome pose its next one.
+        assert np.array_equal(b.poses[n], s.poses[e, t]) and np.array_equal(b.goals[n], s.goals[e])
+        assert np.allclose(b.outcome_poses[n, canon.index(str(s.actions[e, t]))], s.poses[e, t + 1], atol=1e-5)
+        assert np.array_equal(b.goal_poses[n], s.goal_poses[e])
     # A second call finds the file and keeps it (resumable); a shard that replay cannot
     # reproduce is an error, not silently wrong data.
     assert record_branches("navigate", tmp_path, points=2, context=2, max_step=4, progress=False) == [path]
+    # A file from before branches kept poses gets them: the same points, replayed and checked.
+    kept = b.select(np.array([True, False, True, False]))  # what held-out filtering keeps: every field
+    assert kept.num_points == 2 and np.array_equal(kept.outcome_poses, b.outcome_poses[[0, 2]])
+    Branches(b.task, b.context, b.context_actions, b.outcomes, b.actions, b.seeds, b.steps).save(path)
+    assert not Branches.load(path).has_progress
+    from bagel_world.cli import main as cli_main
+
+    assert cli_main(["record", "--task", "navigate", "--out", str(tmp_path), "--backfill-poses"]) == 0
+    assert "navigate: 1 branch files in" in capsys.readouterr().out
+    again = Branches.load(path)
+    assert again.has_progress and np.array_equal(again.steps, b.steps) and np.array_equal(again.outcomes, b.outcomes)
+    assert np.array_equal(again.outcome_poses, b.outcome_poses)
+    with pytest.raises(ValueError, match="come together"):
+        Branches(b.task, b.context, b.context_actions, b.outcomes, b.actions, b.seeds, b.steps, poses=b.poses)
     path.unlink()
     s.frames[:, 1:] = 0
     s.save(list_shards(tmp_path, "navigate")[0])

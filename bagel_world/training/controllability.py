@@ -89,11 +89,12 @@ def imagine_each(sim, task: str, start: np.ndarray, actions: Sequence[str], seed
     return np.stack([o.frame for o in outs])
 
 
-def real_each(env, seed: int, prefix: Sequence[str], actions: Sequence[str]) -> np.ndarray:
+def real_each(env, seed: int, prefix: Sequence[str], actions: Sequence[str], infos: list | None = None) -> np.ndarray:
     """(K, H, W, 3): the real outcome of every action from the state `prefix` reaches after
     `reset(seed)`. A twin with `get_state`/`set_state` replays the prefix once and restores
     the saved state before each later action; any other env is replayed from the reset per
-    action (the twins are deterministic under a seed, and both ways give the same frames)."""
+    action (the twins are deterministic under a seed, and both ways give the same frames).
+    A list given as `infos` receives each action's step info."""
     restorable = hasattr(env, "get_state") and hasattr(env, "set_state")
     saved, out = None, []
     for a in actions:
@@ -104,8 +105,10 @@ def real_each(env, seed: int, prefix: Sequence[str], actions: Sequence[str]) -> 
             for p in prefix:
                 env.step(p)
             saved = env.get_state() if restorable else None
-        obs, *_ = env.step(a)
+        obs, _, _, _, info = env.step(a)
         out.append(obs["frame"] if isinstance(obs, dict) else obs)
+        if infos is not None:
+            infos.append(info)
     return np.stack(out)
 
 

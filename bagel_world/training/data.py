@@ -125,10 +125,38 @@ class Branches:
     actions: np.ndarray  # (K,) str
     seeds: np.ndarray  # (N,) int64
     steps: np.ndarray  # (N,) int64
+    # For tasks with a progress judge (all or none): the pose at each branch state, after each
+    # action, and the episode's goal, so that each outcome has a step-progress answer.
+    poses: np.ndarray | None = None  # (N, P) float32
+    outcome_poses: np.ndarray | None = None  # (N, K, P) float32
+    goals: np.ndarray | None = None  # (N, H, W, 3) uint8
+    goal_poses: np.ndarray | None = None  # (N, P) float32
+
+    PROGRESS_FIELDS = ("poses", "outcome_poses", "goals", "goal_poses")
+
+    @property
+    def has_progress(self) -> bool:
+        return self.poses is not None
+
+    def select(self, keep: np.ndarray) -> Branches:
+        """The points `keep` (a boolean mask or indices) selects, with every field."""
+        return Branches(self.task, self.context[keep], self.context_actions[keep], self.outcomes[keep], self.actions,
+                        self.seeds[keep], self.steps[keep],
+                        **{k: None if getattr(self, k) is None else getattr(self, k)[keep] for k in self.PROGRESS_FIELDS})
 
     def __post_init__(self) -> None:
         N, C = self.context.shape[:2]
         K = len(self.actions)
+        progress = [getattr(self, k) for k in self.PROGRESS_FIELDS]
+        if any(x is not None for x in progress):
+            if any(x is None for x in progress):
+                raise ValueError(f"{', '.join(self.PROGRESS_FIELDS)} come together (all or none)")
+            P = self.poses.shape[-1]
+            if self.poses.shape != (N, P) or self.outcome_poses.shape != (N, K, P) or self.goal_poses.shape != (N, P) \
+                    or self.goals.shape != (N, *self.context.shape[2:]):
+                raise ValueError(f"poses (N, P), outcome_poses (N, K, P), goal_poses (N, P), goals (N, H, W, 3) with "
+                                 f"N={N}, K={K}; got {self.poses.shape}, {self.outcome_poses.shape}, "
+                                 f"{self.goal_poses.shape}, {self.goals.shape}")
         if self.context.dtype != np.uint8 or self.context.ndim != 5:
             raise ValueError(f"context must be (N, C, H, W, 3) uint8, got {self.context.shape} {self.context.dtype}")
         if self.outcomes.shape != (N, K, *self.context.shape[2:]):
@@ -147,14 +175,15 @@ class Branches:
         np.savez_compressed(tmp, task=np.array(self.task), context=self.context,
                             context_actions=self.context_actions.astype(str), outcomes=self.outcomes,
                             actions=self.actions.astype(str), seeds=self.seeds.astype(np.int64),
-                            steps=self.steps.astype(np.int64))
+                            steps=self.steps.astype(np.int64),
+                            **({} if not self.has_progress else {k: getattr(self, k) for k in self.PROGRESS_FIELDS}))
         tmp.replace(path)
 
     @classmethod
     def load(cls, path: str | Path) -> Branches:
         with np.load(path, allow_pickle=False) as z:
             return cls(str(z["task"]), z["context"], z["context_actions"], z["outcomes"], z["actions"],
-                       z["seeds"], z["steps"])
+                       z["seeds"], z["steps"], **{k: z[k] for k in cls.PROGRESS_FIELDS if k in z.files})
 
 
 def list_branches(folder: str | Path, task: str | None = None) -> list[Path]:
@@ -346,6 +375,10 @@ class BranchSampler:
     outcome). Within a group the history explains nothing of the differences between the
     targets, so the flow loss can only fall by reading the action: the mirror pairs (turn
     left / right) that trajectory data leaves ambiguous get a direct contrast in every batch.
+
+    Where the branch files keep poses, a share (the clip sampler's progress_share x
+    step_share) of the groups ask each clip the step question about its action, with the
+    episode's goal image: the same contrast for the learned step reward.
     """
 
     def __init__(self, clips: ClipSampler, branches: list[Branches], branch_share: float = 0.5, group: int = 4):
@@ -387,4 +420,23 @@ class BranchSampler:
         group = [Clip(task=b.task, frames=np.concatenate([b.context[p, C - c :], b.outcomes[p, k : k + 1]]),
                       actions=history + [str(b.actions[k])], question=None, answer=None, key=(-1 - i, p, int(k)))
                  for k in chosen]
+        if self._asks_steps(b):  # every clip of the group: how much closer its action brought the agent
+            from bagel_world.sims import pose_progress
+            from bagel_world.simulator.progress import STEP_BINS, STEP_QUESTION
+
+            before = pose_progress(b.task, b.poses[p], b.goal_poses[p], "pose", True)[0]
+            for clip, k in zip(group, chosen):
+                after = pose_progress(b.task, b.outcome_poses[p, k], b.goal_poses[p], "pose", True)[0]
+                clip.goal, clip.question, clip.answer = b.goals[p], STEP_QUESTION, STEP_BINS[b.task].answer(before - after)
         return self.clips.maybe_mirror(group)  # mirrored as a whole: still one state, different actions
+
+    def _asks_steps(self, b: Branches) -> bool:
+        """Whether this group asks the step question (with the episode's goal): a share
+        progress_share x step_share of the groups of branch files with poses, under the pose rule
+        (the view rule's distance needs what each outcome shows, which branches do not keep)."""
+        from bagel_world.simulator.progress import STEP_BINS
+
+        c = self.clips
+        p = c.progress_share * c.step_share
+        return (p > 0 and b.has_progress and b.task in STEP_BINS and c.progress_rule == "pose"
+                and self.rng.random() < p)

@@ -121,8 +121,7 @@ def load_training_branches(data: Path, held: dict[str, Shard]) -> list[Branches]
             b = Branches.load(p)
             if task in held:
                 keep = ~np.isin(b.seeds, held[task].seeds)
-                b = Branches(task, b.context[keep], b.context_actions[keep], b.outcomes[keep], b.actions,
-                             b.seeds[keep], b.steps[keep])
+                b = b.select(keep)
             if b.num_points:
                 out.append(b)
     return out

@@ -227,6 +227,7 @@ def record_branches(
     max_step: int = 16,
     seed: int = 0,
     progress: bool = True,
+    existing_only: bool = False,
 ) -> list[Path]:
     """For each recorded episode of `task` under out/<task>/, pick `points` random steps t and
     record the real outcome of every canonical action from the state at t (exact replay:
@@ -238,6 +239,13 @@ def record_branches(
       outcomes         (N, K, H, W, 3) uint8   the next frame of each canonical action
       actions          (K,) str                the canonical actions
       seeds, steps     (N,) int64              where each point comes from
+    and, when the shards have progress poses: poses (N, P) at each point, outcome_poses
+    (N, K, P) after each action, and the episode's goals (N, H, W, 3) and goal_poses (N, P),
+    from which training asks how much closer each action brought the agent.
+
+    A branch file written before branches kept poses gets them added (each point replayed
+    from its stored seed and step, its outcomes checked against the stored frames);
+    `existing_only` does only that, recording no new file (`record --backfill-poses`).
 
     Trajectories only show one action per state. Branches show all of them from the same
     state, so a batch of them leaves the action as the only thing that explains the target
@@ -245,6 +253,7 @@ def record_branches(
     """
     from tqdm.auto import tqdm
 
+    from bagel_world.sims import progress_poses
     from bagel_world.simulator.tasks import CANONICAL_ACTIONS
     from bagel_world.training.controllability import real_each
     from bagel_world.training.data import Branches
@@ -265,28 +274,43 @@ def record_branches(
         lo, hi = context - 1, min(max_step, T - 1)
         # Drawn before the skip check, so a resumed recording draws the same points.
         draws = [rng.integers(lo, hi + 1, size=points) for _ in range(shard.num_episodes)]
-        if path.is_file():
+        old = Branches.load(path) if path.is_file() else None
+        if old is not None and (old.has_progress or not shard.has_progress) or old is None and existing_only:
             continue
+        C = context if old is None else old.context.shape[1]
         if env is None:
             env = make_bare_env(task, tuple(shard.frames.shape[2:4]), _env_kwargs_of(Path(out) / task, None))
-        ctx, ctx_a, outs, seeds, steps = [], [], [], [], []
-        for e in range(shard.num_episodes):
+        # The points: those drawn now, or an older file's (to add its poses).
+        where = {int(sd): e for e, sd in enumerate(shard.seeds)}
+        chosen = [(e, t) for e in range(shard.num_episodes) for t in sorted(int(x) for x in draws[e])] if old is None \
+            else [(where[int(sd)], int(t)) for sd, t in zip(old.seeds, old.steps)]
+        ctx, ctx_a, outs, seeds, steps, after = [], [], [], [], [], []
+        for n, (e, t) in enumerate(chosen):
             s = int(shard.seeds[e])
-            for t in sorted(int(x) for x in draws[e]):
-                prefix = [str(a) for a in shard.actions[e, :t]]
-                outcome = real_each(env, s, prefix, canon)
-                ctx.append(shard.frames[e, t - context + 1 : t + 1])
-                ctx_a.append(prefix[t - context + 1 :] if context > 1 else [])
-                outs.append(outcome)
-                seeds.append(s)
-                steps.append(t)
-                # Replay must reach the recorded state: when the recorded action was a
-                # canonical one, its outcome is the recorded next frame.
-                a = str(shard.actions[e, t])
-                if a in canon and not np.array_equal(outcome[canon.index(a)], shard.frames[e, t + 1]):
-                    raise RuntimeError(f"replaying {task} seed {s} did not reproduce its recorded frame {t + 1}")
-        Branches(task=task, context=np.stack(ctx), context_actions=np.array(ctx_a, dtype=str).reshape(len(ctx), context - 1),
-                 outcomes=np.stack(outs), actions=np.array(canon), seeds=np.array(seeds), steps=np.array(steps)).save(path)
+            prefix = [str(a) for a in shard.actions[e, :t]]
+            infos: list = []
+            outcome = real_each(env, s, prefix, canon, infos)
+            ctx.append(shard.frames[e, t - C + 1 : t + 1])
+            ctx_a.append(prefix[t - C + 1 :] if C > 1 else [])
+            outs.append(outcome)
+            seeds.append(s)
+            steps.append(t)
+            if shard.has_progress:
+                P = shard.poses.shape[-1]
+                after.append(np.stack([progress_poses(task, i)[0][:P] for i in infos]))
+            # Replay must reach the recorded state: when the recorded action was a
+            # canonical one, its outcome is the recorded next frame (and an older file's
+            # outcomes are what replay gives again).
+            a = str(shard.actions[e, t])
+            if a in canon and not np.array_equal(outcome[canon.index(a)], shard.frames[e, t + 1]) \
+                    or old is not None and not np.array_equal(outcome, old.outcomes[n]):
+                raise RuntimeError(f"replaying {task} seed {s} did not reproduce its recorded frames after step {t}")
+        idx = np.array([e for e, _ in chosen], np.int64)
+        Branches(task=task, context=np.stack(ctx), context_actions=np.array(ctx_a, dtype=str).reshape(len(ctx), C - 1),
+                 outcomes=np.stack(outs), actions=np.array(canon), seeds=np.array(seeds), steps=np.array(steps),
+                 **({} if not shard.has_progress else {
+                     "poses": shard.poses[idx, np.array(steps)], "outcome_poses": np.stack(after).astype(np.float32),
+                     "goals": shard.goals[idx], "goal_poses": shard.goal_poses[idx]})).save(path)
     if env is not None:
         env.close()
     return paths
