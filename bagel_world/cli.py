@@ -167,10 +167,8 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_record(args) -> int:
-    import numpy as np
-
     from bagel_world.evaluate_agents import real_env_kwargs
-    from bagel_world.training.data import list_branches
+    from bagel_world.training.data import Branches, list_branches
     from bagel_world.training.recorder import backfill_poses, record, record_branches
 
     tasks = args.task.split(",") if args.task != "all" else list(TASK_NAMES)
@@ -179,14 +177,10 @@ def _cmd_record(args) -> int:
             raise ValueError(f"--backfill-poses works on navigate recordings only (--task navigate), got {args.task!r}")
         paths = backfill_poses(args.out, "navigate")
         print(f"navigate: {len(paths)} shards in {Path(args.out) / 'navigate'} given the red box's position")
-
-        def posed(p: Path) -> bool:
-            with np.load(p) as z:  # reads the file's index, not its frames
-                return "poses" in z.files
-        lacking = [p for p in list_branches(args.out, "navigate") if not posed(p)]
+        lacking = [p for p in list_branches(args.out, "navigate") if not Branches.file_has_progress(p)]
         record_branches("navigate", args.out, existing_only=True)
-        print(f"navigate: {sum(posed(p) for p in lacking)} branch files in {Path(args.out) / 'navigate'} given "
-              "their poses")
+        print(f"navigate: {sum(Branches.file_has_progress(p) for p in lacking)} branch files in "
+              f"{Path(args.out) / 'navigate'} given their poses")
         return 0
     env_kwargs = {t: real_env_kwargs(t, args.layout, landmarks=args.landmarks)
                   for t in tasks}  # checked for every task before recording

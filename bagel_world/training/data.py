@@ -138,6 +138,12 @@ class Branches:
     def has_progress(self) -> bool:
         return self.poses is not None
 
+    @classmethod
+    def file_has_progress(cls, path: str | Path) -> bool:
+        """Whether the branch file at `path` keeps poses: reads its index, not its frames."""
+        with np.load(path) as z:
+            return "poses" in z.files
+
     def select(self, keep: np.ndarray) -> Branches:
         """The points `keep` (a boolean mask or indices) selects, with every field."""
         return Branches(self.task, self.context[keep], self.context_actions[keep], self.outcomes[keep], self.actions,

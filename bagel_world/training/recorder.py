@@ -274,9 +274,10 @@ def record_branches(
         lo, hi = context - 1, min(max_step, T - 1)
         # Drawn before the skip check, so a resumed recording draws the same points.
         draws = [rng.integers(lo, hi + 1, size=points) for _ in range(shard.num_episodes)]
-        old = Branches.load(path) if path.is_file() else None
-        if old is not None and (old.has_progress or not shard.has_progress) or old is None and existing_only:
+        exists = path.is_file()
+        if exists and (not shard.has_progress or Branches.file_has_progress(path)) or not exists and existing_only:
             continue
+        old = Branches.load(path) if exists else None  # to add its poses
         C = context if old is None else old.context.shape[1]
         if env is None:
             env = make_bare_env(task, tuple(shard.frames.shape[2:4]), _env_kwargs_of(Path(out) / task, None))
