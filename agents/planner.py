@@ -45,7 +45,7 @@ from tqdm.auto import tqdm
 
 from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, is_imagined, task_of
 from bagel_world.simulator.base import Simulator
-from bagel_world.simulator.progress import REACHED_ANSWERS, REACHED_QUESTION, judge_steps, reached_probability
+from bagel_world.simulator.progress import judge_reached, judge_steps
 
 log = logging.getLogger(__name__)
 
@@ -279,8 +279,7 @@ class CEMPlanner(Agent):
                     for p, v in zip(prefixes, judge_steps(sim, self._task, sids, [goal] * len(sids))):
                         gains[p] = gains.get(p[:-1], 0.0) + float(v)
                     if t == H - 1 and self.reached_weight > 0:
-                        logp = sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=[goal] * len(sids))
-                        for p, v in zip(prefixes, reached_probability(np.asarray(logp, np.float64))):
+                        for p, v in zip(prefixes, judge_reached(sim, sids, [goal] * len(sids))):
                             gains[p] += self.reached_weight * float(v)
                 bar.update(1)
         finally:

@@ -144,24 +144,15 @@ class GoalImageEnv(BagelWorldEnv):
 
         The distance is asked only of envs whose reward uses it (`progress_weight` > 0); the
         others get None and cost nothing for that question."""
-        from bagel_world.simulator.progress import (
-            DISTANCE_BINS,
-            DISTANCE_QUESTION,
-            REACHED_ANSWERS,
-            REACHED_QUESTION,
-            reached_probability,
-        )
+        from bagel_world.simulator.progress import judge_distance, judge_reached
 
         sim, sids, goals = envs[0].simulator, [e._sid for e in envs], [e._scene.goal for e in envs]
-        bins = DISTANCE_BINS[envs[0].task]
         dist: list[float | None] = [None] * len(envs)
         ask = [i for i, e in enumerate(envs) if e.progress_weight > 0]
         if ask:
-            d = bins.expected(np.asarray(sim.score([sids[i] for i in ask], DISTANCE_QUESTION, bins.answers,
-                                                   goals=[goals[i] for i in ask]), np.float64))
+            d = judge_distance(sim, envs[0].task, [sids[i] for i in ask], [goals[i] for i in ask])
             for i, v in zip(ask, d):
                 dist[i] = float(v)
         if not reached:
             return [(d, float("nan")) for d in dist]
-        p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=goals), np.float64))
-        return [(d, float(q)) for d, q in zip(dist, p)]
+        return [(d, float(q)) for d, q in zip(dist, judge_reached(sim, sids, goals))]

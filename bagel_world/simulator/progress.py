@@ -77,6 +77,20 @@ def reached_probability(logp: np.ndarray) -> np.ndarray:
     return p[..., 0] / p.sum(-1)
 
 
+def judge_distance(sim, task: str, session_ids, goals) -> np.ndarray:
+    """(B,) judged expected distance to the goal of each session's current frame: one `score`
+    call for the batch (the goal and question go to forks; the sessions are not changed)."""
+    bins = DISTANCE_BINS[task]
+    return bins.expected(np.asarray(sim.score(list(session_ids), DISTANCE_QUESTION, bins.answers, goals=list(goals)),
+                                    np.float64))
+
+
+def judge_reached(sim, session_ids, goals) -> np.ndarray:
+    """(B,) judged P(the goal is reached) of each session's current frame: one `score` call."""
+    return reached_probability(np.asarray(sim.score(list(session_ids), REACHED_QUESTION, REACHED_ANSWERS,
+                                                    goals=list(goals)), np.float64))
+
+
 def judge_frames(sim, task: str, frames, goals, reached: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
     """(judged expected distance (B,), P(reached) (B,) or None) of each frame against its goal.
 
@@ -85,14 +99,10 @@ def judge_frames(sim, task: str, frames, goals, reached: bool = True) -> tuple[n
     """
     if task not in DISTANCE_BINS:
         raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
-    bins = DISTANCE_BINS[task]
     sids = [sim.open(task, [f]) for f in frames]
     try:
-        d = bins.expected(np.asarray(sim.score(sids, DISTANCE_QUESTION, bins.answers, goals=list(goals)), np.float64))
-        p = None
-        if reached:
-            p = reached_probability(np.asarray(sim.score(sids, REACHED_QUESTION, REACHED_ANSWERS, goals=list(goals)),
-                                               np.float64))
+        d = judge_distance(sim, task, sids, goals)
+        p = judge_reached(sim, sids, goals) if reached else None
     finally:
         for sid in sids:
             sim.close(sid)
