@@ -253,7 +253,7 @@ class CEMPlanner(Agent):
         seeds = self._rng.integers(0, 2**31 - 1, size=H)  # common random numbers: one seed per step
         live: dict[tuple, str] = {}  # prefix -> session at the current depth
         made: set[str] = set()
-        step = self._metric == "step" and self.score_fn is None
+        step = self._metric == "step"  # reset refuses it beside a score_fn
         gains: dict[tuple, float] = {}  # prefix -> its judged steps summed
         try:
             frames: dict[tuple, np.ndarray] = {}
@@ -299,7 +299,7 @@ class CEMPlanner(Agent):
         errors from the imagination's). Needs `reset` first."""
         if self._sim is None:
             raise RuntimeError("call reset(env, obs, info) before score_frames()")
-        if self._metric == "step" and self.score_fn is None:
+        if self._metric == "step":
             raise ValueError("metric='step' judges steps taken in a session, not frames; score_frames needs "
                              "metric 'judged', 'feature' or 'pixel'")
         frames = np.asarray(frames, np.uint8)
