@@ -28,7 +28,10 @@ the judged reward's measure (its success bonus, made smooth); `metric="step"` su
 imagined steps of a sequence, how much closer the same model judges each step brought the agent
 (`judge_steps`: a learned reward head asked in each rollout session right after its step, so it
 sees the frame before, the action and the imagined frame after), plus `reached_weight` times the
-judged P(reached) in the end session; `metric="pixel"` is minus the mean squared pixel error in
+judged P(reached) in the end session; `metric="located"` asks the same model where the end
+frame and the goal image were taken (`judge_location_frames`: x, z and heading, each frame in a
+fresh session) and scores minus the metres between the two places plus `yaw_weight` metres per
+180 degrees of heading between them (`located_distance`); `metric="pixel"` is minus the mean squared pixel error in
 [0, 1] units; `score_fn(frames, goal) -> (B,)` replaces them.
 """
 
@@ -49,7 +52,7 @@ from bagel_world.simulator.progress import judge_reached, judge_steps
 
 log = logging.getLogger(__name__)
 
-METRICS = ("feature", "judged", "step", "pixel")
+METRICS = ("feature", "judged", "step", "located", "pixel")
 ScoreFn = Callable[[np.ndarray, "np.ndarray | None"], np.ndarray]  # (B, H, W, 3), goal -> (B,)
 
 @dataclass
@@ -74,13 +77,13 @@ class CEMPlanner(Agent):
     Arguments: `simulator` (needed to act in a real env; in an imagined env the env's own
     simulator is used), `candidates` sequences per iteration, `horizon` actions per
     sequence, `iterations` refits per step, `elites` kept per refit, `metric`
-    ("judged", "step", "feature" or "pixel"; "auto": judged where the task has a progress judge,
+    ("judged", "step", "located", "feature" or "pixel"; "auto": judged where the task has a progress judge,
     else feature) or `score_fn`, `smoothing` (weight of the old distribution in
     a refit), `choose` ("mode": the most probable first action of the final distribution;
     "best": the first action of the best sequence seen), `warm_start` (start from the
     previous step's distribution shifted by one), `reached_weight` (judged metric: weight of
-    P(reached), default the judged reward's success bonus), `seed`, `progress` (a tqdm bar
-    per plan).
+    P(reached), default the judged reward's success bonus), `yaw_weight` (located metric: metres
+    of score per 180 degrees of judged heading error), `seed`, `progress` (a tqdm bar per plan).
     """
 
     name = "planner"
@@ -88,7 +91,7 @@ class CEMPlanner(Agent):
     def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
                  iterations: int = 2, elites: int = 6, metric: str = "auto", score_fn: ScoreFn | None = None,
                  smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, reached_weight: float = 1.0,
-                 seed: int | None = None, progress: bool = True):
+                 yaw_weight: float = 0.5, seed: int | None = None, progress: bool = True):
         for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
@@ -103,12 +106,17 @@ class CEMPlanner(Agent):
         if isinstance(reached_weight, bool) or not isinstance(reached_weight, (int, float, np.integer, np.floating)) \
                 or not 0 <= reached_weight < np.inf:
             raise ValueError(f"reached_weight must be a finite number >= 0, got {reached_weight!r}")
+        if isinstance(yaw_weight, bool) or not isinstance(yaw_weight, (int, float, np.integer, np.floating)) \
+                or not 0 <= yaw_weight < np.inf:
+            raise ValueError(f"yaw_weight must be a finite number >= 0, got {yaw_weight!r}")
         if simulator is not None and not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
         self.simulator = simulator
         self.candidates, self.horizon, self.iterations, self.elites = int(candidates), int(horizon), int(iterations), int(elites)
         self.metric, self.score_fn, self.smoothing, self.choose = metric, score_fn, float(smoothing), choose
         self.warm_start, self.progress, self.reached_weight = warm_start, progress, float(reached_weight)
+        self.yaw_weight = float(yaw_weight)
+        self._located_goal: tuple[bytes, np.ndarray] | None = None  # (goal image bytes, its judged place)
         self._rng = np.random.default_rng(seed)
         self._env: gym.Env | None = None
         self._sim: Simulator | None = None
@@ -125,7 +133,7 @@ class CEMPlanner(Agent):
 
     # ---- Agent API ---------------------------------------------------------------------------
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
-        from bagel_world.simulator.progress import DISTANCE_BINS, STEP_BINS
+        from bagel_world.simulator.progress import DISTANCE_BINS, LOCATION_BINS, STEP_BINS
 
         self._task, self.actions = task_of(env), canonical_actions(env)
         self._metric = self.metric if self.metric != "auto" else (
@@ -136,6 +144,9 @@ class CEMPlanner(Agent):
         if self._metric == "step" and (self._task not in STEP_BINS or self.score_fn is not None):
             raise ValueError(f"metric='step' needs a step-progress judge and no score_fn; tasks with one: "
                              f"{sorted(STEP_BINS)}, not {self._task!r}")
+        if self._metric == "located" and (self._task not in LOCATION_BINS or self.score_fn is not None):
+            raise ValueError(f"metric='located' needs a location judge and no score_fn; tasks with one: "
+                             f"{sorted(LOCATION_BINS)}, not {self._task!r}")
         if is_imagined(env):
             self._env, self._sim = env.unwrapped, env.unwrapped.simulator
         else:
@@ -301,7 +312,7 @@ class CEMPlanner(Agent):
             raise RuntimeError("call reset(env, obs, info) before score_frames()")
         if self._metric == "step":
             raise ValueError("metric='step' judges steps taken in a session, not frames; score_frames needs "
-                             "metric 'judged', 'feature' or 'pixel'")
+                             "metric 'judged', 'located', 'feature' or 'pixel'")
         frames = np.asarray(frames, np.uint8)
         return self._score(frames, goal, self._goal_reference(goal))
 
@@ -310,6 +321,13 @@ class CEMPlanner(Agent):
             return None
         if self._metric == "pixel":
             return goal.astype(np.float32) / 255.0
+        if self._metric == "located":  # the goal's judged place, asked once per goal image
+            from bagel_world.simulator.progress import judge_location_frames
+
+            key = np.ascontiguousarray(goal).tobytes()
+            if self._located_goal is None or self._located_goal[0] != key:
+                self._located_goal = (key, judge_location_frames(self._sim, self._task, goal[None])[0])
+            return self._located_goal[1]
         return self._centred_features(goal[None])[0]
 
     def _centred_features(self, frames: np.ndarray) -> np.ndarray:
@@ -327,6 +345,11 @@ class CEMPlanner(Agent):
 
             d, p = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=self.reached_weight > 0)
             return -d if p is None else -d + self.reached_weight * p
+        if self._metric == "located":
+            from bagel_world.simulator.progress import judge_location_frames, located_distance
+
+            d, yaw = located_distance(judge_location_frames(self._sim, self._task, frames), ref)
+            return -(d + self.yaw_weight * yaw / 180.0)
         if self._metric == "pixel":
             return -((frames.astype(np.float32) / 255.0 - ref) ** 2).mean(axis=(1, 2, 3)).astype(np.float64)
         return (self._centred_features(frames) @ ref).astype(np.float64)

@@ -247,7 +247,7 @@ def _cmd_eval_progress(args) -> int:
     sim = make_simulator(args.checkpoint, device=args.device)
     res = evaluate_progress(sim, task=args.task, seeds=range(args.seed, args.seed + args.episodes), steps=args.steps,
                             explore=args.explore, ahead=args.ahead, layout=args.layout, success=args.success,
-                            landmarks=args.landmarks)
+                            landmarks=args.landmarks, judge=args.judge)
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -441,6 +441,9 @@ def _add_eval_progress(sub) -> None:
     ep.add_argument("--steps", type=int, default=40, help="most steps per episode (the scripted agent may end it)")
     ep.add_argument("--explore", type=float, default=0.3, help="share of random actions in the scripted walk")
     ep.add_argument("--ahead", type=int, default=4, help="steps imagined before judging")
+    ep.add_argument("--judge", default="distance", choices=["distance", "located"],
+                    help="distance: the progress questions with the goal image; located: where the frame and the "
+                         "goal image were taken (location questions), and the distance between the two")
     ep.add_argument("--out", default=None, help="write the figures to this JSON file")
     ep.set_defaults(func=_cmd_eval_progress)
 

@@ -329,6 +329,8 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
                   f"--elites {args.elites}", f"--metric {args.metric}"]
         if args.metric in ("auto", "judged", "step") and args.reached_weight != _PLANNER_DEFAULTS["reached_weight"]:
             parts.append(f"--reached-weight {args.reached_weight:g}")
+        if args.metric == "located" and args.yaw_weight != _PLANNER_DEFAULTS["yaw_weight"]:
+            parts.append(f"--yaw-weight {args.yaw_weight:g}")
     if agent == "ppo":
         parts += ([f"--policy {args.policy}"] if args.policy else []) + (["--ppo-stochastic"] if args.ppo_stochastic else [])
     if agent == "vlm" and args.think:
@@ -349,7 +351,7 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
 
 
 _PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto",
-                     "reached_weight": 1.0}
+                     "reached_weight": 1.0, "yaw_weight": 0.5}
 
 
 def _navigate_option(task: str, option: str, what: str, value: str | None, accepted) -> dict[str, Any]:
@@ -452,12 +454,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--horizon", type=int, default=_PLANNER_DEFAULTS["horizon"], help="planner: actions per sequence")
     p.add_argument("--iterations", type=int, default=_PLANNER_DEFAULTS["iterations"], help="planner: CEM refits per step")
     p.add_argument("--elites", type=int, default=_PLANNER_DEFAULTS["elites"], help="planner: sequences kept per refit")
-    p.add_argument("--metric", default="auto", choices=["auto", "judged", "step", "feature", "pixel"],
+    p.add_argument("--metric", default="auto", choices=["auto", "judged", "step", "located", "feature", "pixel"],
                    help="planner: goal distance (auto: judged where the task has a progress judge, else feature; "
-                        "step: the judged closeness of each imagined step, summed)")
+                        "step: the judged closeness of each imagined step, summed; located: the distance between "
+                        "where the model judges the imagined frame and the goal image were taken)")
     p.add_argument("--reached-weight", type=float, default=_PLANNER_DEFAULTS["reached_weight"],
                    help="planner, judged and step metrics: weight of the judged P(goal reached) beside the judged "
                         "distance or steps")
+    p.add_argument("--yaw-weight", type=float, default=_PLANNER_DEFAULTS["yaw_weight"],
+                   help="planner, located metric: metres of score per 180 degrees of judged heading error")
     p.add_argument("--think", action="store_true", help="vlm: think before choosing")
     p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

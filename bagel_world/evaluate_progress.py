@@ -13,6 +13,12 @@ questions of `bagel_world.simulator.progress`, with the episode's goal image in 
 - **AUROC** of P("yes") to "Have you reached the goal view?" against the real env's
   success (`info["is_success"]`), on real frames: the Mann-Whitney U statistic divided by
   (positives x negatives), from scipy.
+
+`judge="located"` asks the location questions instead (`judge_location_frames`: where each
+frame and the goal image were taken) and uses the distance between the two judged places as
+the judged distance, and minus the judged pose distance (metres plus `yaw_weight` metres per 180
+degrees of heading) as the "reached" score; it also reports how far each real frame's judged
+place is from the real one (median metres and degrees).
 """
 
 from __future__ import annotations
@@ -89,23 +95,51 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(8), steps: int = 40,
                       explore: float = 0.3, ahead: int = 4, layout: str | None = None, success: str | None = None,
-                      landmarks: bool = False, progress: bool = True) -> dict:
+                      landmarks: bool = False, judge: str = "distance", yaw_weight: float = 0.5,
+                      progress: bool = True) -> dict:
     """Spearman and AUROC of the model's progress judgements on real episodes (see the module doc)."""
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
 
-    from bagel_world.simulator.progress import DISTANCE_BINS, judge_frames
+    from bagel_world.simulator.progress import (
+        DISTANCE_BINS,
+        LOCATION_BINS,
+        judge_frames,
+        judge_location_frames,
+        located_distance,
+    )
 
-    if task not in DISTANCE_BINS:
-        raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
+    if judge not in ("distance", "located"):
+        raise ValueError(f"judge must be 'distance' or 'located', got {judge!r}")
+    judges = DISTANCE_BINS if judge == "distance" else LOCATION_BINS
+    if task not in judges:
+        raise ValueError(f"task {task!r} has no {'progress' if judge == 'distance' else 'location'} judge; "
+                         f"tasks with one: {sorted(judges)}")
+    if judge == "located" and (layout or "") != LOCATION_BINS[task].layout:
+        raise ValueError(f"the location judge's bins are for layout {LOCATION_BINS[task].layout!r}, not {layout!r}")
     if not seeds:
         raise ValueError("seeds must not be empty")
     if ahead < 1 or steps < ahead:
         raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
+    place_err, yaw_err = [], []
+
+    def judged(frames, goal_place, reached=True):
+        if judge == "distance":
+            return judge_frames(sim, task, frames, [goal] * len(frames), reached=reached)
+        place = judge_location_frames(sim, task, frames)
+        d, yaw = located_distance(place, goal_place)
+        return d, -(d + yaw_weight * yaw / 180.0), place
+
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
-        frames, actions, dist, ok, goal, _ = walk(task, seed, steps, explore, layout, success, landmarks)
-        d, p = judge_frames(sim, task, frames, [goal] * len(frames))
+        frames, actions, dist, ok, goal, infos = walk(task, seed, steps, explore, layout, success, landmarks)
+        goal_place = judge_location_frames(sim, task, [goal])[0] if judge == "located" else None
+        d, p, *place = judged(frames, goal_place)
+        if place:
+            real = np.array([[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos], np.float64)
+            e, ye = located_distance(place[0], real)
+            place_err += list(e)
+            yaw_err += list(ye)
         real_d += list(dist)
         judged_d += list(d)
         reached += list(ok)
@@ -113,7 +147,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         starts = list(range(0, len(actions) - ahead + 1, 2))
         if starts:
             imagined = imagine_ahead(sim, task, [frames[t] for t in starts], [actions[t : t + ahead] for t in starts], seed)
-            d_ahead, _ = judge_frames(sim, task, imagined, [goal] * len(imagined), reached=False)
+            d_ahead = judged(imagined, goal_place, reached=False)[0]
             ahead_real += [dist[t + ahead] for t in starts]
             ahead_judged += list(d_ahead)
     real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)
@@ -126,4 +160,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         "imagined_pairs": len(ahead_judged), "ahead": ahead,
         "auroc_reached": auroc(p_reached, reached), "reached_frames": int(reached.sum()),
         "real_distance_range": [float(real_d.min()), float(real_d.max())],
+        "judge": judge,
+        **({"median_place_error_m": float(np.median(place_err)), "median_heading_error_deg": float(np.median(yaw_err))}
+           if place_err else {}),
     }

@@ -10,7 +10,7 @@ from gymnasium import spaces
 
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_image
 
-REWARDS = ("judged", "feature")
+REWARDS = ("judged", "located", "feature")
 
 
 class GoalImageEnv(BagelWorldEnv):
@@ -27,6 +27,14 @@ class GoalImageEnv(BagelWorldEnv):
       only the reached bonus: a sparse reward for models whose judged distance does not
       rank well but whose "reached" answer does (see the README's judged-progress table);
       the distance question is then not asked (`info["judged_distance"]` is None).
+    - ``reward="located"`` (tasks with a location judge,
+      `bagel_world.simulator.progress.LOCATION_BINS`): the same model is asked where the current
+      frame and the goal image were taken (x, z and heading, each frame alone in a fresh session,
+      the layout the questions are trained in). The located distance is the metres between the
+      two places plus `yaw_weight` metres per 180 degrees of heading between them. Reward = the
+      decrease of the located distance since the previous frame, plus `success_bonus` when the
+      two places are within `located_radius` metres and `located_angle` degrees (the real twin's
+      pose rule), which also terminates the episode.
     - ``reward="feature"``: centred cosine similarity of the frame's and the goal's features
       (see `BagelWorldEnv._features`), plus `success_bonus` on the step it first reaches
       `success_threshold`, which also terminates the episode.
@@ -36,8 +44,8 @@ class GoalImageEnv(BagelWorldEnv):
 
     def __init__(self, *args, reward: str | None = None, success_threshold: float = 0.8,
                  reached_threshold: float = 0.5, success_bonus: float = 1.0, progress_weight: float = 1.0,
-                 **kwargs):
-        from bagel_world.simulator.progress import DISTANCE_BINS
+                 yaw_weight: float = 0.5, located_radius: float = 0.5, located_angle: float = 30.0, **kwargs):
+        from bagel_world.simulator.progress import DISTANCE_BINS, LOCATION_BINS
 
         if reward is None:
             reward = "judged" if self.task in DISTANCE_BINS else "feature"
@@ -46,6 +54,13 @@ class GoalImageEnv(BagelWorldEnv):
         if reward == "judged" and self.task not in DISTANCE_BINS:
             raise ValueError(f"reward='judged' needs a progress judge; tasks with one: {sorted(DISTANCE_BINS)}, "
                              f"not {self.task!r} (use reward='feature')")
+        if reward == "located" and self.task not in LOCATION_BINS:
+            raise ValueError(f"reward='located' needs a location judge; tasks with one: {sorted(LOCATION_BINS)}, "
+                             f"not {self.task!r} (use reward='feature')")
+        for name, v in (("yaw_weight", yaw_weight), ("located_radius", located_radius),
+                        ("located_angle", located_angle)):
+            if not (np.isfinite(v) and float(v) >= 0.0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
         if not -1.0 < float(success_threshold) <= 1.0:
             raise ValueError(f"success_threshold is a cosine similarity in (-1, 1], got {success_threshold!r}")
         if not 0.0 < float(reached_threshold) <= 1.0:
@@ -56,6 +71,10 @@ class GoalImageEnv(BagelWorldEnv):
             raise ValueError(f"progress_weight weighs the judged distance, so it needs reward='judged' "
                              f"(got reward={reward!r}, progress_weight={progress_weight!r})")
         self.reward_kind = reward
+        self.yaw_weight, self.located_radius, self.located_angle = float(yaw_weight), float(located_radius), \
+            float(located_angle)
+        self._goal_place: np.ndarray | None = None  # (3,) the goal image's judged [x, z, yaw_deg]
+        self._located_distance: float | None = None
         self.progress_weight = float(progress_weight)
         self.reached_threshold = float(reached_threshold)
         self._judged_distance: float | None = None  # None before a reset, and with progress_weight=0
@@ -95,6 +114,8 @@ class GoalImageEnv(BagelWorldEnv):
         info = super()._reset_info()
         if self.reward_kind == "judged":
             info["judged_distance"] = self._judged_distance
+        elif self.reward_kind == "located":
+            info["located_distance"] = self._located_distance
         else:
             info["goal_similarity"] = self._start_similarity
         return info
@@ -105,6 +126,12 @@ class GoalImageEnv(BagelWorldEnv):
         if judged:
             for e, (d, _) in zip(judged, cls._judge(judged, reached=False)):
                 e._judged_distance = d
+        located = [e for e in envs if e.reward_kind == "located"]
+        if located:  # the goals' places and the start frames', in one batch
+            places = cls._locate(located, [e._scene.goal for e in located] + [e._frame for e in located])
+            for i, e in enumerate(located):
+                e._goal_place = places[i]
+                e._located_distance = e._located_pose(places[len(located) + i])[0]
         featured = [e for e in envs if e.reward_kind == "feature"]
         if featured:
             # One embed call for all goals and start frames: (2B, D).
@@ -126,6 +153,16 @@ class GoalImageEnv(BagelWorldEnv):
                 e._judged_distance = d
                 out[i] = (progress + (e.success_bonus if success else 0.0), success,
                           {"judged_distance": d, "judged_reached": p, "is_success": success})
+        located = [i for i, e in enumerate(envs) if e.reward_kind == "located"]
+        if located:
+            for i, place in zip(located, cls._locate([envs[i] for i in located], [envs[i]._frame for i in located])):
+                e = envs[i]
+                d, metres, yaw = e._located_pose(place)
+                success = metres <= e.located_radius and yaw <= e.located_angle
+                progress = e._located_distance - d
+                e._located_distance = d
+                out[i] = (progress + (e.success_bonus if success else 0.0), success,
+                          {"located_distance": d, "located_place": [float(v) for v in place], "is_success": success})
         featured = [i for i, e in enumerate(envs) if e.reward_kind == "feature"]
         if featured:
             feats = envs[featured[0]]._features([envs[i]._frame for i in featured])  # (B, D), one embed call
@@ -136,6 +173,20 @@ class GoalImageEnv(BagelWorldEnv):
                 out[i] = (sim + (e.success_bonus if success else 0.0), success,
                           {"goal_similarity": sim, "is_success": success})
         return out
+
+    @classmethod
+    def _locate(cls, envs: Sequence[GoalImageEnv], frames: Sequence[np.ndarray]) -> np.ndarray:
+        """(B, 3) judged [x, z, yaw_deg] of each frame, each alone in a fresh session."""
+        from bagel_world.simulator.progress import judge_location_frames
+
+        return judge_location_frames(envs[0].simulator, envs[0].task, frames)
+
+    def _located_pose(self, place: np.ndarray) -> tuple[float, float, float]:
+        """(located distance, metres, heading error in degrees) from a judged place to the goal's."""
+        from bagel_world.simulator.progress import located_distance
+
+        metres, yaw = located_distance(place, self._goal_place)
+        return float(metres + self.yaw_weight * yaw / 180.0), float(metres), float(yaw)
 
     @classmethod
     def _judge(cls, envs: Sequence[GoalImageEnv], reached: bool) -> list[tuple[float | None, float]]:

@@ -55,6 +55,18 @@ class BagelNavigateEnv(GoalImageEnv):
     question is then not asked and `judged_distance` is None). `info` carries
     `judged_distance`, `judged_reached` and `is_success`.
 
+    `reward="located"`: the same model is asked where the current frame and the goal image were
+    taken: "Where are you along x?", "... along z?" (0.5 m bins over the 8 m one room) and
+    "Which way are you facing?" (15 degree bins), each frame alone in a fresh session; see
+    `bagel_world.simulator.progress.LOCATION_BINS`. It needs a model trained with
+    `--locate-share` on one-room recordings (meant for `layout="one_room", landmarks=True`
+    scenarios, whose wall panels make a view's place readable). The located distance is the
+    metres between the two judged places plus `yaw_weight` (0.5) metres per 180 degrees of
+    heading between them. Every step: the located distance before the step minus after it,
+    plus `success_bonus` when the judged places are within `located_radius` (0.5 m) and
+    `located_angle` (30 degrees), the real twin's pose rule. `info` carries
+    `located_distance`, `located_place` ([x, z, heading] of the new frame) and `is_success`.
+
     `reward="feature"`: the cosine similarity, in the model's own visual feature space
     (`Simulator.embed`, mean-pooled SigLIP features), between the new frame and the goal,
     after subtracting the mean feature of the task's scenario set (so unrelated scenes
@@ -74,7 +86,8 @@ class BagelNavigateEnv(GoalImageEnv):
     ## Episode End
 
     Terminated when the goal is judged reached (`reward="judged"`: P(yes) >=
-    `reached_threshold`) or the goal similarity reaches `success_threshold`
+    `reached_threshold`; `reward="located"`: the judged places within the tolerances) or the
+    goal similarity reaches `success_threshold`
     (`reward="feature"`); both set `info["is_success"]`. Truncated by `TimeLimit` after
     `max_episode_steps` (64 as registered).
 
@@ -95,7 +108,7 @@ class BagelNavigateEnv(GoalImageEnv):
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
              reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0, progress_weight=1.0,
-             report_latency=False, scenarios=None,
+             yaw_weight=0.5, located_radius=0.5, located_angle=30.0, report_latency=False, scenarios=None,
              resolution=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with
@@ -118,6 +131,7 @@ class BagelNavigateEnv(GoalImageEnv):
     * v0: Initial version. The judged-progress reward became the default (the feature
       reward is `reward="feature"`); `report_latency` became opt-in, so `check_env` passes
       on the defaults. `progress_weight` was added (default 1: the reward is unchanged).
+      `reward="located"` was added (with `yaw_weight`, `located_radius`, `located_angle`).
     """
 
     task: ClassVar[str] = "navigate"

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=200, help="first seed (validation seeds by default)")
     p.add_argument("--max-steps", type=int, default=32, help="steps per episode")
     p.add_argument("--explore", type=float, default=0.25, help="share of random actions in the walk")
-    p.add_argument("--metric", default="auto", help="the planner's score: auto (judged), judged, step, feature or "
+    p.add_argument("--metric", default="auto", help="the planner's score: auto (judged), judged, step, located, feature or "
                    "pixel (step judges steps taken in a session, so the real-outcome column is left out)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures and per-state records to this JSON file")

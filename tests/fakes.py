@@ -157,3 +157,27 @@ class TimedFakeFactory:
         from bagel_world.simulator.tasks import default_templates
 
         return TimedFakeSimulator(default_templates(large=False), self.step_ms)
+
+
+class LocatingMixin:
+    """A rigged location judge for a FakeSimulator (subclass): each location question is
+    answered as a sharp distribution over its bins around `place_of(frame)`, the session's
+    current frame's [x, z, yaw_deg]; other questions go to the base class."""
+
+    def place_of(self, frame: np.ndarray) -> tuple[float, float, float]:
+        """x = 8 m times the frame's mean red level, z = 4 m, heading 90 degrees."""
+        return 8.0 * float(frame[..., 0].mean()) / 255.0, 4.0, 90.0
+
+    def score(self, session_ids, question, answers, goals=None):
+        from bagel_world.simulator.progress import LOCATE_QUESTIONS
+
+        if question not in LOCATE_QUESTIONS:
+            return super().score(session_ids, question, answers, goals)  # type: ignore[misc]
+        self.score_calls.append((question, tuple(answers), goals is not None))  # type: ignore[attr-defined]
+        centres = np.array([float(a) for a in answers])
+        out = np.zeros((len(session_ids), len(answers)), np.float32)
+        for i, sid in enumerate(session_ids):
+            value = self.place_of(self._sessions[sid]["frames"][-1])[LOCATE_QUESTIONS.index(question)]  # type: ignore[attr-defined]
+            logits = -20.0 * (centres - value) ** 2
+            out[i] = logits - np.log(np.exp(logits).sum())
+        return out

@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from fakes import FakeSimulator
+from fakes import FakeSimulator, LocatingMixin
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import CEMPlanner, ModelJudgedPolicy, RandomAgent, canonical_actions, scripted_agent
@@ -234,6 +234,60 @@ def test_planner_step_metric_sums_the_judged_steps_of_each_rollout():
         CEMPlanner(metric="step", progress=False).reset(
             gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete"), *gym.make(
                 "BagelManipulate-v0", simulator=fake(), action_mode="discrete").reset(seed=0))
+
+
+class LocatingSimulator(LocatingMixin, RiggedSimulator):
+    """Rigged frames (red grows by 20 per left turn), located at x = 8 m x their red level."""
+
+
+def test_location_bins_answer_and_read_back_a_place():
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS, LOCATION_BINS, located_distance
+
+    bins = LOCATION_BINS["navigate"]
+    assert bins.layout == "one_room" and bins.span == (0.0, 8.0)
+    assert [bins.answer(q, [5.18, 0.1, -67.0]) for q in LOCATE_QUESTIONS] == ["5.25", "0.25", "300"]
+    assert bins.answer(LOCATE_QUESTIONS[2], [0, 0, 353.0]) == "0"  # headings wrap around
+    # the judged heading is the circular mean: half on 345, half on 0 -> 352.5, not 172.5
+    logp = np.full(24, -60.0)
+    logp[[0, 23]] = 0.0
+    assert bins.expected_yaw(logp) == pytest.approx(352.5)
+    d, yaw = located_distance(np.array([[1.0, 1.0, 350.0], [4.0, 5.0, 90.0]]), np.array([1.0, 4.0, 10.0]))
+    assert np.allclose(d, [3.0, 10**0.5]) and np.allclose(yaw, [20.0, 80.0])
+    with pytest.raises(ValueError, match="unknown location question"):
+        bins.answers("Where is the box?")
+
+
+def test_planner_located_metric_walks_toward_the_goal_place():
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS, judge_location_frames
+
+    sim = LocatingSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    start = np.zeros((64, 64, 3), np.uint8)
+    goal = start.copy()
+    goal[..., 0] = 150  # judged x 4.7 m; each left turn adds 20 red, 0.63 m of judged x
+    obs, info = env.reset(options={"start_image": start, "goal_image": goal})
+    planner = CEMPlanner(candidates=32, horizon=3, iterations=2, elites=4, metric="located", seed=0, progress=False)
+    planner.reset(env, obs, info, seed=0)
+    before = len(sim.score_calls)
+    plan = planner.plan(obs)
+    assert plan.sequence.tolist() == [TURN_LEFT] * 3 and plan.action == TURN_LEFT
+    # the goal is located once per goal image; each iteration asks the 3 questions of all end frames
+    asked = [q for q, _, g in sim.score_calls[before:]]
+    assert asked == list(LOCATE_QUESTIONS) * 3 and not any(g for _, _, g in sim.score_calls[before:])
+    assert len(sim._sessions) == 1  # only the env's own session
+    planner.plan(obs)
+    assert [q for q, _, _ in sim.score_calls[before:]] == list(LOCATE_QUESTIONS) * 5  # the goal's place is kept
+    # the score is minus the located distance plus yaw_weight m per 180 degrees of heading
+    frames = np.stack([start, goal])
+    place = judge_location_frames(sim, "navigate", frames)
+    assert np.allclose(place[:, 1:], [[4.0, 90.0], [4.0, 90.0]], atol=1e-3)
+    assert np.allclose(planner.score_frames(frames, goal), [-(place[1, 0] - place[0, 0]), 0.0], atol=1e-9)
+    with pytest.raises(ValueError, match="location judge"):
+        CEMPlanner(metric="located", progress=False).reset(
+            gym.make("BagelManipulate-v0", simulator=fake(), action_mode="discrete"), *gym.make(
+                "BagelManipulate-v0", simulator=fake(), action_mode="discrete").reset(seed=0))
+    with pytest.raises(ValueError, match="yaw_weight"):
+        CEMPlanner(metric="located", yaw_weight=-1.0)
 
 
 def test_planner_validates_its_knobs():

@@ -8,7 +8,7 @@ import sys
 import gymnasium as gym
 import numpy as np
 import pytest
-from fakes import FakeSimulator
+from fakes import FakeSimulator, LocatingMixin
 from gymnasium.utils.env_checker import check_env
 from PIL import Image
 
@@ -355,6 +355,53 @@ def test_judged_reward_is_the_decrease_of_judged_distance_plus_bonus():
         make("BagelManipulate-v0", reward="judged")
     with pytest.raises(ValueError, match="reward must be one of"):
         make("BagelNavigate-v0", reward="distance")
+
+
+class LocatingFake(LocatingMixin, FakeSimulator):
+    """Frames located at x = 8 m x their mean red level, z = 4 m, heading 90 degrees."""
+
+
+def test_located_reward_is_the_decrease_of_the_located_distance_plus_bonus():
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS, judge_location_frames
+
+    sim = LocatingFake(default_templates(large=False))
+    env = make("BagelNavigate-v0", sim, reward="located", success_bonus=3.0, located_radius=0.6).unwrapped
+    goal = np.zeros((H, W, 3), np.uint8)
+    goal[..., 0] = 160  # located at x = 5.0 m
+    start = np.zeros((H, W, 3), np.uint8)
+    start[..., 0] = 32  # x = 1.0 m
+    _, info = env.reset(options={"start_image": start, "goal_image": goal})
+    assert {q for q, _, with_goal in sim.score_calls} == set(LOCATE_QUESTIONS)  # no goal in any context
+    assert not any(with_goal for _, _, with_goal in sim.score_calls)
+
+    def x(frame):  # the judged x, as the env must read it
+        return judge_location_frames(sim, "navigate", [frame])[0, 0]
+
+    d0 = x(goal) - x(start)
+    assert info["located_distance"] == pytest.approx(d0) and 3.9 < d0 < 4.1 and "judged_distance" not in info
+    obs, reward, terminated, _, info = env.step("move forward 0.5 m")
+    d1 = abs(x(goal) - x(obs["frame"]))
+    assert info["located_distance"] == pytest.approx(d1) and reward == pytest.approx(d0 - d1) and not terminated
+    assert info["located_place"][1:] == pytest.approx([4.0, 90.0], abs=1e-3)
+    # From a frame placed at the goal: within the tolerances, the bonus, and the episode ends.
+    env.reset(options={"start_image": goal, "goal_image": goal})
+    _, reward, terminated, _, info = env.step("move forward 0.5 m")  # the fake moves a few grey levels
+    assert terminated and info["is_success"] and reward == pytest.approx(3.0 - info["located_distance"], abs=1e-6)
+    # Heading counts yaw_weight m per 180 degrees: a goal facing the other way is 1 m further.
+    class Turned(LocatingFake):
+        def place_of(self, frame):
+            x, z, yaw = super().place_of(frame)
+            return x, z, 270.0 if frame[..., 1].mean() > 100 else yaw
+    sim = Turned(default_templates(large=False))
+    env = make("BagelNavigate-v0", sim, reward="located", yaw_weight=1.0).unwrapped
+    turned = goal.copy()
+    turned[..., 1] = 200
+    _, info = env.reset(options={"start_image": goal, "goal_image": turned})
+    assert info["located_distance"] == pytest.approx(1.0, abs=1e-3)
+    with pytest.raises(ValueError, match="location judge; tasks with one: \\['navigate'\\]"):
+        make("BagelManipulate-v0", reward="located")
+    with pytest.raises(ValueError, match="located_radius must be a finite number >= 0, got -1"):
+        make("BagelNavigate-v0", reward="located", located_radius=-1)
 
 
 def test_judged_reward_progress_weight_scales_the_distance_term_only():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from fakes import FakeSimulator
+from fakes import FakeSimulator, LocatingMixin
 
 from bagel_world.evaluate_progress import auroc, evaluate_progress
 from bagel_world.simulator.tasks import default_templates
@@ -55,3 +55,35 @@ def test_eval_progress_under_the_view_rule_measures_the_view_distance(capsys):
                              progress=False)["success"] == "view"
     assert cli_main(["eval-progress", "--success", "near"]) == 2
     assert "unknown success rule 'near'; accepted: ['pose', 'view']" in capsys.readouterr().err
+
+
+class ConstantPlaceFake(LocatingMixin, FakeSimulator):
+    """A location judge that places every frame at x = z = 4 m, heading 0."""
+
+    def place_of(self, frame):
+        return 4.0, 4.0, 0.0
+
+
+def test_eval_progress_with_the_location_judge_measures_its_place_errors():
+    from bagel_world.sims import missing_packages
+
+    if missing_packages("navigate"):
+        pytest.skip(f"the navigate twin needs {missing_packages('navigate')}")
+    from bagel_world.evaluate_progress import walk
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS
+
+    sim = ConstantPlaceFake(default_templates(large=False))
+    res = evaluate_progress(sim, seeds=[0], steps=6, ahead=2, layout="one_room", landmarks=True, judge="located",
+                            progress=False)
+    _, _, _, _, _, infos = walk("navigate", 0, 6, 0.3, "one_room", None, True)
+    real = np.array([i["agent_pos"] for i in infos])
+    yaw = np.abs(np.array([i["agent_yaw_deg"] for i in infos]))
+    assert res["judge"] == "located" and res["frames"] == len(infos)
+    assert res["median_place_error_m"] == pytest.approx(float(np.median(np.hypot(*(real - 4.0).T))), abs=1e-4)
+    assert res["median_heading_error_deg"] == pytest.approx(float(np.median(yaw)), abs=1e-3)
+    assert {q for q, _, _ in sim.score_calls} == set(LOCATE_QUESTIONS)  # no goal-conditioned question asked
+    assert not any(with_goal for _, _, with_goal in sim.score_calls) and not sim._sessions
+    with pytest.raises(ValueError, match="bins are for layout 'one_room', not 'four_rooms'"):
+        evaluate_progress(sim, layout="four_rooms", judge="located")
+    with pytest.raises(ValueError, match="judge must be 'distance' or 'located'"):
+        evaluate_progress(sim, layout="one_room", judge="pixels")

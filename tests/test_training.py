@@ -350,6 +350,7 @@ def test_backfill_gives_old_navigate_shards_the_box_position(tmp_path):
     ({"judge_share": 1.5}, "--judge-share must be in \\[0, 1\\], got 1.5"),
     ({"mirror": -0.1}, "--mirror must be in"),
     ({"step_share": 2.0}, "--step-share must be in \\[0, 1\\], got 2.0"),
+    ({"locate_share": -0.5}, "--locate-share must be in \\[0, 1\\], got -0.5"),
     ({"ema_decay": 1.0}, "--ema-decay must be in \\[0, 1\\), got 1.0"),
     ({"ce_weight": -1.0}, "--ce-weight must be >= 0, got -1.0"),
     ({"world_steps": 0}, "--steps must be >= 1, got 0"),
@@ -439,6 +440,60 @@ def test_step_questions_answer_how_much_closer_the_last_step_brought_the_agent(t
     assert 100 < n_step < 200 and {"0.25", "-0.25"} <= seen
     with pytest.raises(ValueError, match="step_share must be in"):
         ClipSampler([s], window=2, rng=np.random.default_rng(0), step_share=-0.1)
+
+
+def test_location_questions_ask_where_the_last_frame_was_taken(tmp_path):
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS, LOCATION_BINS, STEP_QUESTION
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    E, T1 = frames.shape[:2]
+    # Poses walk 1.1 m per step along x from 0.4, z = 2.6 + episode, heading 40 degrees per step.
+    poses = np.zeros((E, T1, 3), np.float32)
+    poses[:, :, 0] = 0.4 + 1.1 * np.arange(T1)
+    poses[:, :, 1] = 2.6 + np.arange(E)[:, None]
+    poses[:, :, 2] = 40.0 * np.arange(T1)
+    goals = np.full((E, 64, 64, 3), 7, np.uint8)
+    s = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses, np.tile([[1.0, 0, 0]], (E, 1)))
+    sampler = ClipSampler([s], window=2, rng=np.random.default_rng(0), progress_share=1.0, step_share=1.0,
+                          locate_share=0.5, mirror=1.0)
+    bins, seen, n = LOCATION_BINS["navigate"], set(), 0
+    for _ in range(300):
+        c = sampler.sample()
+        if c.question not in LOCATE_QUESTIONS:
+            assert c.question == STEP_QUESTION
+            continue
+        n += 1
+        # one frame, no action, no goal; never mirrored (the frame is the recorded one)
+        e, t = c.key[1], c.key[2]
+        assert len(c.frames) == 1 and c.actions == [] and c.goal is None
+        assert np.array_equal(c.frames[0], frames[e, t])
+        x, z, yaw = 0.4 + 1.1 * t, 2.6 + e, (40.0 * t) % 360
+        expected = {LOCATE_QUESTIONS[0]: f"{np.floor(x / 0.5) * 0.5 + 0.25:g}",
+                    LOCATE_QUESTIONS[1]: f"{np.floor(z / 0.5) * 0.5 + 0.25:g}",
+                    LOCATE_QUESTIONS[2]: f"{(round(yaw / 15) * 15) % 360:d}"}[c.question]
+        assert c.answer == expected == bins.answer(c.question, poses[e, t]), (c.question, e, t, c.answer)
+        seen.add(c.question)
+    assert 100 < n < 200 and seen == set(LOCATE_QUESTIONS)
+    # poses off the floor the bins cover (another layout) are refused, naming the layout
+    far = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses - 5.0, s.goal_poses)
+    with pytest.raises(ValueError, match="bins for the one_room layout, x and z in \\[0, 8\\] m"):
+        ClipSampler([far], window=2, rng=np.random.default_rng(0), locate_share=0.5)
+    ClipSampler([far], window=2, rng=np.random.default_rng(0))  # no location questions: no check
+    with pytest.raises(ValueError, match="locate_share must be in"):
+        ClipSampler([s], window=2, rng=np.random.default_rng(0), locate_share=1.5)
+
+
+def test_location_questions_are_refused_on_recordings_of_another_layout(tmp_path):
+    import json
+
+    from bagel_world.training.pipeline import run_training
+
+    _write_shards(tmp_path)
+    (tmp_path / "navigate" / "env.json").write_text(json.dumps({"layout": "four_rooms"}))
+    with pytest.raises(ValueError, match="bins for the 'one_room' layout, but .* was recorded in layout 'four_rooms'"):
+        run_training(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), work=str(tmp_path / "w"),
+                                 locate_share=0.5), progress=False)
 
 
 def test_progress_questions_under_the_view_rule(tmp_path):

@@ -71,6 +71,89 @@ STEP_BINS: dict[str, DistanceBins] = {
 }
 
 
+LOCATE_QUESTIONS = ("Where are you along x?", "Where are you along z?", "Which way are you facing?")
+
+
+@dataclass(frozen=True)
+class LocationBins:
+    """Bins of a frame's place: x and z (`position`, in m) over one layout's floor, and heading
+    in `yaw_step`-degree bins centred on multiples of it (answers "0", "15", ..., "345")."""
+
+    layout: str
+    position: DistanceBins
+    yaw_step: int
+
+    @property
+    def span(self) -> tuple[float, float]:
+        """The floor the position bins cover: (first edge - a bin, last edge + a bin)."""
+        e, w = self.position.edges, self.position.edges[1] - self.position.edges[0]
+        return e[0] - w, e[-1] + w
+
+    @property
+    def yaw_answers(self) -> tuple[str, ...]:
+        return tuple(str(d) for d in range(0, 360, self.yaw_step))
+
+    def answers(self, question: str) -> tuple[str, ...]:
+        if question not in LOCATE_QUESTIONS:
+            raise ValueError(f"unknown location question {question!r}; accepted: {list(LOCATE_QUESTIONS)}")
+        return self.yaw_answers if question == LOCATE_QUESTIONS[2] else self.position.answers
+
+    def answer(self, question: str, pose) -> str:
+        """The answer to `question` about a pose [x, z, yaw_deg, ...]."""
+        if question == LOCATE_QUESTIONS[2]:
+            return self.yaw_answers[int(np.round((float(pose[2]) % 360.0) / self.yaw_step)) % len(self.yaw_answers)]
+        return self.position.answer(float(pose[LOCATE_QUESTIONS.index(question)]))
+
+    def expected_yaw(self, logp: np.ndarray) -> np.ndarray:
+        """(...,) judged heading in degrees [0, 360): the circular mean of the bin centres."""
+        p = np.exp(logp - logp.max(-1, keepdims=True))
+        p /= p.sum(-1, keepdims=True)
+        rad = np.deg2rad(np.arange(0, 360, self.yaw_step, dtype=np.float64))
+        return np.rad2deg(np.arctan2((p * np.sin(rad)).sum(-1), (p * np.cos(rad)).sum(-1))) % 360.0
+
+
+# Tasks whose frames can be located, with the layout the bins are for: navigate's one room
+# (MiniWorld OneRoom, size 8: the agent stays in x, z of 0.4-7.6 m).
+LOCATION_BINS: dict[str, LocationBins] = {
+    "navigate": LocationBins("one_room", DistanceBins("m", tuple(np.arange(0.5, 8.0, 0.5).tolist()),
+                                                      tuple(np.arange(0.25, 8.0, 0.5).tolist())), 15),
+}
+
+
+def judge_location(sim, task: str, session_ids) -> np.ndarray:
+    """(B, 3) judged [x, z, yaw_deg] of each session's current frame: one `score` call per
+    question for the batch (the sessions are not changed)."""
+    if task not in LOCATION_BINS:
+        raise ValueError(f"task {task!r} has no location judge; tasks with one: {sorted(LOCATION_BINS)}")
+    bins, sids = LOCATION_BINS[task], list(session_ids)
+    out = []
+    for q in LOCATE_QUESTIONS:
+        logp = np.asarray(sim.score(sids, q, bins.answers(q)), np.float64)
+        out.append(bins.expected_yaw(logp) if q == LOCATE_QUESTIONS[2] else bins.position.expected(logp))
+    return np.stack(out, -1)
+
+
+def judge_location_frames(sim, task: str, frames) -> np.ndarray:
+    """(B, 3) judged [x, z, yaw_deg] of each frame, each in a fresh one-frame session."""
+    if task not in LOCATION_BINS:
+        raise ValueError(f"task {task!r} has no location judge; tasks with one: {sorted(LOCATION_BINS)}")
+    sids = [sim.open(task, [f]) for f in frames]
+    try:
+        return judge_location(sim, task, sids)
+    finally:
+        for sid in sids:
+            sim.close(sid)
+
+
+def located_distance(located: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(metres, heading error in degrees [0, 180]) between located frames (B, 3) and a located
+    goal (3,) or (B, 3)."""
+    located, goal = np.asarray(located, np.float64), np.asarray(goal, np.float64)
+    d = np.hypot(located[..., 0] - goal[..., 0], located[..., 1] - goal[..., 1])
+    yaw = np.abs((located[..., 2] - goal[..., 2] + 180.0) % 360.0 - 180.0)
+    return d, yaw
+
+
 def reached_probability(logp: np.ndarray) -> np.ndarray:
     """(...,) P("yes") from (..., 2) log-probabilities of `REACHED_ANSWERS`, renormalised."""
     p = np.exp(logp - logp.max(-1, keepdims=True))

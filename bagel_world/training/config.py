@@ -73,6 +73,8 @@ class TrainConfig:
                                     "layout: no history, nothing to predict; only the answer's loss)")
     step_share: float = _opt(0.0, "share of the progress questions that ask how much closer the clip's last step "
                                    "brought the agent (the learned reward head of `--metric step` planners)")
+    locate_share: float = _opt(0.0, "share of clips that ask where their last frame was taken (x, z, heading; "
+                                     "the location judge of `--metric located` planners; one-room recordings)")
     ce_weight: float = _opt(0.25, "weight of the answers' cross-entropy beside the flow loss")
     mirror: float = _opt(0.0, "share of navigate and multiview clips seen mirrored (frames flipped left-right, "
                               "left and right swapped in actions and answers)")
@@ -88,7 +90,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         flag = {f.name: option_flag(f) for f in fields(self)}
-        for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "step_share", "mirror"):
+        for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "step_share", "locate_share",
+                     "mirror"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")

@@ -251,26 +251,44 @@ class ClipSampler:
     (`judge_frames`: a fresh one-frame session). Such a clip carries only the answer's
     cross-entropy and costs a fraction of a full clip.
 
+    A share `locate_share` of the clips of tasks with `LOCATION_BINS` (on shards with poses)
+    asks instead where the last frame was taken (`LOCATE_QUESTIONS`, one of the three at random),
+    of that frame alone: like a `judge_share` clip, only the answer's cross-entropy. The poses
+    must lie on the floor the bins cover (`LocationBins.span`), and such clips are never mirrored
+    (a mirrored view has no place in the room).
+
     A share `mirror` of the clips of `MIRROR_TASKS` is mirrored (`mirror_clip`): twice the
     views, and every turn shown with its opposite from the mirrored state.
     """
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
                  part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0,
-                 progress_rule: str = "pose", step_share: float = 0.0):
+                 progress_rule: str = "pose", step_share: float = 0.0, locate_share: float = 0.0):
         from bagel_world.sims import PROGRESS_RULES
+        from bagel_world.simulator.progress import LOCATION_BINS
 
         if progress_rule not in PROGRESS_RULES:
             raise ValueError(f"unknown progress rule {progress_rule!r}; accepted: {list(PROGRESS_RULES)}")
         self.progress_rule = progress_rule
         for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share),
-                        ("step_share", step_share)):
+                        ("step_share", step_share), ("locate_share", locate_share)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         self.progress_share, self.mirror, self.judge_share = progress_share, mirror, judge_share
-        self.step_share = step_share
+        self.step_share, self.locate_share = step_share, locate_share
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
+        if locate_share > 0:
+            for s in shards:
+                if s.task in LOCATION_BINS and s.has_progress:
+                    lo, hi = LOCATION_BINS[s.task].span
+                    xz = s.poses[..., :2]
+                    if xz.min() < lo or xz.max() > hi:
+                        raise ValueError(
+                            f"locate_share > 0 asks where {s.task} frames were taken in bins for the "
+                            f"{LOCATION_BINS[s.task].layout} layout, x and z in [{lo:g}, {hi:g}] m, but a shard has "
+                            f"poses in [{xz.min():.2f}, {xz.max():.2f}]; train location questions on recordings "
+                            f"of that layout only")
         self.shards, self.window, self.rng = shards, window, rng
         T1 = min(s.frames.shape[1] for s in shards)
         if T1 < 2:
@@ -300,6 +318,14 @@ class ClipSampler:
             answer=None if q_idx is None else str(s.qa_a[e, last, q_idx]),
             key=(i, e, t0),
         )
+        if self.locate_share > 0 and s.has_progress and self.rng.random() < self.locate_share:
+            from bagel_world.simulator.progress import LOCATE_QUESTIONS, LOCATION_BINS
+
+            if s.task in LOCATION_BINS:
+                q = LOCATE_QUESTIONS[int(self.rng.integers(len(LOCATE_QUESTIONS)))]
+                clip.frames, clip.actions, clip.key = clip.frames[-1:], [], (i, e, last)
+                clip.question, clip.answer = q, LOCATION_BINS[s.task].answer(q, s.poses[e, last])
+                return clip
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
             from bagel_world.simulator.progress import STEP_BINS
 

@@ -165,6 +165,17 @@ def _train(c: TrainConfig, progress: bool) -> Path:
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(c.seed)
     shards, held = load_training_shards(data, c.holdout_episodes)
+    if c.locate_share > 0:
+        from bagel_world.simulator.progress import LOCATION_BINS
+        from bagel_world.training.recorder import _env_kwargs_of
+
+        for task, bins in LOCATION_BINS.items():
+            if not (data / task).is_dir():
+                continue
+            layout = _env_kwargs_of(data / task, None).get("layout", "the env's default")
+            if layout != bins.layout:
+                raise ValueError(f"--locate-share asks where {task} frames were taken, in bins for the {bins.layout!r} "
+                                 f"layout, but {data / task} was recorded in layout {layout!r}")
     resolution = tuple(shards[0].frames.shape[2:4])
     tasks = sorted({s.task for s in shards})
     n_frames = sum(s.frames.shape[0] * s.frames.shape[1] for s in shards)
@@ -241,7 +252,7 @@ def _train(c: TrainConfig, progress: bool) -> Path:
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
                           progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror,
                           judge_share=c.judge_share, progress_rule=c.progress_rule,
-                          step_share=c.step_share)
+                          step_share=c.step_share, locate_share=c.locate_share)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),

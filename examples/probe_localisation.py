@@ -1,0 +1,156 @@
+"""Can a frame tell where it was taken? A plain CNN localiser, and a planner on its answer.
+
+The progress judge asks one relational question ("how far is the goal view from here?") and
+ranks frames poorly (README, Agents). This probe asks a simpler one: where in the room a single
+frame was taken. It trains a small CNN on recorded frames (`bagel-world record`, navigate with
+poses) to regress x, z (m) and the heading (as cos, sin), reports the median error on the held-out
+last episodes, then runs the one-step planner in the real twin the way
+`probe_oracle_planner.py` does: every action is taken from a saved copy of the state, and each
+REAL next frame is scored by minus the distance between its located place and the goal image's,
+plus `--yaw-weight` m per 180 degrees of heading between them. That is the planner's
+`metric="located"` with a perfect world model and this CNN in place of the model's location
+answers: what judging progress by localisation can reach here.
+
+    python examples/probe_localisation.py --data data/recA --layout one_room --landmarks
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+import bagel_world  # noqa: F401  (registers the ids)
+from bagel_world.evaluate_agents import (
+    add_landmarks_option,
+    every_action_outcome,
+    make_real_env,
+    pick_figures,
+    real_env_kwargs,
+)
+from bagel_world.simulator.progress import located_distance
+
+
+class Localiser(nn.Module):
+    """(B, 3, 64, 64) in [-1, 1] -> (B, 4): x and z scaled to [-1, 1] over the floor, cos and sin of the heading."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        c = width
+        self.net = nn.Sequential(
+            nn.Conv2d(3, c, 5, stride=2, padding=2), nn.ReLU(),
+            nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Conv2d(2 * c, 4 * c, 3, stride=2, padding=1), nn.ReLU(),
+            nn.Flatten(), nn.Linear(4 * c * 16, 256), nn.ReLU(), nn.Linear(256, 4),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def to_input(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+
+
+def targets(poses: np.ndarray, floor: float) -> torch.Tensor:
+    yaw = np.deg2rad(poses[:, 2])
+    half = floor / 2
+    return torch.from_numpy(np.stack([poses[:, 0] / half - 1, poses[:, 1] / half - 1, np.cos(yaw), np.sin(yaw)], 1)
+                            .astype(np.float32))
+
+
+def locate(net: Localiser, frames: np.ndarray, floor: float) -> np.ndarray:
+    """(B, 3) located [x, z, yaw_deg] of (B, 64, 64, 3) uint8 frames."""
+    with torch.no_grad():
+        o = torch.cat([net(to_input(frames[i : i + 512])) for i in range(0, len(frames), 512)]).numpy()
+    half = floor / 2
+    return np.stack([(o[:, 0] + 1) * half, (o[:, 1] + 1) * half, np.rad2deg(np.arctan2(o[:, 3], o[:, 2]))], 1)
+
+
+def main(argv=None) -> int:
+    from bagel_world.training.data import Shard, list_shards
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="navigate recordings with poses (`bagel-world record`)")
+    p.add_argument("--layout", default="one_room", help="the layout the recordings and the walk are in")
+    add_landmarks_option(p)
+    p.add_argument("--floor", type=float, default=8.0, help="side of the floor in m (one_room: 8)")
+    p.add_argument("--holdout", type=int, default=64, help="last episodes of the recordings kept for the error")
+    p.add_argument("--steps", type=int, default=3000, help="training steps of 128 frames")
+    p.add_argument("--episodes", type=int, default=20)
+    p.add_argument("--seed", type=int, default=0, help="first seed of the walk in the real twin")
+    p.add_argument("--max-steps", type=int, default=64)
+    p.add_argument("--yaw-weight", type=float, default=0.5, help="m of score per 180 degrees of heading error")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", default=None, help="write the figures to this JSON file")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+
+    shards = [Shard.load(f) for f in list_shards(a.data, "navigate")]
+    shards = [s for s in shards if s.has_progress]
+    if not shards:
+        p.error(f"no navigate shards with poses under {a.data}")
+    frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
+    poses = np.concatenate([s.poses.reshape(-1, s.poses.shape[-1]) for s in shards])
+    n_test = a.holdout * shards[-1].frames.shape[1]
+    if not 0 < n_test < len(frames):
+        p.error(f"--holdout {a.holdout} episodes leaves no frames to train or test on")
+    tr_f, tr_t, te_f, te_p = frames[:-n_test], targets(poses[:-n_test], a.floor), frames[-n_test:], poses[-n_test:]
+
+    net = Localiser()
+    opt = torch.optim.AdamW(net.parameters(), 1e-3)
+    for _ in tqdm(range(a.steps), desc="train localiser"):
+        i = rng.integers(0, len(tr_f), 128)
+        loss = ((net(to_input(tr_f[i])) - tr_t[i]) ** 2).mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    net.eval()
+    err, yaw_err = located_distance(locate(net, te_f, a.floor), te_p[:, :3])
+    print(f"held-out frames {len(te_f)}: median place error {np.median(err):.2f} m (mean {err.mean():.2f}), "
+          f"median heading error {np.median(yaw_err):.1f} deg")
+
+    env = make_real_env("navigate", max_steps=a.max_steps, **real_env_kwargs("navigate", a.layout, None, a.landmarks))
+    successes, returns, before, after, picks, scores = [], [], [], [], [], []
+    for seed in tqdm(range(a.seed, a.seed + a.episodes), desc="located planner"):
+        pick_rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        goal = locate(net, obs["goal"][None], a.floor)[0]
+        done, ret = False, 0.0
+        while not done:
+            dist, outcomes = every_action_outcome(env, "goal_distance")
+            d, yaw = located_distance(locate(net, np.stack(outcomes), a.floor), goal)
+            score = -(d + a.yaw_weight * yaw / 180.0)
+            act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
+            before.append(float(info["goal_distance"]))
+            after.append(dist)
+            picks.append(act)
+            scores.append(score.tolist())
+            obs, r, terminated, truncated, info = env.step(act)
+            ret, done = ret + float(r), terminated or truncated
+        successes.append(bool(info["is_success"]))
+        returns.append(ret)
+    env.close()
+    f = pick_figures(np.array(before), np.array(after), picks, scores)
+    ok = np.array(successes)
+    res = {"median_place_error_m": float(np.median(err)), "median_heading_error_deg": float(np.median(yaw_err)),
+           "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
+           "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
+    print(f"seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return {res['return']:+.2f} ± "
+          f"{res['return_stderr']:.2f}, pick - average action {f['chosen_minus_average']:+.3f} ± {f['stderr']:.3f} m "
+          f"per step, a best action {f['chosen_is_best']:.0%} (chance {f['chance_is_best']:.0%})")
+    if a.out:
+        with open(a.out, "w") as fh:
+            json.dump(res, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
