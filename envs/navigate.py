@@ -56,8 +56,8 @@ class BagelNavigateEnv(GoalImageEnv):
     `judged_distance`, `judged_reached` and `is_success`.
 
     `reward="located"`: the same model is asked where the current frame and the goal image were
-    taken: "Where are you along x?", "... along z?" (0.5 m bins over the 8 m one room) and
-    "Which way are you facing?" (15 degree bins), each frame alone in a fresh session; see
+    taken: "How far are you from the green wall?", "... the blue wall?" (0.5 m bins over the 8 m
+    one room) and "Which way are you facing?" (15 degree bins), each frame alone in a fresh session; see
     `bagel_world.simulator.progress.LOCATION_BINS`. It needs a model trained with
     `--locate-share` on one-room recordings (meant for `layout="one_room", landmarks=True`
     scenarios, whose wall panels make a view's place readable). The located distance is the

@@ -177,7 +177,8 @@ class LocatingMixin:
         centres = np.array([float(a) for a in answers])
         out = np.zeros((len(session_ids), len(answers)), np.float32)
         for i, sid in enumerate(session_ids):
-            value = self.place_of(self._sessions[sid]["frames"][-1])[LOCATE_QUESTIONS.index(question)]  # type: ignore[attr-defined]
+            x, z, yaw = self.place_of(self._sessions[sid]["frames"][-1])  # type: ignore[attr-defined]
+            value = [8.0 - x, z, yaw][LOCATE_QUESTIONS.index(question)]  # the green wall is at x = 8 m
             logits = -20.0 * (centres - value) ** 2
             out[i] = logits - np.log(np.exp(logits).sum())
         return out

@@ -245,7 +245,9 @@ def test_location_bins_answer_and_read_back_a_place():
 
     bins = LOCATION_BINS["navigate"]
     assert bins.layout == "one_room" and bins.span == (0.0, 8.0)
-    assert [bins.answer(q, [5.18, 0.1, -67.0]) for q in LOCATE_QUESTIONS] == ["5.25", "0.25", "300"]
+    # 2.82 m from the green wall (x = 8), 0.1 m from the blue one (z = 0)
+    assert [bins.answer(q, [5.18, 0.1, -67.0]) for q in LOCATE_QUESTIONS] == ["2.75", "0.25", "300"]
+    assert np.allclose(bins.place(np.array([2.82]), np.array([0.1]), np.array([293.0])), [[5.18, 0.1, 293.0]])
     assert bins.answer(LOCATE_QUESTIONS[2], [0, 0, 353.0]) == "0"  # headings wrap around
     # the judged heading is the circular mean: half on 345, half on 0 -> 352.5, not 172.5
     logp = np.full(24, -60.0)

@@ -469,7 +469,7 @@ def test_location_questions_ask_where_the_last_frame_was_taken(tmp_path):
         assert len(c.frames) == 1 and c.actions == [] and c.goal is None
         assert np.array_equal(c.frames[0], frames[e, t])
         x, z, yaw = 0.4 + 1.1 * t, 2.6 + e, (40.0 * t) % 360
-        expected = {LOCATE_QUESTIONS[0]: f"{np.floor(x / 0.5) * 0.5 + 0.25:g}",
+        expected = {LOCATE_QUESTIONS[0]: f"{np.floor((8 - x) / 0.5) * 0.5 + 0.25:g}",  # the green wall: x = 8
                     LOCATE_QUESTIONS[1]: f"{np.floor(z / 0.5) * 0.5 + 0.25:g}",
                     LOCATE_QUESTIONS[2]: f"{(round(yaw / 15) * 15) % 360:d}"}[c.question]
         assert c.answer == expected == bins.answer(c.question, poses[e, t]), (c.question, e, t, c.answer)
@@ -490,10 +490,12 @@ def test_location_questions_are_refused_on_recordings_of_another_layout(tmp_path
     from bagel_world.training.pipeline import run_training
 
     _write_shards(tmp_path)
-    (tmp_path / "navigate" / "env.json").write_text(json.dumps({"layout": "four_rooms"}))
-    with pytest.raises(ValueError, match="bins for the 'one_room' layout, but .* was recorded in layout 'four_rooms'"):
-        run_training(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), work=str(tmp_path / "w"),
-                                 locate_share=0.5), progress=False)
+    for env, recorded in (({"layout": "four_rooms"}, "layout 'four_rooms', landmarks False"),
+                          ({"layout": "one_room"}, "layout 'one_room', landmarks False")):
+        (tmp_path / "navigate" / "env.json").write_text(json.dumps(env))
+        with pytest.raises(ValueError, match=f"'one_room' layout with its coloured wall panels .* in {recorded}"):
+            run_training(TrainConfig(data=str(tmp_path), out=str(tmp_path / "o"), work=str(tmp_path / "w"),
+                                     locate_share=0.5), progress=False)
 
 
 def test_progress_questions_under_the_view_rule(tmp_path):

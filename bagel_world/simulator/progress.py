@@ -16,6 +16,17 @@ asked of a session whose context ends with [previous frame] [action] [new frame]
 A distance answer is the centre of its bin written as a number ("0.25", ..., "7"), so the
 judged *expected* distance is the probability-weighted mean of the bin centres. The same
 questions are asked zero-shot of BAGEL-7B-MoT.
+
+Location questions ask a single frame, with no goal, where in the room it was taken:
+
+  [frame] "How far are you from the green wall?"  -> a 0.5 m bin (the wall at max x)
+  [frame] "How far are you from the blue wall?"   -> a 0.5 m bin (the wall at min z)
+  [frame] "Which way are you facing?"             -> a 15 degree bin of the heading
+
+Asked of the current frame and of the goal image alike, they give a judged distance between the
+two that needs no relational reasoning: `located_distance` (the planner's `metric="located"`).
+Their bins cover one layout's floor (`LOCATION_BINS`: the 8 m one room) and the walls are named
+by the colour of their panels (`landmarks=True`), which also make every view's place readable.
 """
 
 from __future__ import annotations
@@ -71,13 +82,15 @@ STEP_BINS: dict[str, DistanceBins] = {
 }
 
 
-LOCATE_QUESTIONS = ("Where are you along x?", "Where are you along z?", "Which way are you facing?")
+LOCATE_QUESTIONS = ("How far are you from the green wall?", "How far are you from the blue wall?",
+                    "Which way are you facing?")
 
 
 @dataclass(frozen=True)
 class LocationBins:
-    """Bins of a frame's place: x and z (`position`, in m) over one layout's floor, and heading
-    in `yaw_step`-degree bins centred on multiples of it (answers "0", "15", ..., "345")."""
+    """Bins of a frame's place: the distances to the walls at max x and min z (`position`, in m;
+    `LOCATE_QUESTIONS` name them by their panels' colours) over one layout's square floor, and the
+    heading in `yaw_step`-degree bins centred on multiples of it (answers "0", "15", ..., "345")."""
 
     layout: str
     position: DistanceBins
@@ -102,7 +115,15 @@ class LocationBins:
         """The answer to `question` about a pose [x, z, yaw_deg, ...]."""
         if question == LOCATE_QUESTIONS[2]:
             return self.yaw_answers[int(np.round((float(pose[2]) % 360.0) / self.yaw_step)) % len(self.yaw_answers)]
-        return self.position.answer(float(pose[LOCATE_QUESTIONS.index(question)]))
+        lo, hi = self.span
+        if question == LOCATE_QUESTIONS[0]:
+            return self.position.answer(hi - float(pose[0]))
+        return self.position.answer(float(pose[1]) - lo)
+
+    def place(self, green: np.ndarray, blue: np.ndarray, yaw: np.ndarray) -> np.ndarray:
+        """(..., 3) [x, z, yaw_deg] from the distances to the green and blue walls and the heading."""
+        lo, hi = self.span
+        return np.stack([hi - np.asarray(green), lo + np.asarray(blue), np.asarray(yaw)], -1)
 
     def expected_yaw(self, logp: np.ndarray) -> np.ndarray:
         """(...,) judged heading in degrees [0, 360): the circular mean of the bin centres."""
@@ -113,7 +134,8 @@ class LocationBins:
 
 
 # Tasks whose frames can be located, with the layout the bins are for: navigate's one room
-# (MiniWorld OneRoom, size 8: the agent stays in x, z of 0.4-7.6 m).
+# (MiniWorld OneRoom, size 8, floor x, z in [0, 8] m; the agent stays in 0.4-7.6 m) with its wall
+# panels (`landmarks=True`: green at max x, blue at min z).
 LOCATION_BINS: dict[str, LocationBins] = {
     "navigate": LocationBins("one_room", DistanceBins("m", tuple(np.arange(0.5, 8.0, 0.5).tolist()),
                                                       tuple(np.arange(0.25, 8.0, 0.5).tolist())), 15),
@@ -130,7 +152,7 @@ def judge_location(sim, task: str, session_ids) -> np.ndarray:
     for q in LOCATE_QUESTIONS:
         logp = np.asarray(sim.score(sids, q, bins.answers(q)), np.float64)
         out.append(bins.expected_yaw(logp) if q == LOCATE_QUESTIONS[2] else bins.position.expected(logp))
-    return np.stack(out, -1)
+    return bins.place(*out)
 
 
 def judge_location_frames(sim, task: str, frames) -> np.ndarray:

@@ -172,10 +172,12 @@ def _train(c: TrainConfig, progress: bool) -> Path:
         for task, bins in LOCATION_BINS.items():
             if not (data / task).is_dir():
                 continue
-            layout = _env_kwargs_of(data / task, None).get("layout", "the env's default")
-            if layout != bins.layout:
+            env = _env_kwargs_of(data / task, None)
+            layout = env.get("layout", "the env's default")
+            if layout != bins.layout or not env.get("landmarks"):
                 raise ValueError(f"--locate-share asks where {task} frames were taken, in bins for the {bins.layout!r} "
-                                 f"layout, but {data / task} was recorded in layout {layout!r}")
+                                 f"layout with its coloured wall panels (landmarks), but {data / task} was recorded "
+                                 f"in layout {layout!r}, landmarks {bool(env.get('landmarks'))}")
     resolution = tuple(shards[0].frames.shape[2:4])
     tasks = sorted({s.task for s in shards})
     n_frames = sum(s.frames.shape[0] * s.frames.shape[1] for s in shards)
