@@ -346,10 +346,10 @@ class CEMPlanner(Agent):
             d, p = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=self.reached_weight > 0)
             return -d if p is None else -d + self.reached_weight * p
         if self._metric == "located":
-            from bagel_world.simulator.progress import judge_location_frames, located_distance
+            from bagel_world.simulator.progress import judge_location_frames, located_distance, pose_distance
 
-            d, yaw = located_distance(judge_location_frames(self._sim, self._task, frames), ref)
-            return -(d + self.yaw_weight * yaw / 180.0)
+            return -pose_distance(*located_distance(judge_location_frames(self._sim, self._task, frames), ref),
+                                  self.yaw_weight)
         if self._metric == "pixel":
             return -((frames.astype(np.float32) / 255.0 - ref) ** 2).mean(axis=(1, 2, 3)).astype(np.float64)
         return (self._centred_features(frames) @ ref).astype(np.float64)

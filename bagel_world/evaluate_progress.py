@@ -107,6 +107,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         judge_frames,
         judge_location_frames,
         located_distance,
+        pose_distance,
     )
 
     if judge not in ("distance", "located"):
@@ -124,20 +125,21 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
     place_err, yaw_err = [], []
 
-    def judged(frames, goal_place, reached=True):
+    def judged(frames, goal, goal_place, reached=True):
+        """(judged distance, "reached" score or None, judged places or None) of each frame."""
         if judge == "distance":
-            return judge_frames(sim, task, frames, [goal] * len(frames), reached=reached)
+            return (*judge_frames(sim, task, frames, [goal] * len(frames), reached=reached), None)
         place = judge_location_frames(sim, task, frames)
         d, yaw = located_distance(place, goal_place)
-        return d, -(d + yaw_weight * yaw / 180.0), place
+        return d, -pose_distance(d, yaw, yaw_weight), place
 
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
         frames, actions, dist, ok, goal, infos = walk(task, seed, steps, explore, layout, success, landmarks)
         goal_place = judge_location_frames(sim, task, [goal])[0] if judge == "located" else None
-        d, p, *place = judged(frames, goal_place)
-        if place:
+        d, p, place = judged(frames, goal, goal_place)
+        if place is not None:
             real = np.array([[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos], np.float64)
-            e, ye = located_distance(place[0], real)
+            e, ye = located_distance(place, real)
             place_err += list(e)
             yaw_err += list(ye)
         real_d += list(dist)
@@ -147,7 +149,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         starts = list(range(0, len(actions) - ahead + 1, 2))
         if starts:
             imagined = imagine_ahead(sim, task, [frames[t] for t in starts], [actions[t : t + ahead] for t in starts], seed)
-            d_ahead = judged(imagined, goal_place, reached=False)[0]
+            d_ahead = judged(imagined, goal, goal_place, reached=False)[0]
             ahead_real += [dist[t + ahead] for t in starts]
             ahead_judged += list(d_ahead)
     real_d, judged_d = np.asarray(real_d), np.asarray(judged_d)

@@ -183,10 +183,10 @@ class GoalImageEnv(BagelWorldEnv):
 
     def _located_pose(self, place: np.ndarray) -> tuple[float, float, float]:
         """(located distance, metres, heading error in degrees) from a judged place to the goal's."""
-        from bagel_world.simulator.progress import located_distance
+        from bagel_world.simulator.progress import located_distance, pose_distance
 
         metres, yaw = located_distance(place, self._goal_place)
-        return float(metres + self.yaw_weight * yaw / 180.0), float(metres), float(yaw)
+        return float(pose_distance(metres, yaw, self.yaw_weight)), float(metres), float(yaw)
 
     @classmethod
     def _judge(cls, envs: Sequence[GoalImageEnv], reached: bool) -> list[tuple[float | None, float]]:

@@ -32,7 +32,7 @@ from bagel_world.evaluate_agents import (
     pick_figures,
     real_env_kwargs,
 )
-from bagel_world.simulator.progress import located_distance
+from bagel_world.simulator.progress import located_distance, pose_distance
 
 
 class Localiser(nn.Module):
@@ -126,8 +126,7 @@ def main(argv=None) -> int:
         done, ret = False, 0.0
         while not done:
             dist, outcomes = every_action_outcome(env, "goal_distance")
-            d, yaw = located_distance(locate(net, np.stack(outcomes), a.floor), goal)
-            score = -(d + a.yaw_weight * yaw / 180.0)
+            score = -pose_distance(*located_distance(locate(net, np.stack(outcomes), a.floor), goal), a.yaw_weight)
             act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
             before.append(float(info["goal_distance"]))
             after.append(dist)

@@ -31,6 +31,8 @@ by the colour of their panels (`landmarks=True`), which also make every view's p
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -159,12 +161,8 @@ def judge_location_frames(sim, task: str, frames) -> np.ndarray:
     """(B, 3) judged [x, z, yaw_deg] of each frame, each in a fresh one-frame session."""
     if task not in LOCATION_BINS:
         raise ValueError(f"task {task!r} has no location judge; tasks with one: {sorted(LOCATION_BINS)}")
-    sids = [sim.open(task, [f]) for f in frames]
-    try:
+    with frame_sessions(sim, task, frames) as sids:
         return judge_location(sim, task, sids)
-    finally:
-        for sid in sids:
-            sim.close(sid)
 
 
 def located_distance(located: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -174,6 +172,24 @@ def located_distance(located: np.ndarray, goal: np.ndarray) -> tuple[np.ndarray,
     d = np.hypot(located[..., 0] - goal[..., 0], located[..., 1] - goal[..., 1])
     yaw = np.abs((located[..., 2] - goal[..., 2] + 180.0) % 360.0 - 180.0)
     return d, yaw
+
+
+def pose_distance(metres, yaw_deg, yaw_weight: float):
+    """The located distance a planner or reward uses: `metres` plus `yaw_weight` metres per 180
+    degrees of heading error (`yaw_deg`, as `located_distance` gives them)."""
+    return metres + yaw_weight * np.asarray(yaw_deg, np.float64) / 180.0
+
+
+@contextmanager
+def frame_sessions(sim, task: str, frames) -> Iterator[list[str]]:
+    """A fresh one-frame session per frame (the layout the one-frame judges are trained in),
+    closed on exit."""
+    sids = [sim.open(task, [f]) for f in frames]
+    try:
+        yield sids
+    finally:
+        for sid in sids:
+            sim.close(sid)
 
 
 def reached_probability(logp: np.ndarray) -> np.ndarray:
@@ -204,13 +220,9 @@ def judge_frames(sim, task: str, frames, goals, reached: bool = True) -> tuple[n
     """
     if task not in DISTANCE_BINS:
         raise ValueError(f"task {task!r} has no progress judge; tasks with one: {sorted(DISTANCE_BINS)}")
-    sids = [sim.open(task, [f]) for f in frames]
-    try:
+    with frame_sessions(sim, task, frames) as sids:
         d = judge_distance(sim, task, sids, goals)
         p = judge_reached(sim, sids, goals) if reached else None
-    finally:
-        for sid in sids:
-            sim.close(sid)
     return d, p
 
 
