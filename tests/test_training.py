@@ -598,6 +598,50 @@ def test_trainer_loss_runs_on_goal_clips(tmp_path):
     assert parts["mse"] > 0 and loss.item() == pytest.approx(parts["mse"] + parts["ce"], rel=1e-5)
 
 
+def test_length_buckets_split_only_where_padding_is_saved():
+    from bagel_world.training.world import length_buckets
+
+    # Many short question clips beside a few long clips: two groups, short first.
+    assert length_buckets([60, 250, 61, 59, 240]) == [[0, 2, 3], [1, 4]]
+    # Similar lengths, or one short clip among long ones, save too little padding to split.
+    assert length_buckets([200, 250, 240]) == [[0, 1, 2]]
+    assert length_buckets([60, 250, 250, 250, 250]) == [[0, 1, 2, 3, 4]]
+    assert length_buckets([80]) == [[0]]
+
+
+def test_bucketed_loss_equals_the_one_padded_forward(tmp_path):
+    """Short one-frame question clips beside full clips run as two forwards; the loss, its
+    parts and the gradient are those of one forward over the batch padded to its longest."""
+    from bagel_world.training import world
+
+    tr, clip = _tiny_trainer(tmp_path, window=3)
+    tr.args.ce_weight, tr.args.change_weight, tr.args.context_noise = 1.0, 2.0, 0.2
+    clip.question, clip.answer = "How far are you from the green wall?", "3.5"
+    lone = Clip(clip.task, clip.frames[-1:], [], clip.question, "1.0", clip.key)
+    batch = [lone, clip, lone, lone, clip, lone]
+    assert world.length_buckets([len(tr.plan(c).kinds) for c in batch]) == [[0, 2, 3, 5], [1, 4]]
+
+    def run(split: bool):
+        tr.model.zero_grad(set_to_none=True)
+        if split:
+            loss, parts = tr.loss(batch, torch.Generator().manual_seed(4))
+        else:
+            loss, parts = tr._forward(tr._batch(batch, torch.Generator().manual_seed(4)))
+        loss.backward()
+        return loss.item(), parts, [p.grad.clone() for p in tr.trainable if p.grad is not None]
+
+    one, one_parts, one_grad = run(False)
+    two, two_parts, two_grad = run(True)
+    assert two == pytest.approx(one, rel=1e-5) and one_parts["mse"] > 0 and one_parts["ce"] > 0
+    for k in ("mse", "ce"):
+        assert two_parts[k] == pytest.approx(one_parts[k], rel=1e-5), k
+    # The split computes fewer token rows: only the real tokens are counted either way.
+    assert two_parts["tokens"] == one_parts["tokens"]
+    assert len(one_grad) == len(two_grad)
+    for g1, g2 in zip(one_grad, two_grad):
+        torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6)
+
+
 def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):
     from dataclasses import replace
 

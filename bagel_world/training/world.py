@@ -189,8 +189,25 @@ class WorldTrainer:
         return pl
 
     def loss(self, clips: list[Clip], gen: torch.Generator | list[torch.Generator]) -> tuple[Tensor, dict]:
-        """Forward one padded batch of clips; returns total loss and its parts."""
-        return self._forward(self._batch(clips, gen))
+        """Forward one batch of clips; returns total loss and its parts.
+
+        A batch that mixes short clips (one-frame questions) with long ones runs as two
+        padded forwards, short and long (`length_buckets`), instead of padding every clip
+        to the longest. Both losses are sums over the whole batch's totals, so they add up
+        to the one-forward loss: same value, same gradient, less padding computed.
+        """
+        b = self._batch(clips, gen)
+        buckets = length_buckets([len(p.kinds) for p in b.plans])
+        if len(buckets) == 1:
+            return self._forward(b)
+        b.totals = {"w": 0.0 if b.noised is None else float(b.noised["w"].sum()),
+                    "ce": float(sum(len(pl.ce_targets) for pl in b.plans))}
+        total, parts = None, {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tokens": 0}
+        for rows in buckets:
+            t, p = self._forward(_sub_batch(b, rows))
+            total = t if total is None else total + t
+            parts = {k: parts[k] + p[k] for k in parts}
+        return total, parts
 
     def _batch(self, clips: list[Clip], gen: torch.Generator | list[torch.Generator]) -> _Batch:
         """The batch's layout, latents and noise: every random draw, and no trainable weight yet.
@@ -457,6 +474,45 @@ class WorldTrainer:
     def full_ema(self) -> dict[str, Tensor] | None:
         """The EMA weights, whole and on the CPU, for export (None on ranks that do not export)."""
         return {k: v.cpu() for k, v in self.ema.items()}
+
+
+def length_buckets(lengths: list[int], min_saving: float = 0.25) -> list[list[int]]:
+    """The batch rows split into at most two groups by sequence length, short then long,
+    where padding each group to its own longest row saves at least `min_saving` of the
+    padded token rows of one group; otherwise one group of every row."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    n, longest = len(order), max(lengths)
+    best_k, best = 0, n * longest
+    for k in range(1, n):  # rows order[:k] form the short group
+        cost = k * lengths[order[k - 1]] + (n - k) * longest
+        if cost < best:
+            best_k, best = k, cost
+    if best_k == 0 or best > (1 - min_saving) * n * longest:
+        return [list(range(n))]
+    return [sorted(order[:best_k]), sorted(order[best_k:])]
+
+
+def _sub_batch(b: _Batch, rows: list[int]) -> _Batch:
+    """The clips `rows` of a prepared batch, with their own tokens and draws, padded to their
+    own longest; the totals stay the whole batch's."""
+    kinds = b.kinds[rows]
+    L = int((kinds >= 0).sum(1).max())
+    kinds, pos = kinds[:, :L], b.pos[rows, :L]
+
+    def take(counts: list[int]) -> Tensor:
+        """Token indices of the rows' blocks, in the packed (row-major) order."""
+        starts = np.concatenate([[0], np.cumsum(counts)])
+        return torch.cat([torch.arange(int(starts[r]), int(starts[r + 1])) for r in rows])
+
+    clean_idx = take([int((k == 2).sum()) for k in b.kinds])
+    clean = {k: v[clean_idx] for k, v in b.clean.items()}
+    noised, eps = None, None
+    if b.noised is not None and sum(b.noised["per_clip"][r] for r in rows):
+        idx = take(b.noised["per_clip"]).to(b.noised["x0"].device)
+        noised = {k: b.noised[k][idx] for k in ("x0", "t", "pos", "w")}
+        noised["per_clip"] = [b.noised["per_clip"][r] for r in rows]
+        eps = b.eps[idx]
+    return _Batch([b.clips[r] for r in rows], [b.plans[r] for r in rows], kinds, pos, clean, noised, eps, b.totals)
 
 
 def to_tensor_uint8(frame: np.ndarray) -> Tensor:
