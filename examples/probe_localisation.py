@@ -12,12 +12,16 @@ plus `--yaw-weight` m per 180 degrees of heading between them. That is the plann
 answers: what judging progress by localisation can reach here.
 
     python examples/probe_localisation.py --data data/recA --layout one_room --landmarks
+
+`--yaw-weight 0.5,2,4` runs the walk once per weight; `--localiser F` keeps the trained CNN in F
+(trained and saved if F does not exist, loaded if it does), so another walk skips the training.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -72,6 +76,36 @@ def locate(net: Localiser, frames: np.ndarray, floor: float) -> np.ndarray:
     return np.stack([(o[:, 0] + 1) * half, (o[:, 1] + 1) * half, np.rad2deg(np.arctan2(o[:, 3], o[:, 2]))], 1)
 
 
+def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
+    """The one-step located planner on real outcomes over the seeds; its figures."""
+    successes, returns, before, after, picks, scores = [], [], [], [], [], []
+    for seed in tqdm(range(a.seed, a.seed + a.episodes), desc=f"located planner, yaw weight {yaw_weight}"):
+        pick_rng = np.random.default_rng(seed)
+        obs, info = env.reset(seed=seed)
+        goal = locate(net, obs["goal"][None], a.floor)[0]
+        done, ret = False, 0.0
+        while not done:
+            dist, outcomes = every_action_outcome(env, "goal_distance")
+            score = -pose_distance(*located_distance(locate(net, np.stack(outcomes), a.floor), goal), yaw_weight)
+            act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
+            before.append(float(info["goal_distance"]))
+            after.append(dist)
+            picks.append(act)
+            scores.append(score.tolist())
+            obs, r, terminated, truncated, info = env.step(act)
+            ret, done = ret + float(r), terminated or truncated
+        successes.append(bool(info["is_success"]))
+        returns.append(ret)
+    f = pick_figures(np.array(before), np.array(after), picks, scores)
+    ok = np.array(successes)
+    res = {"yaw_weight": yaw_weight, "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
+           "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
+    print(f"yaw weight {yaw_weight}, seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return "
+          f"{res['return']:+.2f} ± {res['return_stderr']:.2f}, pick - average action {f['chosen_minus_average']:+.3f} ± "
+          f"{f['stderr']:.3f} m per step, a best action {f['chosen_is_best']:.0%} (chance {f['chance_is_best']:.0%})")
+    return res
+
+
 def main(argv=None) -> int:
     from bagel_world.training.data import Shard, list_shards
 
@@ -85,7 +119,9 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="first seed of the walk in the real twin")
     p.add_argument("--max-steps", type=int, default=64)
-    p.add_argument("--yaw-weight", type=float, default=0.5, help="m of score per 180 degrees of heading error")
+    p.add_argument("--yaw-weight", default="0.5", help="m of score per 180 degrees of heading error; a comma-separated "
+                   "list walks once per weight")
+    p.add_argument("--localiser", default=None, help="the CNN's weights: loaded if the file exists, else trained and saved")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures to this JSON file")
     a = p.parse_args(argv)
@@ -104,47 +140,32 @@ def main(argv=None) -> int:
         p.error(f"--holdout {a.holdout} episodes leaves no frames to train or test on")
     tr_f, tr_t, te_f, te_p = frames[:-n_test], targets(poses[:-n_test], a.floor), frames[-n_test:], poses[-n_test:]
 
+    try:
+        weights = [float(w) for w in a.yaw_weight.split(",")]
+    except ValueError:
+        p.error(f"--yaw-weight takes numbers separated by commas, got {a.yaw_weight!r}")
     net = Localiser()
-    opt = torch.optim.AdamW(net.parameters(), 1e-3)
-    for _ in tqdm(range(a.steps), desc="train localiser"):
-        i = rng.integers(0, len(tr_f), 128)
-        loss = ((net(to_input(tr_f[i])) - tr_t[i]) ** 2).mean()
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+    if a.localiser and Path(a.localiser).is_file():
+        net.load_state_dict(torch.load(a.localiser))
+    else:
+        opt = torch.optim.AdamW(net.parameters(), 1e-3)
+        for _ in tqdm(range(a.steps), desc="train localiser"):
+            i = rng.integers(0, len(tr_f), 128)
+            loss = ((net(to_input(tr_f[i])) - tr_t[i]) ** 2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        if a.localiser:
+            torch.save(net.state_dict(), a.localiser)
     net.eval()
     err, yaw_err = located_distance(locate(net, te_f, a.floor), te_p[:, :3])
     print(f"held-out frames {len(te_f)}: median place error {np.median(err):.2f} m (mean {err.mean():.2f}), "
           f"median heading error {np.median(yaw_err):.1f} deg")
 
     env = make_real_env("navigate", max_steps=a.max_steps, **real_env_kwargs("navigate", a.layout, None, a.landmarks))
-    successes, returns, before, after, picks, scores = [], [], [], [], [], []
-    for seed in tqdm(range(a.seed, a.seed + a.episodes), desc="located planner"):
-        pick_rng = np.random.default_rng(seed)
-        obs, info = env.reset(seed=seed)
-        goal = locate(net, obs["goal"][None], a.floor)[0]
-        done, ret = False, 0.0
-        while not done:
-            dist, outcomes = every_action_outcome(env, "goal_distance")
-            score = -pose_distance(*located_distance(locate(net, np.stack(outcomes), a.floor), goal), a.yaw_weight)
-            act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
-            before.append(float(info["goal_distance"]))
-            after.append(dist)
-            picks.append(act)
-            scores.append(score.tolist())
-            obs, r, terminated, truncated, info = env.step(act)
-            ret, done = ret + float(r), terminated or truncated
-        successes.append(bool(info["is_success"]))
-        returns.append(ret)
-    env.close()
-    f = pick_figures(np.array(before), np.array(after), picks, scores)
-    ok = np.array(successes)
     res = {"median_place_error_m": float(np.median(err)), "median_heading_error_deg": float(np.median(yaw_err)),
-           "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
-           "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
-    print(f"seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return {res['return']:+.2f} ± "
-          f"{res['return_stderr']:.2f}, pick - average action {f['chosen_minus_average']:+.3f} ± {f['stderr']:.3f} m "
-          f"per step, a best action {f['chosen_is_best']:.0%} (chance {f['chance_is_best']:.0%})")
+           "walks": [walk(env, net, a, w) for w in weights]}
+    env.close()
     if a.out:
         with open(a.out, "w") as fh:
             json.dump(res, fh, indent=1)
