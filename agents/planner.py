@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, is_imagined, task_of
 from bagel_world.simulator.base import Simulator
-from bagel_world.simulator.progress import judge_reached, judge_steps
+from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT, judge_reached, judge_steps
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class CEMPlanner(Agent):
     def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
                  iterations: int = 2, elites: int = 6, metric: str = "auto", score_fn: ScoreFn | None = None,
                  smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, reached_weight: float = 1.0,
-                 yaw_weight: float = 0.5, seed: int | None = None, progress: bool = True):
+                 yaw_weight: float = LOCATED_YAW_WEIGHT, seed: int | None = None, progress: bool = True):
         for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")

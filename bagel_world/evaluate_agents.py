@@ -32,6 +32,7 @@ from typing import Any
 
 import numpy as np
 
+from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT
 from bagel_world.simulator.tasks import TASK_NAMES
 
 log = logging.getLogger(__name__)
@@ -351,7 +352,7 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
 
 
 _PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto",
-                     "reached_weight": 1.0, "yaw_weight": 0.5}
+                     "reached_weight": 1.0, "yaw_weight": LOCATED_YAW_WEIGHT}
 
 
 def _navigate_option(task: str, option: str, what: str, value: str | None, accepted) -> dict[str, Any]:

@@ -28,6 +28,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT
+
 log = logging.getLogger(__name__)
 
 
@@ -95,7 +97,7 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(8), steps: int = 40,
                       explore: float = 0.3, ahead: int = 4, layout: str | None = None, success: str | None = None,
-                      landmarks: bool = False, judge: str = "distance", yaw_weight: float = 0.5,
+                      landmarks: bool = False, judge: str = "distance", yaw_weight: float = LOCATED_YAW_WEIGHT,
                       progress: bool = True) -> dict:
     """Spearman and AUROC of the model's progress judgements on real episodes (see the module doc)."""
     from scipy.stats import spearmanr

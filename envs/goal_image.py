@@ -9,6 +9,7 @@ import numpy as np
 from gymnasium import spaces
 
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_image
+from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT
 
 REWARDS = ("judged", "located", "feature")
 
@@ -44,7 +45,7 @@ class GoalImageEnv(BagelWorldEnv):
 
     def __init__(self, *args, reward: str | None = None, success_threshold: float = 0.8,
                  reached_threshold: float = 0.5, success_bonus: float = 1.0, progress_weight: float = 1.0,
-                 yaw_weight: float = 0.5, located_radius: float = 0.5, located_angle: float = 30.0, **kwargs):
+                 yaw_weight: float = LOCATED_YAW_WEIGHT, located_radius: float = 0.5, located_angle: float = 30.0, **kwargs):
         from bagel_world.simulator.progress import DISTANCE_BINS, LOCATION_BINS
 
         if reward is None:

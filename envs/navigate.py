@@ -61,7 +61,7 @@ class BagelNavigateEnv(GoalImageEnv):
     `bagel_world.simulator.progress.LOCATION_BINS`. It needs a model trained with
     `--locate-share` on one-room recordings (meant for `layout="one_room", landmarks=True`
     scenarios, whose wall panels make a view's place readable). The located distance is the
-    metres between the two judged places plus `yaw_weight` (0.5) metres per 180 degrees of
+    metres between the two judged places plus `yaw_weight` (3: 30 degrees count as 0.5 m) metres per 180 degrees of
     heading between them. Every step: the located distance before the step minus after it,
     plus `success_bonus` when the judged places are within `located_radius` (0.5 m) and
     `located_angle` (30 degrees), the real twin's pose rule. `info` carries
@@ -108,7 +108,7 @@ class BagelNavigateEnv(GoalImageEnv):
     gym.make("BagelNavigate-v0", simulator=None, checkpoint=None, backend=None, device=None,
              action_mode="text", render_mode=None, max_action_length=128,
              reward="judged", reached_threshold=0.5, success_threshold=0.8, success_bonus=1.0, progress_weight=1.0,
-             yaw_weight=0.5, located_radius=0.5, located_angle=30.0, report_latency=False, scenarios=None,
+             yaw_weight=3.0, located_radius=0.5, located_angle=30.0, report_latency=False, scenarios=None,
              resolution=None)
     ```
     `simulator`: a `Simulator` to use; otherwise one is made with

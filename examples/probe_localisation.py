@@ -36,7 +36,7 @@ from bagel_world.evaluate_agents import (
     pick_figures,
     real_env_kwargs,
 )
-from bagel_world.simulator.progress import located_distance, pose_distance
+from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT, located_distance, pose_distance
 
 
 class Localiser(nn.Module):
@@ -119,8 +119,8 @@ def main(argv=None) -> int:
     p.add_argument("--episodes", type=int, default=20)
     p.add_argument("--seed", type=int, default=0, help="first seed of the walk in the real twin")
     p.add_argument("--max-steps", type=int, default=64)
-    p.add_argument("--yaw-weight", default="0.5", help="m of score per 180 degrees of heading error; a comma-separated "
-                   "list walks once per weight")
+    p.add_argument("--yaw-weight", default=str(LOCATED_YAW_WEIGHT), help="m of score per 180 degrees of heading error; a "
+                   "comma-separated list walks once per weight")
     p.add_argument("--localiser", default=None, help="the CNN's weights: loaded if the file exists, else trained and saved")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures to this JSON file")
