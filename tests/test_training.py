@@ -612,6 +612,8 @@ def test_length_buckets_split_only_where_padding_is_saved():
 def test_bucketed_loss_equals_the_one_padded_forward(tmp_path):
     """Short one-frame question clips beside full clips run as two forwards; the loss, its
     parts and the gradient are those of one forward over the batch padded to its longest."""
+    from dataclasses import replace
+
     from bagel_world.training import world
 
     tr, clip = _tiny_trainer(tmp_path, window=3)
@@ -621,25 +623,46 @@ def test_bucketed_loss_equals_the_one_padded_forward(tmp_path):
     batch = [lone, clip, lone, lone, clip, lone]
     assert world.length_buckets([len(tr.plan(c).kinds) for c in batch]) == [[0, 2, 3, 5], [1, 4]]
 
-    def run(split: bool):
+    forwards = []
+    one_forward = tr._forward
+
+    def counted(b):
+        forwards.append(len(b.plans))
+        return one_forward(b)
+
+    tr._forward = counted
+
+    def run(batch, split: bool):
         tr.model.zero_grad(set_to_none=True)
+        forwards.clear()
         if split:
             loss, parts = tr.loss(batch, torch.Generator().manual_seed(4))
         else:
             loss, parts = tr._forward(tr._batch(batch, torch.Generator().manual_seed(4)))
         loss.backward()
-        return loss.item(), parts, [p.grad.clone() for p in tr.trainable if p.grad is not None]
+        return loss.item(), parts, {n: p.grad.clone() for n, p in tr.model.named_parameters() if p.grad is not None}
 
-    one, one_parts, one_grad = run(False)
-    two, two_parts, two_grad = run(True)
+    one, one_parts, one_grad = run(batch, False)
+    assert forwards == [6]
+    two, two_parts, two_grad = run(batch, True)
+    assert forwards == [4, 2]  # the short clips, then the long ones
     assert two == pytest.approx(one, rel=1e-5) and one_parts["mse"] > 0 and one_parts["ce"] > 0
     for k in ("mse", "ce"):
         assert two_parts[k] == pytest.approx(one_parts[k], rel=1e-5), k
     # The split computes fewer token rows: only the real tokens are counted either way.
     assert two_parts["tokens"] == one_parts["tokens"]
-    assert len(one_grad) == len(two_grad)
-    for g1, g2 in zip(one_grad, two_grad):
-        torch.testing.assert_close(g2, g1, rtol=1e-4, atol=1e-6)
+    assert one_grad.keys() == two_grad.keys()
+    for n, g in one_grad.items():
+        torch.testing.assert_close(two_grad[n], g, rtol=1e-4, atol=1e-6, msg=n)
+    # Without any answer in the batch, neither way touches the answer head: the optimiser
+    # must not step parameters that had no gradient.
+    silent = [replace(c, question=None, answer=None) for c in (clip, clip)]
+    silent += [replace(lone, question=None, answer=None)] * 4
+    _, one_parts, one_grad = run(silent, False)
+    _, two_parts, two_grad = run(silent, True)
+    assert forwards == [4, 2] and one_parts["ce"] == two_parts["ce"] == 0
+    assert one_grad.keys() == two_grad.keys()
+    assert not any(n.startswith("language_model.lm_head") for n in two_grad)
 
 
 def test_frame_flow_errors_compare_clips_under_the_same_draws(tmp_path):

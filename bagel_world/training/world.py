@@ -390,9 +390,11 @@ class WorldTrainer:
         """Cross-entropy of the answer tokens (simulator-state and progress questions): their
         mean, or their sum over `total` (the global batch's count, in distributed training).
         With `total` the head runs even on no answers, so that lm_head has a gradient on every
-        rank: FSDP reduces the gradients of the same parameters on all ranks."""
+        rank: FSDP reduces the gradients of the same parameters on all ranks. A total of 0 (no
+        answer in the whole batch) skips the head as the single-process mean does, on every rank
+        alike, so that the optimiser does not step lm_head on a zero gradient."""
         tgt = [(b, i, y) for b, pl in enumerate(plans) for i, y in pl.ce_targets]
-        if not tgt and total is None:
+        if not tgt and not total:
             return torch.zeros((), device=device)
         bi = torch.tensor([(b, i) for b, i, _ in tgt], dtype=torch.long, device=device).reshape(-1, 2)
         logits = self.model.language_model.lm_head(hidden[bi[:, 0], bi[:, 1]]).float()
