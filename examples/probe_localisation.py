@@ -13,7 +13,8 @@ answers: what judging progress by localisation can reach here.
 
     python examples/probe_localisation.py --data data/recA --layout one_room --landmarks
 
-`--yaw-weight 0.5,2,4` runs the walk once per weight; `--localiser F` keeps the trained CNN in F
+`--yaw-weight 0.5,2,4` runs the walk once per weight; `--noise S` walks on the true poses plus
+independent Gaussian errors of S m per axis instead of the CNN's places; `--localiser F` keeps the trained CNN in F
 (trained and saved if F does not exist, loaded if it does), so another walk skips the training.
 """
 
@@ -77,16 +78,26 @@ def locate(net: Localiser, frames: np.ndarray, floor: float) -> np.ndarray:
 
 
 def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
-    """The one-step located planner on real outcomes over the seeds; its figures."""
+    """The one-step located planner on real outcomes over the seeds; its figures. With
+    `a.noise`, places are the true poses plus independent Gaussian noise (`a.noise` m per axis,
+    3 degrees of heading) instead of the CNN's."""
     successes, returns, before, after, picks, scores = [], [], [], [], [], []
     for seed in tqdm(range(a.seed, a.seed + a.episodes), desc=f"located planner, yaw weight {yaw_weight}"):
-        pick_rng = np.random.default_rng(seed)
+        pick_rng, noise_rng = np.random.default_rng(seed), np.random.default_rng(10_000 + seed)
+
+        def place(frames: np.ndarray, poses: list[list[float]], rng: np.random.Generator = noise_rng) -> np.ndarray:
+            if a.noise is None:
+                return locate(net, frames, a.floor)
+            return np.asarray(poses, np.float64) + rng.normal(0, [a.noise, a.noise, 3.0], (len(poses), 3))
+
         obs, info = env.reset(seed=seed)
-        goal = locate(net, obs["goal"][None], a.floor)[0]
+        goal = place(obs["goal"][None], [[*info["goal_pos"], info["goal_yaw_deg"]]])[0]
         done, ret = False, 0.0
         while not done:
-            dist, outcomes = every_action_outcome(env, "goal_distance")
-            score = -pose_distance(*located_distance(locate(net, np.stack(outcomes), a.floor), goal), yaw_weight)
+            infos: list[dict] = []
+            dist, outcomes = every_action_outcome(env, "goal_distance", infos)
+            located = place(np.stack(outcomes), [[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos])
+            score = -pose_distance(*located_distance(located, goal), yaw_weight)
             act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
             before.append(float(info["goal_distance"]))
             after.append(dist)
@@ -121,6 +132,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=64)
     p.add_argument("--yaw-weight", default=str(LOCATED_YAW_WEIGHT), help="m of score per 180 degrees of heading error; a "
                    "comma-separated list walks once per weight")
+    p.add_argument("--noise", type=float, default=None, help="walk on the true poses plus Gaussian noise of this "
+                   "many m per axis (and 3 degrees) instead of the CNN's places: a localiser with independent errors")
     p.add_argument("--localiser", default=None, help="the CNN's weights: loaded if the file exists, else trained and saved")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=None, help="write the figures to this JSON file")
