@@ -83,7 +83,10 @@ class CEMPlanner(Agent):
     "best": the first action of the best sequence seen), `warm_start` (start from the
     previous step's distribution shifted by one), `reached_weight` (judged metric: weight of
     P(reached), default the judged reward's success bonus), `yaw_weight` (located metric: metres
-    of score per 180 degrees of judged heading error), `seed`, `progress` (a tqdm bar per plan).
+    of score per 180 degrees of judged heading error), `explore` (the probability of taking a
+    uniformly random canonical action instead of planning, each step: a judge whose errors
+    persist from step to step makes some wrong views look like the goal's, and a greedy
+    planner stays at them; a random step moves it off), `seed`, `progress` (a tqdm bar per plan).
     """
 
     name = "planner"
@@ -91,7 +94,8 @@ class CEMPlanner(Agent):
     def __init__(self, simulator: Simulator | None = None, *, candidates: int = 32, horizon: int = 3,
                  iterations: int = 2, elites: int = 6, metric: str = "auto", score_fn: ScoreFn | None = None,
                  smoothing: float = 0.1, choose: str = "mode", warm_start: bool = True, reached_weight: float = 1.0,
-                 yaw_weight: float = LOCATED_YAW_WEIGHT, seed: int | None = None, progress: bool = True):
+                 yaw_weight: float = LOCATED_YAW_WEIGHT, explore: float = 0.0, seed: int | None = None,
+                 progress: bool = True):
         for k, v in (("candidates", candidates), ("horizon", horizon), ("iterations", iterations), ("elites", elites)):
             if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{k} must be a positive int, got {v!r}")
@@ -109,13 +113,16 @@ class CEMPlanner(Agent):
         if isinstance(yaw_weight, bool) or not isinstance(yaw_weight, (int, float, np.integer, np.floating)) \
                 or not 0 <= yaw_weight < np.inf:
             raise ValueError(f"yaw_weight must be a finite number >= 0, got {yaw_weight!r}")
+        if isinstance(explore, bool) or not isinstance(explore, (int, float, np.integer, np.floating)) \
+                or not 0 <= explore < 1:
+            raise ValueError(f"explore must be a probability in [0, 1), got {explore!r}")
         if simulator is not None and not isinstance(simulator, Simulator):
             raise TypeError(f"simulator must be a bagel_world Simulator, got {type(simulator).__name__}")
         self.simulator = simulator
         self.candidates, self.horizon, self.iterations, self.elites = int(candidates), int(horizon), int(iterations), int(elites)
         self.metric, self.score_fn, self.smoothing, self.choose = metric, score_fn, float(smoothing), choose
         self.warm_start, self.progress, self.reached_weight = warm_start, progress, float(reached_weight)
-        self.yaw_weight = float(yaw_weight)
+        self.yaw_weight, self.explore = float(yaw_weight), float(explore)
         self._located_goal: tuple[bytes, np.ndarray] | None = None  # (goal image bytes, its judged place)
         self._rng = np.random.default_rng(seed)
         self._env: gym.Env | None = None
@@ -169,6 +176,11 @@ class CEMPlanner(Agent):
         self._prev = self.last_plan = None
 
     def act(self, obs: Any, info: dict[str, Any]) -> int:
+        if self.explore > 0 and self._rng.random() < self.explore:
+            # A random step instead of a plan; the next plan starts afresh (no warm start from
+            # a plan that was not followed).
+            self._prev = self.last_plan = None
+            return int(self._rng.integers(len(self.actions)))
         return self.plan(obs).action
 
     # ---- planning ----------------------------------------------------------------------------

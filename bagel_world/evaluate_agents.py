@@ -332,6 +332,8 @@ def command_line(agent: str, args: argparse.Namespace) -> str:
             parts.append(f"--reached-weight {args.reached_weight:g}")
         if args.metric == "located" and args.yaw_weight != _PLANNER_DEFAULTS["yaw_weight"]:
             parts.append(f"--yaw-weight {args.yaw_weight:g}")
+        if args.explore != _PLANNER_DEFAULTS["explore"]:
+            parts.append(f"--explore {args.explore:g}")
     if agent == "ppo":
         parts += ([f"--policy {args.policy}"] if args.policy else []) + (["--ppo-stochastic"] if args.ppo_stochastic else [])
     if agent == "vlm" and args.think:
@@ -352,7 +354,7 @@ def navigation_table(episodes: int = 10, seed0: int = 0, checkpoint=None, *, pol
 
 
 _PLANNER_DEFAULTS = {"candidates": 32, "horizon": 3, "iterations": 2, "elites": 6, "metric": "auto",
-                     "reached_weight": 1.0, "yaw_weight": LOCATED_YAW_WEIGHT}
+                     "reached_weight": 1.0, "yaw_weight": LOCATED_YAW_WEIGHT, "explore": 0.0}
 
 
 def _navigate_option(task: str, option: str, what: str, value: str | None, accepted) -> dict[str, Any]:
@@ -464,6 +466,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "distance or steps")
     p.add_argument("--yaw-weight", type=float, default=_PLANNER_DEFAULTS["yaw_weight"],
                    help="planner, located metric: metres of score per 180 degrees of judged heading error")
+    p.add_argument("--explore", type=float, default=_PLANNER_DEFAULTS["explore"],
+                   help="planner: probability of a random action instead of the plan at each step")
     p.add_argument("--think", action="store_true", help="vlm: think before choosing")
     p.add_argument("--out", default=None, help="write results.json and table.md into this folder")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")

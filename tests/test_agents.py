@@ -292,6 +292,33 @@ def test_planner_located_metric_walks_toward_the_goal_place():
         CEMPlanner(metric="located", yaw_weight=-1.0)
 
 
+def test_planner_explore_takes_random_steps_at_its_rate():
+    """With `explore`, that share of the steps is a uniformly random action taken without
+    planning; the rest are the plan's. At 0 every step is planned."""
+    sim = LocatingSimulator(default_templates(large=False))
+    env = nav_env(sim)
+    start = np.zeros((64, 64, 3), np.uint8)
+    goal = start.copy()
+    goal[..., 0] = 150  # the plan is always "turn left" (see the test above)
+    obs, info = env.reset(options={"start_image": start, "goal_image": goal})
+    picks = {}
+    for explore in (0.0, 0.5):
+        planner = CEMPlanner(candidates=6, horizon=1, elites=1, metric="located", explore=explore, progress=False)
+        planner.reset(env, obs, info, seed=3)
+        picks[explore], planned = [], 0
+        for _ in range(60):
+            picks[explore].append(planner.act(obs, info))
+            planned += planner.last_plan is not None
+        picks[explore] = np.array(picks[explore])
+        assert planned == 60 if explore == 0 else 15 < planned < 45
+    assert (picks[0.0] == TURN_LEFT).all()
+    off = (picks[0.5] != TURN_LEFT).mean()  # random steps land off the plan 5/6 of the time
+    assert 0.25 < off < 0.6 and len(set(picks[0.5].tolist())) == 6
+    for bad in (-0.1, 1.0, True):
+        with pytest.raises(ValueError, match="explore"):
+            CEMPlanner(explore=bad)
+
+
 def test_planner_validates_its_knobs():
     with pytest.raises(ValueError, match="elites"):
         CEMPlanner(candidates=4, elites=5)
