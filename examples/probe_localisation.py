@@ -98,7 +98,10 @@ def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
             dist, outcomes = every_action_outcome(env, "goal_distance", infos)
             located = place(np.stack(outcomes), [[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos])
             score = -pose_distance(*located_distance(located, goal), yaw_weight)
-            act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
+            if a.explore > 0 and pick_rng.random() < a.explore:  # the planner's `explore`
+                act = int(pick_rng.integers(len(score)))
+            else:
+                act = int(pick_rng.choice(np.flatnonzero(score >= score.max() - 1e-9)))
             before.append(float(info["goal_distance"]))
             after.append(dist)
             picks.append(act)
@@ -109,9 +112,9 @@ def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
         returns.append(ret)
     f = pick_figures(np.array(before), np.array(after), picks, scores)
     ok = np.array(successes)
-    res = {"yaw_weight": yaw_weight, "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
+    res = {"yaw_weight": yaw_weight, "explore": a.explore, "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
            "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
-    print(f"yaw weight {yaw_weight}, seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return "
+    print(f"yaw weight {yaw_weight}, explore {a.explore}, seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return "
           f"{res['return']:+.2f} ± {res['return_stderr']:.2f}, pick - average action {f['chosen_minus_average']:+.3f} ± "
           f"{f['stderr']:.3f} m per step, a best action {f['chosen_is_best']:.0%} (chance {f['chance_is_best']:.0%})")
     return res
@@ -132,6 +135,8 @@ def main(argv=None) -> int:
     p.add_argument("--max-steps", type=int, default=64)
     p.add_argument("--yaw-weight", default=str(LOCATED_YAW_WEIGHT), help="m of score per 180 degrees of heading error; a "
                    "comma-separated list walks once per weight")
+    p.add_argument("--explore", type=float, default=0.0, help="probability of a random action instead of the "
+                   "best-scored one at each step")
     p.add_argument("--noise", type=float, default=None, help="walk on the true poses plus Gaussian noise of this "
                    "many m per axis (and 3 degrees) instead of the CNN's places: a localiser with independent errors")
     p.add_argument("--localiser", default=None, help="the CNN's weights: loaded if the file exists, else trained and saved")
