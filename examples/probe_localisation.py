@@ -112,11 +112,12 @@ def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
         returns.append(ret)
     f = pick_figures(np.array(before), np.array(after), picks, scores)
     ok = np.array(successes)
-    res = {"yaw_weight": yaw_weight, "explore": a.explore, "successes": int(ok.sum()), "episodes": len(ok), "return": float(np.mean(returns)),
-           "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
-    print(f"yaw weight {yaw_weight}, explore {a.explore}, seeds {a.seed}-{a.seed + a.episodes - 1}: success {ok.sum()}/{len(ok)}, return "
-          f"{res['return']:+.2f} ± {res['return_stderr']:.2f}, pick - average action {f['chosen_minus_average']:+.3f} ± "
-          f"{f['stderr']:.3f} m per step, a best action {f['chosen_is_best']:.0%} (chance {f['chance_is_best']:.0%})")
+    res = {"yaw_weight": yaw_weight, "explore": a.explore, "successes": int(ok.sum()), "episodes": len(ok),
+           "return": float(np.mean(returns)), "return_stderr": float(np.std(returns) / np.sqrt(len(returns))), **f}
+    print(f"yaw weight {yaw_weight}, explore {a.explore}, seeds {a.seed}-{a.seed + a.episodes - 1}: success "
+          f"{ok.sum()}/{len(ok)}, return {res['return']:+.2f} ± {res['return_stderr']:.2f}, pick - average action "
+          f"{f['chosen_minus_average']:+.3f} ± {f['stderr']:.3f} m per step, a best action {f['chosen_is_best']:.0%} "
+          f"(chance {f['chance_is_best']:.0%})")
     return res
 
 
