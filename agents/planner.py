@@ -86,7 +86,9 @@ class CEMPlanner(Agent):
     of score per 180 degrees of judged heading error), `explore` (the probability of taking a
     uniformly random canonical action instead of planning, each step: a judge whose errors
     persist from step to step makes some wrong views look like the goal's, and a greedy
-    planner stays at them; a random step moves it off), `seed`, `progress` (a tqdm bar per plan).
+    planner stays at them; a random step moves it off. It helped a planner scoring real
+    outcomes with a CNN localiser, not the located planner on imagined frames; README),
+    `seed`, `progress` (a tqdm bar per plan).
     """
 
     name = "planner"
