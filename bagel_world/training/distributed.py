@@ -141,8 +141,8 @@ class ShardedWorldTrainer(WorldTrainer):
         device = self.model.vae2llm.weight.device  # nccl reduces CUDA tensors only
         first = self.rank * len(clips)
         b = self._batch(clips, [clip_generator(self.args.seed, self.step, first + i) for i in range(len(clips))])
-        totals = torch.tensor([0.0 if b.noised is None else float(b.noised["w"].sum()),
-                               float(sum(len(pl.ce_targets) for pl in b.plans))], dtype=torch.float64, device=device)
+        own = b.own_totals()
+        totals = torch.tensor([own["w"], own["ce"]], dtype=torch.float64, device=device)
         dist.all_reduce(totals)
         b.totals = dict(zip(("w", "ce"), totals.tolist()))
         total, parts = self.root(self._forward, b)

@@ -121,6 +121,12 @@ class _Batch:
     eps: Tensor | None  # the flow noise of the noised tokens
     totals: dict[str, float] | None = None  # global sums of flow weights "w" and answer tokens "ce"
 
+    def own_totals(self) -> dict[str, float]:
+        """This batch's own sums of flow weights "w" and answer tokens "ce" (what `totals` holds
+        once they are summed over every part of the global batch)."""
+        return {"w": 0.0 if self.noised is None else float(self.noised["w"].sum()),
+                "ce": float(sum(len(pl.ce_targets) for pl in self.plans))}
+
 
 class WorldTrainer:
     """Owns the model, its EMA, the optimiser and the frozen autoencoder.
@@ -200,8 +206,7 @@ class WorldTrainer:
         buckets = length_buckets([len(p.kinds) for p in b.plans])
         if len(buckets) == 1:
             return self._forward(b)
-        b.totals = {"w": 0.0 if b.noised is None else float(b.noised["w"].sum()),
-                    "ce": float(sum(len(pl.ce_targets) for pl in b.plans))}
+        b.totals = b.own_totals()
         total, parts = None, {"loss": 0.0, "mse": 0.0, "ce": 0.0, "tokens": 0}
         for rows in buckets:
             t, p = self._forward(_sub_batch(b, rows))
