@@ -48,7 +48,18 @@ from tqdm.auto import tqdm
 
 from bagel_world.agents.base import Agent, canonical_actions, frame_of, goal_of, is_imagined, task_of
 from bagel_world.simulator.base import Simulator
-from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT, judge_reached, judge_steps
+from bagel_world.simulator.progress import (
+    DISTANCE_BINS,
+    LOCATED_YAW_WEIGHT,
+    LOCATION_BINS,
+    STEP_BINS,
+    judge_frames,
+    judge_location_frames,
+    judge_reached,
+    judge_steps,
+    located_distance,
+    pose_distance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +153,6 @@ class CEMPlanner(Agent):
 
     # ---- Agent API ---------------------------------------------------------------------------
     def reset(self, env: gym.Env, obs: Any, info: dict[str, Any], seed: int | None = None) -> None:
-        from bagel_world.simulator.progress import DISTANCE_BINS, LOCATION_BINS, STEP_BINS
-
         self._task, self.actions = task_of(env), canonical_actions(env)
         self._metric = self.metric if self.metric != "auto" else (
             "judged" if self._task in DISTANCE_BINS else "feature")
@@ -336,8 +345,6 @@ class CEMPlanner(Agent):
         if self._metric == "pixel":
             return goal.astype(np.float32) / 255.0
         if self._metric == "located":  # the goal's judged place, asked once per goal image
-            from bagel_world.simulator.progress import judge_location_frames
-
             key = np.ascontiguousarray(goal).tobytes()
             if self._located_goal is None or self._located_goal[0] != key:
                 self._located_goal = (key, judge_location_frames(self._sim, self._task, goal[None])[0])
@@ -355,13 +362,9 @@ class CEMPlanner(Agent):
                 raise ValueError(f"score_fn must return one score per frame, shape ({len(frames)},); got {s.shape}")
             return s
         if self._metric == "judged":
-            from bagel_world.simulator.progress import judge_frames
-
             d, p = judge_frames(self._sim, self._task, frames, [goal] * len(frames), reached=self.reached_weight > 0)
             return -d if p is None else -d + self.reached_weight * p
         if self._metric == "located":
-            from bagel_world.simulator.progress import judge_location_frames, located_distance, pose_distance
-
             return -pose_distance(*located_distance(judge_location_frames(self._sim, self._task, frames), ref),
                                   self.yaw_weight)
         if self._metric == "pixel":

@@ -9,7 +9,16 @@ import numpy as np
 from gymnasium import spaces
 
 from bagel_world.envs.base import BagelWorldEnv, Scene, check_image
-from bagel_world.simulator.progress import LOCATED_YAW_WEIGHT
+from bagel_world.simulator.progress import (
+    DISTANCE_BINS,
+    LOCATED_YAW_WEIGHT,
+    LOCATION_BINS,
+    judge_distance,
+    judge_location_frames,
+    judge_reached,
+    located_distance,
+    pose_distance,
+)
 
 REWARDS = ("judged", "located", "feature")
 
@@ -46,8 +55,6 @@ class GoalImageEnv(BagelWorldEnv):
     def __init__(self, *args, reward: str | None = None, success_threshold: float = 0.8,
                  reached_threshold: float = 0.5, success_bonus: float = 1.0, progress_weight: float = 1.0,
                  yaw_weight: float = LOCATED_YAW_WEIGHT, located_radius: float = 0.5, located_angle: float = 30.0, **kwargs):
-        from bagel_world.simulator.progress import DISTANCE_BINS, LOCATION_BINS
-
         if reward is None:
             reward = "judged" if self.task in DISTANCE_BINS else "feature"
         if reward not in REWARDS:
@@ -178,14 +185,10 @@ class GoalImageEnv(BagelWorldEnv):
     @classmethod
     def _locate(cls, envs: Sequence[GoalImageEnv], frames: Sequence[np.ndarray]) -> np.ndarray:
         """(B, 3) judged [x, z, yaw_deg] of each frame, each alone in a fresh session."""
-        from bagel_world.simulator.progress import judge_location_frames
-
         return judge_location_frames(envs[0].simulator, envs[0].task, frames)
 
     def _located_pose(self, place: np.ndarray) -> tuple[float, float, float]:
         """(located distance, metres, heading error in degrees) from a judged place to the goal's."""
-        from bagel_world.simulator.progress import located_distance, pose_distance
-
         metres, yaw = located_distance(place, self._goal_place)
         return float(pose_distance(metres, yaw, self.yaw_weight)), float(metres), float(yaw)
 
@@ -196,8 +199,6 @@ class GoalImageEnv(BagelWorldEnv):
 
         The distance is asked only of envs whose reward uses it (`progress_weight` > 0); the
         others get None and cost nothing for that question."""
-        from bagel_world.simulator.progress import judge_distance, judge_reached
-
         sim, sids, goals = envs[0].simulator, [e._sid for e in envs], [e._scene.goal for e in envs]
         dist: list[float | None] = [None] * len(envs)
         ask = [i for i, e in enumerate(envs) if e.progress_weight > 0]
