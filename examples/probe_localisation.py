@@ -77,26 +77,28 @@ def locate(net: Localiser, frames: np.ndarray, floor: float) -> np.ndarray:
     return np.stack([(o[:, 0] + 1) * half, (o[:, 1] + 1) * half, np.rad2deg(np.arctan2(o[:, 3], o[:, 2]))], 1)
 
 
+def place(net: Localiser, a: argparse.Namespace, rng: np.random.Generator, frames: np.ndarray,
+          poses: list[list[float]]) -> np.ndarray:
+    """(B, 3) [x, z, yaw_deg] of the frames: the CNN's, or with `a.noise` the true `poses` plus
+    independent Gaussian noise (`a.noise` m per axis, 3 degrees of heading) drawn from `rng`."""
+    if a.noise is None:
+        return locate(net, frames, a.floor)
+    return np.asarray(poses, np.float64) + rng.normal(0, [a.noise, a.noise, 3.0], (len(poses), 3))
+
+
 def walk(env, net: Localiser, a: argparse.Namespace, yaw_weight: float) -> dict:
-    """The one-step located planner on real outcomes over the seeds; its figures. With
-    `a.noise`, places are the true poses plus independent Gaussian noise (`a.noise` m per axis,
-    3 degrees of heading) instead of the CNN's."""
+    """The one-step located planner on real outcomes over the seeds (places from `place`); its
+    figures."""
     successes, returns, before, after, picks, scores = [], [], [], [], [], []
     for seed in tqdm(range(a.seed, a.seed + a.episodes), desc=f"located planner, yaw weight {yaw_weight}"):
         pick_rng, noise_rng = np.random.default_rng(seed), np.random.default_rng(10_000 + seed)
-
-        def place(frames: np.ndarray, poses: list[list[float]], rng: np.random.Generator = noise_rng) -> np.ndarray:
-            if a.noise is None:
-                return locate(net, frames, a.floor)
-            return np.asarray(poses, np.float64) + rng.normal(0, [a.noise, a.noise, 3.0], (len(poses), 3))
-
         obs, info = env.reset(seed=seed)
-        goal = place(obs["goal"][None], [[*info["goal_pos"], info["goal_yaw_deg"]]])[0]
+        goal = place(net, a, noise_rng, obs["goal"][None], [[*info["goal_pos"], info["goal_yaw_deg"]]])[0]
         done, ret = False, 0.0
         while not done:
             infos: list[dict] = []
             dist, outcomes = every_action_outcome(env, "goal_distance", infos)
-            located = place(np.stack(outcomes), [[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos])
+            located = place(net, a, noise_rng, np.stack(outcomes), [[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos])
             score = -pose_distance(*located_distance(located, goal), yaw_weight)
             if a.explore > 0 and pick_rng.random() < a.explore:  # the planner's `explore`
                 act = int(pick_rng.integers(len(score)))
