@@ -133,6 +133,36 @@ def test_init_resumes_from_a_checkpoint_and_plans_dropped_actions(tmp_path):
     assert w[0] > w[1] == w[2] == w[3] == 1.0 and float(w.mean()) == pytest.approx(3.0, abs=1e-4)
 
 
+
+def test_ae_finetune_adapts_the_init_autoencoder_to_frames_it_reconstructs_badly(tmp_path):
+    """`--init X --ae-finetune N`: the init's autoencoder is trained N more steps on the new data (so
+    colours it never saw come back), its latents recalibrated, and the world model trains on them."""
+    from safetensors.torch import load_file
+
+    _write_shards(tmp_path / "data")
+    small = dict(world_steps=1, batch_size=2, holdout_episodes=1, hidden=32, layers=1, heads=2, kv_heads=1,
+                 intermediate=64, vocab_size=300, window=2, ae_batch_size=4)
+    first = run_training(TrainConfig(data=str(tmp_path / "data"), out=str(tmp_path / "a"), work=str(tmp_path / "wa"),
+                                     ae_steps=2, **small), progress=False)
+    # New frames: flat panels of one colour each, unlike the noise the first autoencoder saw.
+    colours = np.array([[230, 220, 0], [90, 30, 160], [0, 40, 230], [20, 200, 40], [200, 0, 0], [128, 128, 128]])
+    panels = np.broadcast_to(colours[:, None, None, None, :], (6, 5, 64, 64, 3)).astype(np.uint8)
+    Shard("navigate", panels, np.full((6, 4), "turn left 30 degrees"), np.full((6, 5, 1), "Is the red box visible?"),
+          np.full((6, 5, 1), "yes"), np.arange(6)).save(tmp_path / "panels" / "navigate" / "shard-00000.npz")
+    second = run_training(TrainConfig(data=str(tmp_path / "panels"), out=str(tmp_path / "b"), work=str(tmp_path / "wb"),
+                                      init=str(first), ae_finetune=60, **small), progress=False)
+    metrics = json.loads((tmp_path / "wb" / "ae_metrics.json").read_text())
+    assert metrics["finetune_steps"] == 60 and metrics["from"] == str(first)
+    assert metrics["recon_psnr_db"] > metrics["recon_psnr_db_before"] + 1, metrics
+    a, b = load_file(first / "ae.safetensors"), load_file(second / "ae.safetensors")
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+    cfg = json.loads((second / "ae_config.json").read_text())["params"]
+    assert cfg["scale_factor"] == pytest.approx(metrics["scale_factor"])  # recalibrated latents are exported
+    # Without --ae-finetune the init's autoencoder is kept exactly.
+    third = run_training(TrainConfig(data=str(tmp_path / "panels"), out=str(tmp_path / "c"), work=str(tmp_path / "wc"),
+                                     init=str(first), **small), progress=False)
+    assert all(torch.equal(a[k], v) for k, v in load_file(third / "ae.safetensors").items())
+
 def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path):
     from bagel_world.training.data import Branches, BranchSampler, list_branches
 
@@ -354,6 +384,8 @@ def test_backfill_gives_old_navigate_shards_the_box_position(tmp_path):
     ({"ema_decay": 1.0}, "--ema-decay must be in \\[0, 1\\), got 1.0"),
     ({"ce_weight": -1.0}, "--ce-weight must be >= 0, got -1.0"),
     ({"world_steps": 0}, "--steps must be >= 1, got 0"),
+    ({"ae_finetune": 100}, "--ae-finetune fine-tunes the autoencoder of --init; without --init use --ae-steps"),
+    ({"ae_finetune": -1, "init": "ckpt"}, "--ae-finetune must be >= 0, got -1"),
 ])
 def test_train_config_names_a_bad_value_and_what_is_accepted(bad, message):
     with pytest.raises(ValueError, match=message):

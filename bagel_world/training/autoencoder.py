@@ -24,11 +24,15 @@ from bagel_world.training.config import DEFAULT_AE_BATCH_SIZE, DEFAULT_AE_STEPS
 log = logging.getLogger(__name__)
 
 
+AE_FINETUNE_LR = 3e-4  # peak rate when `train --ae-finetune` adapts an init's autoencoder to new frames
+
+
 @dataclass
 class AETrainArgs:
     steps: int = DEFAULT_AE_STEPS
     batch_size: int = DEFAULT_AE_BATCH_SIZE
     lr: float = 1e-3
+    warmup: int = 200  # linear warm-up steps, then a linear decay to a tenth
     kl_weight: float = 1e-6
     seed: int = 0
     log_every: int = 50
@@ -62,7 +66,7 @@ def train_autoencoder(vae: AutoEncoder, frames: np.ndarray, args: AETrainArgs, o
     t0 = time.perf_counter()
     with open(out_dir / "ae_loss.jsonl", "a") as logf:
         while step < args.steps:
-            lr = args.lr * min(1.0, (step + 1) / 200) * (0.1 + 0.9 * (1 - step / args.steps))
+            lr = args.lr * min(1.0, (step + 1) / max(1, args.warmup)) * (0.1 + 0.9 * (1 - step / args.steps))
             for g in opt.param_groups:
                 g["lr"] = lr
             device = next(vae.parameters()).device

@@ -35,6 +35,9 @@ class TrainConfig:
     work: str | None = _opt(None, "resumable state and logs (default: OUT-work)")
     ae_steps: int = _opt(DEFAULT_AE_STEPS, "autoencoder optimiser steps")
     ae_batch_size: int = _opt(DEFAULT_AE_BATCH_SIZE, "autoencoder batch size (frames)")
+    ae_finetune: int = _opt(0, "with --init: first fine-tune the init's autoencoder on DATA's frames for this many "
+                               "steps (for frames it reconstructs badly; the world model then trains on the "
+                               "shifted latents). 0 keeps it frozen")
     world_steps: int = _opt(DEFAULT_WORLD_STEPS, "world-model optimiser steps", flag="--steps")
     batch_size: int = _opt(8, "world-model batch size (clips)")
     window: int = _opt(4, "context frames per clip, and the exported tasks' window")
@@ -103,6 +106,11 @@ class TrainConfig:
             raise ValueError(f"{flag['progress_rule']} must be one of {list(PROGRESS_RULES)}, got {self.progress_rule!r}")
         if self.ce_weight < 0:
             raise ValueError(f"{flag['ce_weight']} must be >= 0, got {self.ce_weight}")
+        if self.ae_finetune < 0:
+            raise ValueError(f"{flag['ae_finetune']} must be >= 0, got {self.ae_finetune}")
+        if self.ae_finetune and not self.init:
+            raise ValueError(f"{flag['ae_finetune']} fine-tunes the autoencoder of --init; without --init use "
+                             f"{flag['ae_steps']} (a new autoencoder is trained)")
         for name in ("world_steps", "batch_size", "window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{flag[name]} must be >= 1, got {getattr(self, name)}")

@@ -34,7 +34,7 @@ from bagel_world.simulator.progress import (
 )
 from bagel_world.simulator.scenarios import ScenarioSet
 from bagel_world.simulator.tasks import TASK_NAMES, default_templates, template_to_json
-from bagel_world.training.autoencoder import AETrainArgs, train_autoencoder
+from bagel_world.training.autoencoder import AE_FINETUNE_LR, AETrainArgs, calibrate_latents, train_autoencoder
 from bagel_world.training.config import TrainConfig
 from bagel_world.training.data import Branches, BranchSampler, ClipSampler, Shard, list_branches, list_shards
 from bagel_world.training.world import WorldTrainArgs, WorldTrainer, train_world
@@ -212,12 +212,24 @@ def _train(c: TrainConfig, progress: bool) -> Path:
         all_frames = np.concatenate([s.frames.reshape(-1, *s.frames.shape[2:]) for s in shards])
         ae_metrics_path = work / "ae_metrics.json"
         if init is not None and not ae_metrics_path.is_file():
-            # The init's autoencoder is kept frozen as it is: its latents are what its weights read.
             vae.load_state_dict(init.vae.state_dict())
-            torch.save({"vae": vae.state_dict()}, work / "ae_state.pt")
-            ae_metrics_path.write_text(json.dumps({
-                "shift_factor": init.config.vae.shift_factor, "scale_factor": init.config.vae.scale_factor,
-                "from": str(c.init), **init.ae_metrics}, indent=2))
+            if c.ae_finetune:
+                # Fine-tuned on this data (resumes from ae_state.pt), then its latents recalibrated; the
+                # world model's weights start from the init's and learn the shifted latents.
+                ae_args = AETrainArgs(steps=c.ae_finetune, batch_size=c.ae_batch_size, seed=c.seed,
+                                      lr=AE_FINETUNE_LR, warmup=min(200, c.ae_finetune // 5))
+                before = calibrate_latents(vae, all_frames, c.seed)["recon_psnr_db"]
+                metrics = train_autoencoder(vae, all_frames, ae_args, work, progress)
+                log.info("autoencoder fine-tuned on %s: reconstruction %.2f -> %.2f dB", c.data, before,
+                         metrics["recon_psnr_db"])
+                ae_metrics_path.write_text(json.dumps({**metrics, "from": str(c.init), "finetune_steps": c.ae_finetune,
+                                                       "recon_psnr_db_before": before}, indent=2))
+            else:
+                # The init's autoencoder is kept frozen as it is: its latents are what its weights read.
+                torch.save({"vae": vae.state_dict()}, work / "ae_state.pt")
+                ae_metrics_path.write_text(json.dumps({
+                    "shift_factor": init.config.vae.shift_factor, "scale_factor": init.config.vae.scale_factor,
+                    "from": str(c.init), **init.ae_metrics}, indent=2))
         if ae_metrics_path.is_file():
             ae_metrics = json.loads(ae_metrics_path.read_text())
             vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
