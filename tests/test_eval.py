@@ -156,6 +156,34 @@ def test_eval_writes_controllability_and_persistence(fake, tmp_path):
         assert (tmp_path / name).is_file(), name
     assert res["tasks"]["navigate"]["controllability"]["pairs"] == c["pairs"]
     assert saved["tasks"]["navigate"]["sampling"] == json.loads(json.dumps(asdict(fake.tasks()["navigate"].sampling)))
+    assert saved["tasks"]["navigate"]["autoencoder"] is None  # a fake has no autoencoder to bound it
+    assert "autoencoder PSNR" not in (tmp_path / "eval.md").read_text()
+
+
+def test_autoencoder_ceiling_is_the_round_trip_of_the_real_frames(tiny_engine):
+    """The ceiling compares each real frame with itself encoded and decoded (one posterior draw
+    per frame, as `encode_image` with that seed would make), batch by batch."""
+    import torch
+
+    from bagel_world.simulator.local import LocalSimulator
+    from bagel_world.training.evaluate import autoencoder_ceiling, markdown_table, mse, psnr_of_mse, ssim
+
+    sim = LocalSimulator(tiny_engine)
+    H, W = sim.tasks()["navigate"].resolution
+    rng = np.random.default_rng(0)
+    frames = [np.kron(rng.integers(0, 256, (H // 8, W // 8, 3)), np.ones((8, 8, 1))).astype(np.uint8)
+              for _ in range(35)]  # two batches of the round trip
+    c = autoencoder_ceiling(sim, "navigate", frames)
+    back = [tiny_engine.decode_tokens(tiny_engine.encode_image(tiny_engine.prepare_image(f),
+                                                               torch.Generator().manual_seed(k)), (H, W))
+            for k, f in enumerate(frames)]
+    assert c["frames"] == 35
+    assert c["psnr"] == pytest.approx(psnr_of_mse(np.mean([mse(f, b) for f, b in zip(frames, back)])), rel=1e-4)
+    assert c["ssim"] == pytest.approx(np.mean([ssim(f, b) for f, b in zip(frames, back)]), rel=1e-4)
+    assert autoencoder_ceiling(FakeSimulator(default_templates(False)), "navigate", frames) is None
+    md = markdown_table({"tasks": {"navigate": {"per_horizon": {}, "autoencoder": c, "controllability": {
+        "accuracy": 0.5, "chance": 0.17, "pairs": 6, "states": 1}}}, "lpips": "n/a"})
+    assert f"| navigate | {c['psnr']:.2f} | {c['ssim']:.3f} |" in md
 
 
 @pytest.mark.parametrize("kwargs, match", [

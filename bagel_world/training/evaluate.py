@@ -16,6 +16,12 @@ Metrics at each horizon h compare imagined frame h with real frame h:
 - the baseline "copy last frame" predicts the start frame at every horizon, and gets the
   same three metrics.
 
+**The autoencoder's ceiling** (local checkpoints): every imagined frame comes out of the
+autoencoder's decoder, so the real frames at the evaluated horizons, encoded and decoded
+again (`autoencoder_ceiling`), bound what the world model can reach: their PSNR, SSIM and
+persistence against the real frames. Colours or objects the autoencoder loses (it was
+trained on other recordings) cap fidelity and persistence whatever the world model learns.
+
 **Controllability** (`controllability.py`): from real states along the same episodes, every
 canonical action is imagined from the same state and compared with the real outcome of
 every action. LPIPS is not computed: it needs pretrained network weights, which cannot be
@@ -154,6 +160,7 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: s
                                   tqdm(seeds, desc=f"real {task}", disable=not progress)])
             imag = imagined_rollouts(sim, task, [r[0] for r in real], actions, seeds)
             per = {h: _frame_metrics(task, [r[h] for r in real], imag[:, h], [r[0] for r in real]) for h in horizons}
+            ceiling = autoencoder_ceiling(sim, task, [r[h] for r in real for h in horizons])
             # 2. Controllability from real states along the same episodes.
             ctrl = Controllability(tuple(tpl.canonical_actions))
             states = [t for t in range(0, episode_steps, control_stride)][:control_states]
@@ -173,11 +180,34 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: s
             "confusion": conf_path.name,
             "per_horizon": {str(h): m for h, m in per.items()},
             "controllability": ctrl.summary(),
+            "autoencoder": ceiling,
             "sampling": asdict(tpl.sampling),
         }
     (out / "eval.json").write_text(json.dumps(results, indent=2) + "\n")
     (out / "eval.md").write_text(markdown_table(results))
     return results
+
+
+def autoencoder_ceiling(sim, task: str, frames: Sequence[np.ndarray], seed: int = 0) -> dict | None:
+    """PSNR (of the mean squared error), mean SSIM and persistence of the real `frames` encoded
+    and decoded by the simulator's autoencoder, against themselves; None for a simulator
+    without a local model (a server)."""
+    import torch
+
+    from bagel_world.simulator.local import LocalSimulator
+
+    if not isinstance(sim, LocalSimulator) or not frames:
+        return None
+    eng = sim.engine
+    pils = [eng.prepare_image(f) for f in frames]
+    real = [np.asarray(p) for p in pils]
+    recon = []
+    for i in range(0, len(pils), 32):
+        gens = [torch.Generator(eng.vae_device).manual_seed(seed + i + k) for k in range(len(pils[i : i + 32]))]
+        recon += eng.decode_batch(eng.encode_images(pils[i : i + 32], gens), real[0].shape[:2])
+    m = float(np.mean([mse(r, x) for r, x in zip(real, recon)]))
+    return {"psnr": psnr_of_mse(m), "ssim": float(np.mean([ssim(r, x) for r, x in zip(real, recon)])),
+            "persistence": persistence(task, recon, real), "frames": len(frames)}
 
 
 def _frame_metrics(task: str, real: Sequence[np.ndarray], imag: Sequence[np.ndarray],
@@ -205,6 +235,12 @@ def markdown_table(results: dict) -> str:
     for task, r in results["tasks"].items():
         c = r["controllability"]
         lines.append(f"| {task} | {c['accuracy']:.2f} | {c['chance']:.2f} | {c['pairs']} | {c['states']} |")
+    ceil = {t: r.get("autoencoder") for t, r in results["tasks"].items()}
+    if any(ceil.values()):
+        lines += ["", "| task | autoencoder PSNR | autoencoder SSIM | autoencoder persistence | frames |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| {t} | {c['psnr']:.2f} | {c['ssim']:.3f} | {_fmt(c['persistence'])} | {c['frames']} |"
+                  for t, c in ceil.items() if c]
     colours = ", ".join(f"{t}: {'/'.join(TASK_COLOURS[t])}" for t in results["tasks"])
     return "\n".join(lines) + f"\n\nPersistence colours: {colours}.\n\nLPIPS: {results['lpips']}.\n"
 
