@@ -22,7 +22,7 @@ from PIL import Image
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.simulator import make_simulator
 from bagel_world.simulator.tasks import TASK_NAMES
-from bagel_world.training.evaluate import autoencoder_ceiling, real_rollout
+from bagel_world.training.evaluate import autoencoder_ceiling, fmt, real_rollout, round_trip
 
 
 def landmark_frames(seed: int, steps: int) -> list[np.ndarray]:
@@ -49,33 +49,32 @@ def main() -> None:
         raise SystemExit(f"--tasks: unknown {unknown or tasks}; accepted: {', '.join(TASK_NAMES)}")
     if args.episodes < 1:
         raise SystemExit(f"--episodes must be >= 1, got {args.episodes}")
-    steps = sorted({int(s) for s in args.steps.split(",")})
+    try:
+        steps = sorted({int(s) for s in args.steps.split(",")})
+    except ValueError:
+        raise SystemExit(f"--steps must be comma-separated whole numbers, got {args.steps!r}") from None
+    if steps[0] < 0:
+        raise SystemExit(f"--steps must be >= 0, got {args.steps!r}")
     sim = make_simulator(args.checkpoint, device="cpu")
     print("| task | frames | autoencoder PSNR | SSIM | persistence |\n|---|---|---|---|---|")
     strips = []
     for task in tasks:
         res = tuple(sim.tasks()[task].resolution)
-        frames = []
+        episodes = []
         for seed in range(args.seed, args.seed + args.episodes):
             if task == "navigate" and args.landmarks:
                 ep = landmark_frames(seed, max(steps))
             else:
                 ep = real_rollout(task, seed, max(steps), res)[0]
-            frames += [ep[s] for s in steps if s < len(ep)]
-        c = autoencoder_ceiling(sim, task, frames)
-        kept = "n/a" if c["persistence"] is None or not np.isfinite(c["persistence"]) else f"{c['persistence']:.3f}"
-        print(f"| {task} | {c['frames']} | {c['psnr']:.2f} | {c['ssim']:.3f} | {kept} |")
+            episodes.append([ep[s] for s in steps if s < len(ep)])
+        c = autoencoder_ceiling(sim, task, [f for ep in episodes for f in ep])
+        print(f"| {task} | {c['frames']} | {c['psnr']:.2f} | {c['ssim']:.3f} | {fmt(c['persistence'])} |")
         if args.strip:
-            eng = sim.engine
-            first = frames[: len(steps)]
-            import torch
-
-            pils = [eng.prepare_image(f) for f in first]
-            gens = [torch.Generator().manual_seed(k) for k in range(len(pils))]
-            back = eng.decode_batch(eng.encode_images(pils, gens), res)
-            strips.append(np.concatenate([np.concatenate([np.asarray(p) for p in pils], 1),
-                                          np.concatenate(back, 1)], 0))
+            real, back = round_trip(sim, episodes[0])
+            strips.append(np.concatenate([np.concatenate(real, 1), np.concatenate(back, 1)], 0))
     if args.strip:
+        width = max(s.shape[1] for s in strips)  # a walk that ended early gives a shorter row
+        strips = [np.pad(s, ((0, 0), (0, width - s.shape[1]), (0, 0)), constant_values=255) for s in strips]
         img = Image.fromarray(np.concatenate(strips, 0))
         img.resize((img.width * 2, img.height * 2), Image.NEAREST).save(args.strip)
         print(f"strip: {args.strip}")

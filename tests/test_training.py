@@ -133,10 +133,11 @@ def test_init_resumes_from_a_checkpoint_and_plans_dropped_actions(tmp_path):
     assert w[0] > w[1] == w[2] == w[3] == 1.0 and float(w.mean()) == pytest.approx(3.0, abs=1e-4)
 
 
-
 def test_ae_finetune_adapts_the_init_autoencoder_to_frames_it_reconstructs_badly(tmp_path):
     """`--init X --ae-finetune N`: the init's autoencoder is trained N more steps on the new data (so
     colours it never saw come back), its latents recalibrated, and the world model trains on them."""
+    from dataclasses import replace
+
     from safetensors.torch import load_file
 
     _write_shards(tmp_path / "data")
@@ -157,11 +158,24 @@ def test_ae_finetune_adapts_the_init_autoencoder_to_frames_it_reconstructs_badly
     a, b = load_file(first / "ae.safetensors"), load_file(second / "ae.safetensors")
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
     cfg = json.loads((second / "ae_config.json").read_text())["params"]
-    assert cfg["scale_factor"] == pytest.approx(metrics["scale_factor"])  # recalibrated latents are exported
+    # The recalibrated latents are exported.
+    assert (cfg["scale_factor"], cfg["shift_factor"]) == pytest.approx((metrics["scale_factor"], metrics["shift_factor"]))
     # Without --ae-finetune the init's autoencoder is kept exactly.
-    third = run_training(TrainConfig(data=str(tmp_path / "panels"), out=str(tmp_path / "c"), work=str(tmp_path / "wc"),
-                                     init=str(first), **small), progress=False)
+    frozen = TrainConfig(data=str(tmp_path / "panels"), out=str(tmp_path / "c"), work=str(tmp_path / "wc"),
+                         init=str(first), **small)
+    third = run_training(frozen, progress=False)
     assert all(torch.equal(a[k], v) for k, v in load_file(third / "ae.safetensors").items())
+    # A work folder keeps the autoencoder it was started with; asking for another one is refused.
+    with pytest.raises(ValueError, match="holds the init's autoencoder kept frozen, not what --ae-finetune 60 asks"):
+        run_training(replace(frozen, ae_finetune=60), progress=False)
+    with pytest.raises(ValueError, match="fine-tuned 60 steps, not what --ae-finetune 0 asks; use a new --work"):
+        run_training(TrainConfig(data=str(tmp_path / "panels"), out=str(tmp_path / "b"), work=str(tmp_path / "wb"),
+                                 init=str(first), **small), progress=False)
+    # A fine-tune never resumes from another run's state (here the frozen copy, which has no optimiser).
+    (tmp_path / "wc" / "ae_metrics.json").unlink()
+    with pytest.raises(ValueError, match="ae_state.pt is not a resumable state of this autoencoder run"):
+        run_training(replace(frozen, ae_finetune=60), progress=False)
+
 
 def test_branch_groups_share_their_state_and_differ_only_in_the_action(tmp_path):
     from bagel_world.training.data import Branches, BranchSampler, list_branches

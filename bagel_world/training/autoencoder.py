@@ -33,6 +33,7 @@ class AETrainArgs:
     batch_size: int = DEFAULT_AE_BATCH_SIZE
     lr: float = 1e-3
     warmup: int = 200  # linear warm-up steps, then a linear decay to a tenth
+    run: str = ""  # what this run is (e.g. "fine-tune of <init>"): a saved state resumes only the same run
     kl_weight: float = 1e-6
     seed: int = 0
     log_every: int = 50
@@ -56,12 +57,17 @@ def train_autoencoder(vae: AutoEncoder, frames: np.ndarray, args: AETrainArgs, o
     step = 0
     if state_path.is_file():
         st = torch.load(state_path, weights_only=False)
+        if "opt" not in st or st.get("run", "") != args.run:
+            raise ValueError(f"{state_path} is not a resumable state of this autoencoder run "
+                             f"({st.get('run', '') or 'a new autoencoder'!r} with optimiser: {'opt' in st}; this run: "
+                             f"{args.run or 'a new autoencoder'!r}); use a new --work folder")
         vae.load_state_dict(st["vae"])
         opt.load_state_dict(st["opt"])
         step, rng.bit_generator.state = st["step"], st["rng"]
         gen.set_state(st["gen"])
     # Train on the unscaled latent: scale/shift are set after training.
     vae.scale_factor, vae.shift_factor = 1.0, 0.0
+    vae.train()
     bar = tqdm(total=args.steps, initial=step, desc="train autoencoder", disable=not progress)
     t0 = time.perf_counter()
     with open(out_dir / "ae_loss.jsonl", "a") as logf:
@@ -92,7 +98,7 @@ def train_autoencoder(vae: AutoEncoder, frames: np.ndarray, args: AETrainArgs, o
                 logf.write(json.dumps(row) + "\n")
                 logf.flush()
                 bar.set_postfix(psnr=f"{float(psnr):.1f}")
-                torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step,
+                torch.save({"vae": vae.state_dict(), "opt": opt.state_dict(), "step": step, "run": args.run,
                             "rng": rng.bit_generator.state, "gen": gen.get_state()}, state_path)
     bar.close()
     return calibrate_latents(vae, frames, args.seed)

@@ -188,23 +188,34 @@ def evaluate(sim, tasks=TASKS, seeds=range(8), horizons=DEFAULT_HORIZONS, out: s
     return results
 
 
-def autoencoder_ceiling(sim, task: str, frames: Sequence[np.ndarray], seed: int = 0) -> dict | None:
-    """PSNR (of the mean squared error), mean SSIM and persistence of the real `frames` encoded
-    and decoded by the simulator's autoencoder, against themselves; None for a simulator
-    without a local model (a server)."""
+def round_trip(sim, frames: Sequence[np.ndarray], seed: int = 0) -> tuple[list[np.ndarray], list[np.ndarray]] | None:
+    """The frames as the model takes them (resized) and the same encoded and decoded by the
+    simulator's autoencoder (frame k with the posterior draw of seed + k, on CPU generators as
+    every session's encoding); None for a simulator without a local model (a server)."""
     import torch
 
     from bagel_world.simulator.local import LocalSimulator
 
-    if not isinstance(sim, LocalSimulator) or not frames:
+    if not isinstance(sim, LocalSimulator):
         return None
     eng = sim.engine
     pils = [eng.prepare_image(f) for f in frames]
     real = [np.asarray(p) for p in pils]
-    recon = []
+    back = []
     for i in range(0, len(pils), 32):
-        gens = [torch.Generator(eng.vae_device).manual_seed(seed + i + k) for k in range(len(pils[i : i + 32]))]
-        recon += eng.decode_batch(eng.encode_images(pils[i : i + 32], gens), real[0].shape[:2])
+        gens = [torch.Generator().manual_seed(seed + i + k) for k in range(len(pils[i : i + 32]))]
+        back += eng.decode_batch(eng.encode_images(pils[i : i + 32], gens), real[0].shape[:2])
+    return real, back
+
+
+def autoencoder_ceiling(sim, task: str, frames: Sequence[np.ndarray], seed: int = 0) -> dict | None:
+    """PSNR (of the mean squared error), mean SSIM and persistence of the real `frames`
+    round-tripped through the simulator's autoencoder (`round_trip`), against themselves; None
+    for a simulator without a local model (a server) or without frames."""
+    pair = round_trip(sim, frames, seed) if len(frames) else None
+    if pair is None:
+        return None
+    real, recon = pair
     m = float(np.mean([mse(r, x) for r, x in zip(real, recon)]))
     return {"psnr": psnr_of_mse(m), "ssim": float(np.mean([ssim(r, x) for r, x in zip(real, recon)])),
             "persistence": persistence(task, recon, real), "frames": len(frames)}
@@ -229,8 +240,8 @@ def markdown_table(results: dict) -> str:
     for task, r in results["tasks"].items():
         for h, m in r["per_horizon"].items():
             lines.append(f"| {task} | {h} | {m['psnr']:.2f} | {m['copy_psnr']:.2f} | {m['psnr'] - m['copy_psnr']:+.2f} | "
-                         f"{m['ssim']:.3f} | {m['copy_ssim']:.3f} | {_fmt(m['persistence'])} | "
-                         f"{_fmt(m['copy_persistence'])} |")
+                         f"{m['ssim']:.3f} | {m['copy_ssim']:.3f} | {fmt(m['persistence'])} | "
+                         f"{fmt(m['copy_persistence'])} |")
     lines += ["", "| task | controllability | chance | pairs | states |", "|---|---|---|---|---|"]
     for task, r in results["tasks"].items():
         c = r["controllability"]
@@ -239,13 +250,14 @@ def markdown_table(results: dict) -> str:
     if any(ceil.values()):
         lines += ["", "| task | autoencoder PSNR | autoencoder SSIM | autoencoder persistence | frames |",
                   "|---|---|---|---|---|"]
-        lines += [f"| {t} | {c['psnr']:.2f} | {c['ssim']:.3f} | {_fmt(c['persistence'])} | {c['frames']} |"
+        lines += [f"| {t} | {c['psnr']:.2f} | {c['ssim']:.3f} | {fmt(c['persistence'])} | {c['frames']} |"
                   for t, c in ceil.items() if c]
     colours = ", ".join(f"{t}: {'/'.join(TASK_COLOURS[t])}" for t in results["tasks"])
     return "\n".join(lines) + f"\n\nPersistence colours: {colours}.\n\nLPIPS: {results['lpips']}.\n"
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float | None) -> str:
+    """A figure to 3 decimals, or n/a where there is none (None or not finite)."""
     return "n/a" if x is None or not np.isfinite(x) else f"{x:.3f}"
 
 

@@ -217,7 +217,8 @@ def _train(c: TrainConfig, progress: bool) -> Path:
                 # Fine-tuned on this data (resumes from ae_state.pt), then its latents recalibrated; the
                 # world model's weights start from the init's and learn the shifted latents.
                 ae_args = AETrainArgs(steps=c.ae_finetune, batch_size=c.ae_batch_size, seed=c.seed,
-                                      lr=AE_FINETUNE_LR, warmup=min(200, c.ae_finetune // 5))
+                                      lr=AE_FINETUNE_LR, warmup=min(200, c.ae_finetune // 5),
+                                      run=f"fine-tune of {c.init}")
                 before = calibrate_latents(vae, all_frames, c.seed)["recon_psnr_db"]
                 metrics = train_autoencoder(vae, all_frames, ae_args, work, progress)
                 log.info("autoencoder fine-tuned on %s: reconstruction %.2f -> %.2f dB", c.data, before,
@@ -232,6 +233,11 @@ def _train(c: TrainConfig, progress: bool) -> Path:
                     "from": str(c.init), **init.ae_metrics}, indent=2))
         if ae_metrics_path.is_file():
             ae_metrics = json.loads(ae_metrics_path.read_text())
+            done = ae_metrics.get("finetune_steps", 0)
+            if init is not None and done != c.ae_finetune:
+                held = f"fine-tuned {done} steps" if done else "kept frozen"
+                raise ValueError(f"the work folder {work} holds the init's autoencoder {held}, not what "
+                                 f"--ae-finetune {c.ae_finetune} asks; use a new --work folder")
             vae.load_state_dict(torch.load(work / "ae_state.pt", weights_only=False, map_location=device)["vae"])
         else:
             ae_args = AETrainArgs(steps=c.ae_steps, batch_size=c.ae_batch_size, seed=c.seed)
