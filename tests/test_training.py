@@ -395,6 +395,8 @@ def test_backfill_gives_old_navigate_shards_the_box_position(tmp_path):
     ({"mirror": -0.1}, "--mirror must be in"),
     ({"step_share": 2.0}, "--step-share must be in \\[0, 1\\], got 2.0"),
     ({"locate_share": -0.5}, "--locate-share must be in \\[0, 1\\], got -0.5"),
+    ({"locate_share": 0.3, "locate_goal_share": 1.2}, "--locate-goal-share must be in \\[0, 1\\], got 1.2"),
+    ({"locate_goal_share": 0.3}, "--locate-goal-share is a share of the location questions, and --locate-share is 0"),
     ({"ema_decay": 1.0}, "--ema-decay must be in \\[0, 1\\), got 1.0"),
     ({"ce_weight": -1.0}, "--ce-weight must be >= 0, got -1.0"),
     ({"world_steps": 0}, "--steps must be >= 1, got 0"),
@@ -528,6 +530,41 @@ def test_location_questions_ask_where_the_last_frame_was_taken(tmp_path):
     ClipSampler([far], window=2, rng=np.random.default_rng(0))  # no location questions: no check
     with pytest.raises(ValueError, match="locate_share must be in"):
         ClipSampler([s], window=2, rng=np.random.default_rng(0), locate_share=1.5)
+
+
+def test_location_questions_of_the_goal_image_answer_from_the_goal_pose(tmp_path):
+    """locate_goal_share: that share of the location questions shows the episode's goal image
+    alone and answers from its goal pose; the rest are asked of walk frames as before."""
+    from bagel_world.simulator.progress import LOCATE_QUESTIONS, LOCATION_BINS
+
+    frames = _write_shards(tmp_path)
+    s = Shard.load(list_shards(tmp_path)[0])
+    E, T1 = frames.shape[:2]
+    poses = np.zeros((E, T1, 3), np.float32)
+    poses[:, :, 0], poses[:, :, 1], poses[:, :, 2] = 0.4 + 1.1 * np.arange(T1), 2.6, 40.0 * np.arange(T1)
+    goals = (np.arange(E)[:, None, None, None] * 10 + np.zeros((E, 64, 64, 3))).astype(np.uint8)
+    goal_poses = np.stack([6.9 - 0.5 * np.arange(E), 1.1 + np.arange(E), 90.0 + 30 * np.arange(E)], 1).astype(np.float32)
+    s = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses, goal_poses)
+    sampler = ClipSampler([s], window=2, rng=np.random.default_rng(0), locate_share=1.0, locate_goal_share=0.25)
+    bins, n_goal, seen = LOCATION_BINS["navigate"], 0, set()
+    for _ in range(400):
+        c = sampler.sample()
+        assert c.question in LOCATE_QUESTIONS and len(c.frames) == 1 and c.actions == [] and c.goal is None
+        e, t = c.key[1], c.key[2]
+        if t == -1:  # the goal image, answered from the goal pose
+            n_goal += 1
+            assert np.array_equal(c.frames[0], goals[e]) and c.answer == bins.answer(c.question, goal_poses[e])
+            seen.add(c.question)
+        else:
+            assert np.array_equal(c.frames[0], frames[e, t]) and c.answer == bins.answer(c.question, poses[e, t])
+    assert 70 < n_goal < 130 and seen == set(LOCATE_QUESTIONS)
+    # goal poses are checked against the floor the bins cover as well
+    off = Shard(s.task, s.frames, s.actions, s.qa_q, s.qa_a, s.seeds, goals, poses, goal_poses + [9.0, 0, 0])
+    with pytest.raises(ValueError, match="bins for the one_room layout, x and z in \\[0, 8\\] m"):
+        ClipSampler([off], window=2, rng=np.random.default_rng(0), locate_share=0.5, locate_goal_share=0.5)
+    ClipSampler([off], window=2, rng=np.random.default_rng(0), locate_share=0.5)  # walk frames only: no check
+    with pytest.raises(ValueError, match="locate_goal_share must be in"):
+        ClipSampler([s], window=2, rng=np.random.default_rng(0), locate_share=0.5, locate_goal_share=-0.1)
 
 
 def test_location_questions_are_refused_on_recordings_of_another_layout(tmp_path):

@@ -59,8 +59,9 @@ def write_model_card(folder: str | Path, eval_md: str | None = None, commands: l
            + (f", {c['judge_share']} of those asked of the last frame alone" if c.get("judge_share") else "")
            + (f", {c['step_share']} of those about the last step" if c.get("step_share") else "") + ")"
            if c.get("progress_share") else "")
-        + (f"; location questions ({c['locate_share']} of the clips: where the last frame was taken)"
-           if c.get("locate_share") else "")
+        + (f"; location questions ({c['locate_share']} of the clips: where the last frame was taken"
+           + (f", {c['locate_goal_share']} of them of the episode's goal image" if c.get("locate_goal_share") else "")
+           + ")" if c.get("locate_share") else "")
         + f", EMA {w['ema_decay']}, "
         + ("bf16 autocast" if w.get("bf16") else "fp32"),
         f"- levers: action dropout {w.get('action_dropout', 0)} (for text guidance), context-noise augmentation up "

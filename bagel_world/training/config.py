@@ -78,6 +78,8 @@ class TrainConfig:
                                    "brought the agent (the learned reward head of `--metric step` planners)")
     locate_share: float = _opt(0.0, "share of clips that ask where their last frame was taken (x, z, heading; "
                                      "the location judge of `--metric located` planners; one-room recordings)")
+    locate_goal_share: float = _opt(0.0, "share of the location questions asked of the episode's goal image at its "
+                                          "goal pose instead of a walk frame (the view a located planner must place)")
     ce_weight: float = _opt(0.25, "weight of the answers' cross-entropy beside the flow loss")
     mirror: float = _opt(0.0, "share of navigate and multiview clips seen mirrored (frames flipped left-right, "
                               "left and right swapped in actions and answers)")
@@ -94,7 +96,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         flag = {f.name: option_flag(f) for f in fields(self)}
         for name in ("action_dropout", "branch_share", "progress_share", "judge_share", "step_share", "locate_share",
-                     "mirror"):
+                     "locate_goal_share", "mirror"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{flag[name]} must be in [0, 1], got {v}")
@@ -104,6 +106,9 @@ class TrainConfig:
 
         if self.progress_rule not in PROGRESS_RULES:
             raise ValueError(f"{flag['progress_rule']} must be one of {list(PROGRESS_RULES)}, got {self.progress_rule!r}")
+        if self.locate_goal_share > 0 and self.locate_share == 0:
+            raise ValueError(f"{flag['locate_goal_share']} is a share of the location questions, and "
+                             f"{flag['locate_share']} is 0 (none are asked); set {flag['locate_share']} > 0 as well")
         if self.ce_weight < 0:
             raise ValueError(f"{flag['ce_weight']} must be >= 0, got {self.ce_weight}")
         if self.ae_finetune < 0:

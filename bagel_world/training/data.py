@@ -103,7 +103,8 @@ class Clip:
     actions: list[str]  # K-1
     question: str | None
     answer: str | None
-    # Where the frames come from, for latents cached per frame: (shard index, episode, t0).
+    # Where the frames come from, for latents cached per frame: (shard index, episode, t0);
+    # t0 = -1 for a clip of the episode's goal image alone.
     key: tuple[int, int, int]
     # A goal image shown after the last frame, before a progress question about it.
     goal: np.ndarray | None = None
@@ -255,7 +256,9 @@ class ClipSampler:
     asks instead where the last frame was taken (`LOCATE_QUESTIONS`, one of the three at random),
     of that frame alone: like a `judge_share` clip, only the answer's cross-entropy. The poses
     must lie on the floor the bins cover (`LocationBins.span`), and such clips are never mirrored
-    (a mirrored view has no place in the room).
+    (a mirrored view has no place in the room). A share `locate_goal_share` of them asks it of
+    the episode's goal image at its goal pose instead: the view a located planner must place
+    (goal views face the goal object from near it, which walk frames seldom do).
 
     A share `mirror` of the clips of `MIRROR_TASKS` is mirrored (`mirror_clip`): twice the
     views, and every turn shown with its opposite from the mirrored state.
@@ -263,7 +266,8 @@ class ClipSampler:
 
     def __init__(self, shards: list[Shard], window: int, rng: np.random.Generator, progress_share: float = 0.0,
                  part: tuple[int, int] = (0, 1), mirror: float = 0.0, judge_share: float = 0.0,
-                 progress_rule: str = "pose", step_share: float = 0.0, locate_share: float = 0.0):
+                 progress_rule: str = "pose", step_share: float = 0.0, locate_share: float = 0.0,
+                 locate_goal_share: float = 0.0):
         from bagel_world.sims import PROGRESS_RULES
         from bagel_world.simulator.progress import LOCATION_BINS
 
@@ -271,11 +275,12 @@ class ClipSampler:
             raise ValueError(f"unknown progress rule {progress_rule!r}; accepted: {list(PROGRESS_RULES)}")
         self.progress_rule = progress_rule
         for name, v in (("progress_share", progress_share), ("mirror", mirror), ("judge_share", judge_share),
-                        ("step_share", step_share), ("locate_share", locate_share)):
+                        ("step_share", step_share), ("locate_share", locate_share),
+                        ("locate_goal_share", locate_goal_share)):
             if not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {v}")
         self.progress_share, self.mirror, self.judge_share = progress_share, mirror, judge_share
-        self.step_share, self.locate_share = step_share, locate_share
+        self.step_share, self.locate_share, self.locate_goal_share = step_share, locate_share, locate_goal_share
         if not shards:
             raise ValueError("no trajectory shards to sample from; run `bagel-world record` first")
         if locate_share > 0:
@@ -283,6 +288,8 @@ class ClipSampler:
                 if s.task in LOCATION_BINS and s.has_progress:
                     lo, hi = LOCATION_BINS[s.task].span
                     xz = s.poses[..., :2]
+                    if locate_goal_share > 0:
+                        xz = np.concatenate([xz.reshape(-1, 2), s.goal_poses[:, :2]])
                     if xz.min() < lo or xz.max() > hi:
                         raise ValueError(
                             f"locate_share > 0 asks where {s.task} frames were taken in bins for the "
@@ -323,8 +330,11 @@ class ClipSampler:
 
             if s.task in LOCATION_BINS:
                 q = LOCATE_QUESTIONS[int(self.rng.integers(len(LOCATE_QUESTIONS)))]
-                clip.frames, clip.actions, clip.key = clip.frames[-1:], [], (i, e, last)
-                clip.question, clip.answer = q, LOCATION_BINS[s.task].answer(q, s.poses[e, last])
+                if self.locate_goal_share > 0 and self.rng.random() < self.locate_goal_share:
+                    clip.frames, clip.key, pose = s.goals[e][None], (i, e, -1), s.goal_poses[e]
+                else:
+                    clip.frames, clip.key, pose = clip.frames[-1:], (i, e, last), s.poses[e, last]
+                clip.actions, clip.question, clip.answer = [], q, LOCATION_BINS[s.task].answer(q, pose)
                 return clip
         if s.has_progress and self.progress_share > 0 and self.rng.random() < self.progress_share:
             from bagel_world.simulator.progress import STEP_BINS

@@ -272,7 +272,8 @@ def _train(c: TrainConfig, progress: bool) -> Path:
     sampler = ClipSampler(shards, c.window, np.random.default_rng(c.seed + trainer.rank),
                           progress_share=c.progress_share, part=(trainer.rank, trainer.world), mirror=c.mirror,
                           judge_share=c.judge_share, progress_rule=c.progress_rule,
-                          step_share=c.step_share, locate_share=c.locate_share)
+                          step_share=c.step_share, locate_share=c.locate_share,
+                          locate_goal_share=c.locate_goal_share)
     branches = load_training_branches(data, held) if c.branch_share > 0 else []
     if branches:
         log.info("branch groups: %d states, share %.2f, group %d", sum(b.num_points for b in branches),
