@@ -26,7 +26,7 @@ import math
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -267,6 +267,59 @@ def markdown_table(results: Sequence[EvalResult]) -> str:
     return "\n".join(lines)
 
 
+def load_results(path) -> list[EvalResult]:
+    """The rows an `evaluate-agent --out DIR` run wrote to DIR/results.json (DIR or the file)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "results.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no evaluate-agent results at {path}; run `bagel-world evaluate-agent --out DIR` first")
+    keep = {f.name for f in fields(EvalResult)}
+    return [EvalResult(**{k: v for k, v in row.items() if k in keep}) for row in json.loads(path.read_text())]
+
+
+def success_chart(results: Sequence[EvalResult], path, labels: Sequence[str] | None = None,
+                  target: float | None = None, title: str | None = None) -> Path:
+    """A bar per row: its success rate with the Wilson 95% interval (scipy) and "k/n" beside it,
+    and `target` as a dashed line; written to `path` (PNG). `labels` name the bars (default: the
+    agents)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import binomtest
+
+    if not results:
+        raise ValueError("success_chart needs at least one result row")
+    labels = [r.agent for r in results] if labels is None else list(labels)
+    if len(labels) != len(results):
+        raise ValueError(f"{len(labels)} labels for {len(results)} result rows")
+    k = [sum(r.success) for r in results]
+    n = [r.episodes for r in results]
+    rate = [ki / ni for ki, ni in zip(k, n)]
+    ci = [binomtest(ki, ni).proportion_ci(0.95, method="wilson") for ki, ni in zip(k, n)]
+    err = np.array([[p - c.low for p, c in zip(rate, ci)], [c.high - p for p, c in zip(rate, ci)]])
+    y = np.arange(len(results))[::-1]
+    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(results) + 1.2))
+    ax.barh(y, rate, xerr=err, color="#4c72b0", ecolor="#333333", capsize=3)
+    for yi, p, ki, ni, c in zip(y, rate, k, n, ci):
+        ax.text(c.high + 0.015, yi, f"{p:.0%} ({ki}/{ni})", va="center", fontsize=8)
+    if target is not None:
+        ax.axvline(target, color="#c44e52", linestyle="--", linewidth=1, label=f"target {target:.0%}")
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_yticks(y, labels, fontsize=8)
+    ax.set_xlim(0, 1.15)
+    ax.set_xlabel("success rate in the real twin (bars: Wilson 95% interval)")
+    if title:
+        ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def paired_comparison(agent: EvalResult, baseline: EvalResult) -> dict[str, Any]:
     """`agent` against `baseline` on the same seeds, episode by episode.
 
@@ -500,7 +553,13 @@ def run(args: argparse.Namespace) -> int:
     print(table)
     if args.out:
         (out / "table.md").write_text(table + "\n")
-        print(f"written to {out}/results.json and {out}/table.md")
+        written = [out / "results.json", out / "table.md"]
+        try:
+            written.append(success_chart(results, out / "success.png",
+                                         title=f"{results[0].task}, seeds {args.seed}-{args.seed + args.episodes - 1}"))
+        except ImportError as e:  # matplotlib is in the eval extra
+            print(f"no success chart: {e}; pip install 'bagel-world[eval]' for it")
+        print("written to " + ", ".join(map(str, written)))
     return 0
 
 

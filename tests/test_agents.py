@@ -21,7 +21,7 @@ from fakes import FakeSimulator, LocatingMixin
 
 import bagel_world  # noqa: F401  (registers the ids)
 from bagel_world.agents import CEMPlanner, ModelJudgedPolicy, RandomAgent, canonical_actions, scripted_agent
-from bagel_world.evaluate_agents import EvalResult, evaluate_agent, markdown_table
+from bagel_world.evaluate_agents import EvalResult, evaluate_agent, load_results, markdown_table
 from bagel_world.evaluate_agents import main as evaluate_main
 from bagel_world.simulator.base import StepOutput
 from bagel_world.simulator.progress import judge_frames
@@ -605,6 +605,25 @@ def test_markdown_table_rows():
     assert "| random | 50% (1/2) | 10.0 | +0.50 ± 1.00 | 2 | 0.50 | `bagel-world evaluate-agent --agent random` |" in table
 
 
+def test_success_chart_draws_a_bar_per_row_with_its_interval(tmp_path):
+    from PIL import Image
+
+    from bagel_world.evaluate_agents import success_chart
+
+    rows = [EvalResult(agent=a, task="navigate", seeds=list(range(20)), success=[i < k for i in range(20)],
+                       steps=[30] * 20, returns=[0.0] * 20) for a, k in (("random", 0), ("planner", 9))]
+    path = success_chart(rows, tmp_path / "c" / "s.png", labels=["random", "planner, L5"], target=0.6, title="t")
+    img = np.asarray(Image.open(path).convert("RGB")).astype(int)
+    bar = (abs(img[..., 0] - 0x4C) < 8) & (abs(img[..., 1] - 0x72) < 8) & (abs(img[..., 2] - 0xB0) < 8)
+    assert bar.sum() > 500  # the planner's 45% bar is drawn; random's 0% draws none
+    rows_with_bar = np.flatnonzero(bar.any(1))
+    assert rows_with_bar.max() - rows_with_bar.min() < img.shape[0] / 3  # one bar, not two
+    with pytest.raises(ValueError, match="1 labels for 2 result rows"):
+        success_chart(rows, tmp_path / "x.png", labels=["one"])
+    with pytest.raises(FileNotFoundError, match="no evaluate-agent results at"):
+        load_results(tmp_path / "missing")
+
+
 def test_paired_comparison_counts_discordant_episodes_on_the_same_seeds():
     from bagel_world.evaluate_agents import paired_comparison, paired_lines
 
@@ -632,6 +651,9 @@ def test_evaluate_cli_prints_the_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| random | 0% (0/1) |" in out and "--agent random --task navigate --episodes 1" in out
     assert (tmp_path / "results.json").is_file() and (tmp_path / "table.md").is_file()
+    assert (tmp_path / "success.png").stat().st_size > 1000
+    [row] = load_results(tmp_path)  # what the README's chart script reads back
+    assert row.agent == "random" and row.episodes == 1 and row.steps == [3]
     # a comma list of agents: a row each, and each compared with random on the same seeds
     assert evaluate_main(["--agent", "random,scripted", "--episodes", "1", "--max-steps", "3", "--no-progress"]) == 0
     out = capsys.readouterr().out
