@@ -18,7 +18,9 @@ questions of `bagel_world.simulator.progress`, with the episode's goal image in 
 frame and the goal image were taken) and uses the distance between the two judged places as
 the judged distance, and minus the judged pose distance (metres plus `yaw_weight` metres per 180
 degrees of heading) as the "reached" score; it also reports how far each real frame's judged
-place is from the real one (median metres and degrees).
+place is from the real one (median metres and degrees), and how far the goal image's judged place
+is from the goal pose (median metres and degrees over the episodes, and the share of goals placed
+more than 0.5 m off, the pose rule's radius): a located planner heads for that judged place.
 """
 
 from __future__ import annotations
@@ -125,7 +127,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     if ahead < 1 or steps < ahead:
         raise ValueError(f"need 1 <= ahead <= steps, got ahead={ahead}, steps={steps}")
     real_d, judged_d, reached, p_reached, ahead_real, ahead_judged = [], [], [], [], [], []
-    place_err, yaw_err = [], []
+    place_err, yaw_err, goal_err, goal_yaw_err = [], [], [], []
 
     def judged(frames, goal, goal_place, reached=True):
         """(judged distance, "reached" score or None, judged places or None) of each frame."""
@@ -138,6 +140,10 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
         frames, actions, dist, ok, goal, infos = walk(task, seed, steps, explore, layout, success, landmarks)
         goal_place = judge_location_frames(sim, task, [goal])[0] if judge == "located" else None
+        if goal_place is not None:
+            e, ye = located_distance(goal_place, np.array([*infos[0]["goal_pos"], infos[0]["goal_yaw_deg"]], np.float64))
+            goal_err.append(float(e))
+            goal_yaw_err.append(float(ye))
         d, p, place = judged(frames, goal, goal_place)
         if place is not None:
             real = np.array([[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos], np.float64)
@@ -165,6 +171,9 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
         "auroc_reached": auroc(p_reached, reached), "reached_frames": int(reached.sum()),
         "real_distance_range": [float(real_d.min()), float(real_d.max())],
         "judge": judge,
-        **({"median_place_error_m": float(np.median(place_err)), "median_heading_error_deg": float(np.median(yaw_err))}
+        **({"median_place_error_m": float(np.median(place_err)), "median_heading_error_deg": float(np.median(yaw_err)),
+            "median_goal_place_error_m": float(np.median(goal_err)),
+            "median_goal_heading_error_deg": float(np.median(goal_yaw_err)),
+            "goals_placed_over_0_5m": float(np.mean(np.asarray(goal_err) > 0.5))}
            if place_err else {}),
     }

@@ -81,6 +81,11 @@ def test_eval_progress_with_the_location_judge_measures_its_place_errors():
     assert res["judge"] == "located" and res["frames"] == len(infos)
     assert res["median_place_error_m"] == pytest.approx(float(np.median(np.hypot(*(real - 4.0).T))), abs=1e-4)
     assert res["median_heading_error_deg"] == pytest.approx(float(np.median(yaw)), abs=1e-3)
+    # the goal image is placed at (4, 4) too: its error is the distance from there to the goal pose
+    goal_pos, goal_yaw = np.asarray(infos[0]["goal_pos"]), abs(infos[0]["goal_yaw_deg"])
+    assert res["median_goal_place_error_m"] == pytest.approx(float(np.hypot(*(goal_pos - 4.0))), abs=1e-4)
+    assert res["median_goal_heading_error_deg"] == pytest.approx(min(goal_yaw, 360 - goal_yaw), abs=1e-3)
+    assert res["goals_placed_over_0_5m"] == float(np.hypot(*(goal_pos - 4.0)) > 0.5)
     assert {q for q, _, _ in sim.score_calls} == set(LOCATE_QUESTIONS)  # no goal-conditioned question asked
     assert not any(with_goal for _, _, with_goal in sim.score_calls) and not sim._sessions
     with pytest.raises(ValueError, match="bins are for layout 'one_room', not 'four_rooms'"):
