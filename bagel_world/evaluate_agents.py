@@ -306,7 +306,7 @@ def success_chart(results: Sequence[EvalResult], path, labels: Sequence[str] | N
         ax.text(c.high + 0.015, yi, f"{p:.0%} ({ki}/{ni})", va="center", fontsize=8)
     if target is not None:
         ax.axvline(target, color="#c44e52", linestyle="--", linewidth=1, label=f"target {target:.0%}")
-        ax.legend(loc="lower right", fontsize=8)
+        ax.legend(loc="upper right", fontsize=8)
     ax.set_yticks(y, labels, fontsize=8)
     ax.set_xlim(0, 1.15)
     ax.set_xlabel("success rate in the real twin (bars: Wilson 95% interval)")
