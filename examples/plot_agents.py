@@ -1,6 +1,6 @@
 """One bar chart of success rates from several `bagel-world evaluate-agent --out DIR` runs.
 
-Each row is `LABEL=DIR[:AGENT]`: the row of AGENT (default: the only planner row, else the
+Each row is `LABEL=DIR[:AGENT]`: the row of AGENT (default: the planner row, else the
 first row) in DIR/results.json, drawn with its Wilson 95% interval. The README's agent chart:
 
     python examples/plot_agents.py --out docs/agents/success_one_room.png --target 0.6 \\
