@@ -105,6 +105,7 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     from scipy.stats import spearmanr
     from tqdm.auto import tqdm
 
+    from bagel_world.sims import progress_poses
     from bagel_world.simulator.progress import (
         DISTANCE_BINS,
         LOCATION_BINS,
@@ -140,13 +141,12 @@ def evaluate_progress(sim, task: str = "navigate", seeds: Sequence[int] = range(
     for seed in tqdm(list(seeds), desc=f"eval-progress {task}", disable=not progress):
         frames, actions, dist, ok, goal, infos = walk(task, seed, steps, explore, layout, success, landmarks)
         goal_place = judge_location_frames(sim, task, [goal])[0] if judge == "located" else None
-        if goal_place is not None:
-            e, ye = located_distance(goal_place, np.array([*infos[0]["goal_pos"], infos[0]["goal_yaw_deg"]], np.float64))
+        d, p, place = judged(frames, goal, goal_place)
+        if place is not None:  # the location judge's own errors, on the goal image and on every frame
+            e, ye = located_distance(goal_place, progress_poses(task, infos[0])[1])
             goal_err.append(float(e))
             goal_yaw_err.append(float(ye))
-        d, p, place = judged(frames, goal, goal_place)
-        if place is not None:
-            real = np.array([[*i["agent_pos"], i["agent_yaw_deg"]] for i in infos], np.float64)
+            real = np.stack([progress_poses(task, i)[0] for i in infos])
             e, ye = located_distance(place, real)
             place_err += list(e)
             yaw_err += list(ye)
